@@ -2,12 +2,14 @@ package relay_test
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
@@ -139,12 +141,37 @@ func startRelay(t *testing.T, listen string, up netip.AddrPort, idle time.Durati
 	if err != nil {
 		t.Fatal(err)
 	}
+	noDeadLetters(t, r)
 	t.Cleanup(func() {
 		if err := r.Close(); err != nil {
 			t.Error(err)
 		}
 	})
 	return r
+}
+
+// noDeadLetters fails the test if a message other than an idle timer's
+// tick reaches a stopped actor: the relay is built so that none does.
+func noDeadLetters(t *testing.T, r *relay.Relay) {
+	var mu sync.Mutex
+	var seen []string
+	sub := r.System().EventStream.Subscribe(func(evt any) {
+		if d, ok := evt.(*actor.DeadLetterEvent); ok {
+			if _, tick := d.Message.(*messages.CheckIdle); !tick {
+				mu.Lock()
+				seen = append(seen, fmt.Sprintf("%T to %v", d.Message, d.PID))
+				mu.Unlock()
+			}
+		}
+	})
+	t.Cleanup(func() {
+		r.System().EventStream.Unsubscribe(sub)
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) > 0 {
+			t.Errorf("dead letters: %v", seen)
+		}
+	})
 }
 
 // events collects a relay's session events.

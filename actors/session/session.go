@@ -19,6 +19,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
@@ -65,9 +66,12 @@ func (c *Config) Validate() error {
 
 // Props returns the props of a session actor. The session must not be
 // restarted (its socket is closed when it stops): supervise it with a
-// strategy that stops failed children.
+// strategy that stops failed children. Datagrams that queue up for it while
+// it writes leave together in its next sendmmsg.
 func Props(cfg Config) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &Session{cfg: cfg} })
+	s := &Session{cfg: cfg}
+	return actor.PropsFromProducer(func() actor.Actor { return s },
+		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(s.flush))))
 }
 
 // checkIdle is the one CheckIdle message every timer sends.
@@ -78,6 +82,9 @@ var checkIdle = &messages.CheckIdle{}
 type Session struct {
 	cfg  Config
 	peer roam.Peer
+	// stage holds the client's datagrams not yet written upstream; it is
+	// flushed when full and whenever the mailbox runs dry.
+	stage *udpio.Batch
 
 	lastClient, lastUpstream time.Time
 	timer                    *time.Timer
@@ -105,6 +112,7 @@ func (s *Session) Receive(ctx actor.Context) {
 }
 
 func (s *Session) start(ctx actor.Context) {
+	s.stage = udpio.GetBatch()
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
 	s.peer.FromClient(wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
@@ -122,6 +130,7 @@ func (s *Session) stop() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	s.flush()
 	s.cfg.Conn.Close()
 	if s.readerDone != nil {
 		<-s.readerDone
@@ -144,17 +153,37 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		}
 	}
 	s.cfg.Stats.Move(stats.FromClient, len(b.D), bytes, now)
+	for len(b.D) > 0 {
+		s.stage.Take(b)
+		if s.stage.Full() {
+			s.flush()
+		}
+	}
+	b.Release()
+}
+
+// flush writes the staged datagrams upstream with one sendmmsg.
+func (s *Session) flush() {
+	b := s.stage
+	if b == nil || len(b.D) == 0 {
+		return
+	}
+	bytes := 0
+	for i := range b.D {
+		bytes += b.D[i].N
+	}
 	sent, failed, err := s.cfg.Conn.WriteBatch(b, b.D)
 	if failed > 0 {
 		s.cfg.Counters.Drop(stats.UpstreamSendError, failed)
 		s.cfg.Logger.Debug("send upstream", zap.Error(err))
-	}
-	if failed > 0 {
 		bytes = 0 // which ones failed is not known; count datagrams only
 	}
+	if lost := len(b.D) - sent - failed; lost > 0 { // the socket was closed
+		s.cfg.Counters.Drop(stats.UpstreamSendError, lost)
+	}
 	s.cfg.Counters.Move(stats.ToUpstream, sent, bytes)
-	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, now)
-	b.Release()
+	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, time.Now())
+	b.Reset()
 }
 
 func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {

@@ -19,6 +19,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/actors/session"
@@ -89,7 +90,8 @@ func Props(cfg Config) *actor.Props {
 	if cfg.Policy == nil {
 		cfg.Policy = policy.AllowAll
 	}
-	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) })
+	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) },
+		actor.WithMailbox(mailbox.Unbounded()))
 }
 
 // entry is the supervisor's record of one live session.
@@ -461,8 +463,11 @@ func (s *Supervisor) stopping(ctx actor.Context) {
 		delete(s.pending, client)
 		udpio.PutBuffer(p.first.Buf)
 	}
+	// protoactor stops every child after this, policies included: stopping
+	// them here too would send a second Stop to a dead actor.
+	noStop := func(...*actor.PID) {}
 	for _, e := range s.sessions {
-		if s.remove(stopWith(ctx), e) {
+		if s.remove(noStop, e) {
 			info := e.info
 			info.ClientAddr = e.lastFrom
 			s.cfg.Counters.Count(stats.SessionClosed)

@@ -1,16 +1,15 @@
 // Package writer is the actor that owns the writes to a listening socket:
 // every reply to a client leaves through it. Sessions hand it batches of
-// addressed datagrams; it sends each batch with one sendmmsg and returns the
-// buffers to the pool.
+// addressed datagrams; it gathers what its mailbox holds into batches of up
+// to udpio.MaxBatch, sends each with one sendmmsg, and returns the buffers
+// to the pool.
 package writer
 
 import (
-	"errors"
-	"net"
-
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -24,25 +23,44 @@ type Config struct {
 	Logger   *zap.Logger
 }
 
-// Props returns the props of a writer actor.
+// Props returns the props of a writer actor. Replies from many sessions
+// that queue up while a write is under way leave together in the next one.
 func Props(cfg Config) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &Writer{cfg: cfg} })
+	w := &Writer{cfg: cfg, stage: udpio.GetBatch()}
+	return actor.PropsFromProducer(func() actor.Actor { return w },
+		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(w.flush))))
 }
 
-// Writer is the actor.
+// Writer is the actor. stage holds replies not yet written; it is flushed
+// when full and whenever the mailbox runs dry, so a reply waits only for
+// the replies queued before it.
 type Writer struct {
-	cfg Config
+	cfg   Config
+	stage *udpio.Batch
 }
 
 // Receive handles one message.
 func (w *Writer) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ClientReplies:
-		w.write(m.Batch())
+		b := m.Batch()
+		for len(b.D) > 0 {
+			w.stage.Take(b)
+			if w.stage.Full() {
+				w.flush()
+			}
+		}
+		b.Release()
+	case *actor.Stopping:
+		w.flush()
 	}
 }
 
-func (w *Writer) write(b *udpio.Batch) {
+func (w *Writer) flush() {
+	b := w.stage
+	if len(b.D) == 0 {
+		return
+	}
 	bytes := 0
 	for i := range b.D {
 		bytes += b.D[i].N
@@ -53,9 +71,9 @@ func (w *Writer) write(b *udpio.Batch) {
 		w.cfg.Counters.Drop(stats.ClientSendError, failed)
 		w.cfg.Logger.Debug("send to client", zap.Error(err))
 	}
-	if err != nil && errors.Is(err, net.ErrClosed) {
-		w.cfg.Counters.Drop(stats.ClientSendError, len(b.D)-sent-failed)
+	if lost := len(b.D) - sent - failed; lost > 0 { // the socket was closed
+		w.cfg.Counters.Drop(stats.ClientSendError, lost)
 	}
 	w.cfg.Counters.Move(stats.ToClient, sent, bytes)
-	b.Release()
+	b.Reset()
 }

@@ -92,9 +92,21 @@ func (b *Batch) Add(d Datagram) bool {
 // Full reports whether no more datagrams fit.
 func (b *Batch) Full() bool { return len(b.D) == MaxBatch }
 
-// Release returns every buffer the batch still holds, and the batch itself,
-// to their pools. Datagrams moved out must have had their Buf set to nil.
-func (b *Batch) Release() {
+// Take moves datagrams from the front of src to the end of b, as many as
+// fit, and returns how many it moved. src keeps the rest.
+func (b *Batch) Take(src *Batch) int {
+	n := min(MaxBatch-len(b.D), len(src.D))
+	for i := 0; i < n; i++ {
+		b.D = append(b.D, src.D[i])
+		src.D[i].Buf = nil
+	}
+	src.D = src.D[n:]
+	return n
+}
+
+// Reset returns every buffer the batch holds to the pool and empties it,
+// keeping the batch itself for reuse by its owner.
+func (b *Batch) Reset() {
 	for i := range b.store {
 		if b.store[i].Buf != nil {
 			bufferPool.Put(b.store[i].Buf)
@@ -103,5 +115,11 @@ func (b *Batch) Release() {
 	}
 	b.D = b.store[:0]
 	b.Via = 0
+}
+
+// Release returns every buffer the batch still holds, and the batch itself,
+// to their pools. Datagrams moved out must have had their Buf set to nil.
+func (b *Batch) Release() {
+	b.Reset()
 	batchPool.Put(b)
 }

@@ -1,0 +1,196 @@
+// Package mailbox is the relay's actor mailbox: protoactor's default
+// unbounded mailbox, rebuilt so that a message allocates nothing.
+//
+// protoactor's default mailbox schedules its processing with
+// dispatcher.Schedule(m.processMessages); the method value escapes and is
+// allocated every time an idle mailbox wakes up — once per batch on every
+// hop of the datagram path. This mailbox binds that function once. It also
+// lets an actor act when its mailbox runs dry (OnEmpty), still inside the
+// actor's turn, which is how the writer coalesces replies from many
+// sessions into one sendmmsg.
+//
+// Semantics are those of protoactor's default mailbox: system messages
+// first, user messages in order, suspension on failure, panics escalated to
+// the supervisor. MessageBatch unwrapping is not supported (the relay does
+// not use it).
+package mailbox
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+const (
+	idle int32 = iota
+	running
+)
+
+// Option configures a mailbox.
+type Option func(*Mailbox)
+
+// OnEmpty makes the mailbox call f each time it has processed every queued
+// user message, before it goes idle, in the actor's own goroutine and turn:
+// f may use the actor's state. A message posted meanwhile is processed
+// after f returns.
+func OnEmpty(f func()) Option { return func(m *Mailbox) { m.onEmpty = f } }
+
+// Unbounded returns a producer of unbounded, allocation-free mailboxes.
+func Unbounded(opts ...Option) actor.MailboxProducer {
+	return func() actor.Mailbox {
+		m := &Mailbox{}
+		for _, o := range opts {
+			o(m)
+		}
+		m.process = m.processMessages
+		return m
+	}
+}
+
+// Mailbox implements actor.Mailbox.
+type Mailbox struct {
+	user, system queue
+	userMessages atomic.Int32
+	sysMessages  atomic.Int32
+	status       atomic.Int32
+	suspended    atomic.Bool
+	invoker      actor.MessageInvoker
+	dispatcher   actor.Dispatcher
+	process      func() // m.processMessages, bound once
+	onEmpty      func()
+}
+
+// PostUserMessage queues a user message.
+func (m *Mailbox) PostUserMessage(message any) {
+	m.user.push(message)
+	m.userMessages.Add(1)
+	m.schedule()
+}
+
+// PostSystemMessage queues a system message.
+func (m *Mailbox) PostSystemMessage(message any) {
+	m.system.push(message)
+	m.sysMessages.Add(1)
+	m.schedule()
+}
+
+// RegisterHandlers is called by protoactor when the actor is spawned.
+func (m *Mailbox) RegisterHandlers(invoker actor.MessageInvoker, dispatcher actor.Dispatcher) {
+	m.invoker = invoker
+	m.dispatcher = dispatcher
+}
+
+// Start is called by protoactor when the actor is spawned.
+func (m *Mailbox) Start() {}
+
+// UserMessageCount returns the number of queued user messages.
+func (m *Mailbox) UserMessageCount() int { return int(m.userMessages.Load()) }
+
+func (m *Mailbox) schedule() {
+	if m.status.CompareAndSwap(idle, running) {
+		m.dispatcher.Schedule(m.process)
+	}
+}
+
+func (m *Mailbox) processMessages() {
+	for {
+		m.run()
+		if m.onEmpty != nil && !m.suspended.Load() && m.userMessages.Load() == 0 {
+			m.safeOnEmpty()
+		}
+		m.status.Store(idle)
+		sys, user := m.sysMessages.Load(), m.userMessages.Load()
+		// Messages posted after the loop ended would otherwise wait.
+		if sys == 0 && (m.suspended.Load() || user == 0) {
+			return
+		}
+		if !m.status.CompareAndSwap(idle, running) {
+			return // another goroutine took over
+		}
+	}
+}
+
+func (m *Mailbox) safeOnEmpty() {
+	defer func() {
+		if r := recover(); r != nil {
+			m.invoker.EscalateFailure(r, nil)
+		}
+	}()
+	m.onEmpty()
+}
+
+func (m *Mailbox) run() {
+	var msg any
+	defer func() {
+		if r := recover(); r != nil {
+			m.invoker.EscalateFailure(r, msg)
+		}
+	}()
+	i, t := 0, m.dispatcher.Throughput()
+	for {
+		if i > t {
+			i = 0
+			runtime.Gosched()
+		}
+		i++
+		if msg = m.system.pop(); msg != nil {
+			m.sysMessages.Add(-1)
+			switch msg.(type) {
+			case *actor.SuspendMailbox:
+				m.suspended.Store(true)
+			case *actor.ResumeMailbox:
+				m.suspended.Store(false)
+			default:
+				m.invoker.InvokeSystemMessage(msg)
+			}
+			continue
+		}
+		if m.suspended.Load() {
+			return
+		}
+		if msg = m.user.pop(); msg == nil {
+			return
+		}
+		m.userMessages.Add(-1)
+		m.invoker.InvokeUserMessage(msg)
+	}
+}
+
+// queue is a FIFO ring that grows and never shrinks: after warm-up a push
+// allocates nothing.
+type queue struct {
+	mu   sync.Mutex
+	buf  []any
+	head int
+	n    int
+}
+
+func (q *queue) push(v any) {
+	q.mu.Lock()
+	if q.n == len(q.buf) {
+		grown := make([]any, max(16, 2*len(q.buf)))
+		for i := 0; i < q.n; i++ {
+			grown[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = v
+	q.n++
+	q.mu.Unlock()
+}
+
+func (q *queue) pop() any {
+	q.mu.Lock()
+	if q.n == 0 {
+		q.mu.Unlock()
+		return nil
+	}
+	v := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	q.mu.Unlock()
+	return v
+}

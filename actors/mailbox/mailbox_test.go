@@ -1,0 +1,148 @@
+package mailbox_test
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/udpfwd/udpfwd/actors/mailbox"
+	"github.com/udpfwd/udpfwd/internal/racecheck"
+)
+
+type msg struct{ n int }
+
+// recorder is an actor that records the order of what it receives and
+// flushes on empty.
+type recorder struct {
+	mu      sync.Mutex
+	got     []int
+	pending int // messages since the last flush
+	flushes []int
+	inTurn  atomic.Int32
+	overlap atomic.Bool
+}
+
+func (r *recorder) Receive(ctx actor.Context) {
+	if r.inTurn.Add(1) != 1 {
+		r.overlap.Store(true)
+	}
+	defer r.inTurn.Add(-1)
+	if m, ok := ctx.Message().(*msg); ok {
+		r.mu.Lock()
+		r.got = append(r.got, m.n)
+		r.pending++
+		r.mu.Unlock()
+	}
+}
+
+func (r *recorder) flush() {
+	if r.inTurn.Add(1) != 1 {
+		r.overlap.Store(true)
+	}
+	defer r.inTurn.Add(-1)
+	r.mu.Lock()
+	if r.pending > 0 {
+		r.flushes = append(r.flushes, r.pending)
+		r.pending = 0
+	}
+	r.mu.Unlock()
+}
+
+func TestOrderAndOnEmpty(t *testing.T) {
+	system := actor.NewActorSystem()
+	r := &recorder{}
+	pid := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return r },
+		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(r.flush)))))
+	const n = 10000
+	var wg sync.WaitGroup
+	for p := 0; p < 4; p++ { // four concurrent senders, each in order
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			for i := 0; i < n; i++ {
+				system.Root.Send(pid, &msg{p*n + i})
+			}
+		}(p)
+	}
+	wg.Wait()
+	if err := system.Root.PoisonFuture(pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.got) != 4*n {
+		t.Fatalf("received %d, want %d", len(r.got), 4*n)
+	}
+	last := map[int]int{0: -1, 1: n - 1, 2: 2*n - 1, 3: 3*n - 1}
+	for _, v := range r.got {
+		p := v / n
+		if v <= last[p] {
+			t.Fatalf("sender %d's messages out of order: %d after %d", p, v, last[p])
+		}
+		last[p] = v
+	}
+	total := 0
+	for _, f := range r.flushes {
+		total += f
+	}
+	if total != 4*n || r.pending != 0 {
+		t.Fatalf("flushes cover %d messages (%d pending), want %d", total, r.pending, 4*n)
+	}
+	if r.overlap.Load() {
+		t.Fatal("OnEmpty ran concurrently with Receive")
+	}
+}
+
+func TestPanicEscalatesAndStops(t *testing.T) {
+	system := actor.NewActorSystem()
+	stopped := make(chan struct{})
+	props := actor.PropsFromFunc(func(ctx actor.Context) {
+		switch ctx.Message().(type) {
+		case *msg:
+			panic("boom")
+		case *actor.Stopped:
+			close(stopped)
+		}
+	}, actor.WithMailbox(mailbox.Unbounded()))
+	parent := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*actor.Started); ok {
+			child := ctx.Spawn(props)
+			ctx.Send(child, &msg{})
+		}
+	}, actor.WithSupervisor(actor.NewOneForOneStrategy(0, time.Second, func(any) actor.Directive { return actor.StopDirective }))))
+	defer system.Root.Stop(parent)
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the failed actor was not stopped by its supervisor")
+	}
+}
+
+func TestSendAllocs(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("allocation counts differ under -race; the README's test command runs this without -race")
+	}
+	system := actor.NewActorSystem()
+	done := make(chan struct{}, 1)
+	pid := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*msg); ok {
+			done <- struct{}{}
+		}
+	}, actor.WithMailbox(mailbox.Unbounded())))
+	defer system.Root.Stop(pid)
+	m := &msg{}
+	for range 100 { // warm up
+		system.Root.Send(pid, m)
+		<-done
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		system.Root.Send(pid, m)
+		<-done
+	})
+	if allocs != 0 {
+		t.Fatalf("a send to an idle actor allocates %v times, want 0", allocs)
+	}
+}
