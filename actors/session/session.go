@@ -83,7 +83,8 @@ type Session struct {
 	cfg  Config
 	peer roam.Peer
 	// stage holds the client's datagrams not yet written upstream; it is
-	// flushed when full and whenever the mailbox runs dry.
+	// flushed when full and whenever the mailbox runs dry, and given back
+	// to the pool then, so that an idle session holds no batch.
 	stage *udpio.Batch
 
 	lastClient, lastUpstream time.Time
@@ -112,7 +113,6 @@ func (s *Session) Receive(ctx actor.Context) {
 }
 
 func (s *Session) start(ctx actor.Context) {
-	s.stage = udpio.GetBatch()
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
 	s.peer.FromClient(wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
@@ -153,7 +153,18 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		}
 	}
 	s.cfg.Stats.Move(stats.FromClient, len(b.D), bytes, now)
+	if s.stage == nil {
+		// The common case: nothing staged, so this batch becomes the stage.
+		s.stage = b
+		if s.stage.Full() {
+			s.flush()
+		}
+		return
+	}
 	for len(b.D) > 0 {
+		if s.stage == nil {
+			s.stage = udpio.GetBatch()
+		}
 		s.stage.Take(b)
 		if s.stage.Full() {
 			s.flush()
@@ -165,7 +176,12 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 // flush writes the staged datagrams upstream with one sendmmsg.
 func (s *Session) flush() {
 	b := s.stage
-	if b == nil || len(b.D) == 0 {
+	if b == nil {
+		return
+	}
+	s.stage = nil
+	defer b.Release()
+	if len(b.D) == 0 {
 		return
 	}
 	bytes := 0
@@ -183,7 +199,6 @@ func (s *Session) flush() {
 	}
 	s.cfg.Counters.Move(stats.ToUpstream, sent, bytes)
 	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, time.Now())
-	b.Reset()
 }
 
 func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
