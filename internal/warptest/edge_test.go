@@ -28,18 +28,43 @@ func newClient(t *testing.T, e *Edge, cfg ClientConfig) *Client {
 	return c
 }
 
-func TestHandshakeAndBulkDownloadDirect(t *testing.T) {
-	e := newEdge(t, 3)
-	c := newClient(t, e, ClientConfig{ID: ClientID{0xa8, 0x1a, 0x15}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := c.WaitHandshake(ctx); err != nil {
-		t.Fatal(err)
+func TestHandshakeAndBulkTransfersDirect(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		id   ClientID
+	}{
+		{"WARP client ID", ClientID{0xa8, 0x1a, 0x15}},
+		{"zero ID as plain WireGuard", ClientID{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEdge(t, 3)
+			c := newClient(t, e, ClientConfig{ID: tc.id})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.WaitHandshake(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Echo(ctx, []byte("hello through the tunnel")); err != nil {
+				t.Fatal(err)
+			}
+			for i, tr := range []*Transfer{c.Download(ctx, bulkSize, 1), c.Upload(ctx, bulkSize, 2)} {
+				res, err := tr.Wait(ctx, 5*time.Second)
+				if err != nil {
+					t.Fatalf("transfer %d: %v", i, err)
+				}
+				if res.Bytes != bulkSize {
+					t.Errorf("%s of %d bytes reported %d", tr.Kind(), bulkSize, res.Bytes)
+				}
+				t.Logf("%s: %d bytes in %v: %.0f Mbit/s", tr.Kind(), res.Bytes, res.Elapsed, res.Mbps())
+			}
+			// The servers echo the ID back, and all of it went to one server.
+			if b := c.Bind(); b.Received() == 0 || b.Foreign() != 0 {
+				t.Errorf("client received %d datagrams, %d without its ID", b.Received(), b.Foreign())
+			}
+			src := e.Router().Sources()
+			if st, ok := src[c.LocalAddr()]; len(src) != 1 || !ok || st.Datagrams < c.Bind().Sent()/2 {
+				t.Errorf("router saw %v; client %v sent %d datagrams", src, c.LocalAddr(), c.Bind().Sent())
+			}
+		})
 	}
-	tr := c.Download(ctx, bulkSize, 1)
-	res, err := tr.Wait(ctx, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d bytes in %v: %.0f Mbit/s", res.Bytes, res.Elapsed, res.Mbps())
 }
