@@ -22,6 +22,9 @@ type EdgeConfig struct {
 	// Servers is the number of WireGuard servers behind the router; zero
 	// means DefaultServers.
 	Servers int
+	// Addr is where the router listens; it must be on loopback. The zero
+	// value means 127.0.0.1 on a port the system picks.
+	Addr netip.AddrPort
 	// Logf, if set, receives wireguard-go's verbose log of every server.
 	Logf func(format string, args ...any)
 }
@@ -55,11 +58,18 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("warptest: %d servers", n)
 	}
+	addr := cfg.Addr
+	if !addr.IsValid() {
+		addr = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
+	}
+	if !addr.Addr().IsLoopback() {
+		return nil, fmt.Errorf("warptest: edge address %v is not on loopback", addr)
+	}
 	key, err := GenerateKey()
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRouter(n)
+	r, err := newRouter(addr, n)
 	if err != nil {
 		return nil, err
 	}

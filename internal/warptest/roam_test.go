@@ -36,7 +36,7 @@ func TestRoamingDirectStalls(t *testing.T) {
 	}
 	before := c.LocalAddr()
 	tr := c.Download(ctx, bulkSize, 2)
-	if err := tr.WaitBytes(ctx, bulkSize/4); err != nil {
+	if err := tr.WaitBytes(ctx, bulkSize/4, stallAfter); err != nil {
 		t.Fatal(err)
 	}
 	after, err := c.Roam(toAnotherServer(e.Router(), c))
@@ -71,7 +71,7 @@ func TestRoamingThroughRelaySurvives(t *testing.T) {
 	tr := c.Download(ctx, bulkSize, 3)
 	ports := map[uint16]bool{c.LocalAddr().Port(): true}
 	for i := 1; i <= roams; i++ {
-		if err := tr.WaitBytes(ctx, bulkSize*int64(i)/(roams+1)); err != nil {
+		if err := tr.WaitBytes(ctx, bulkSize*int64(i)/(roams+1), stallAfter); err != nil {
 			t.Fatal(err)
 		}
 		a, err := c.Roam(toAnotherServer(e.Router(), c))

@@ -2,6 +2,7 @@ package warptest
 
 import (
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"net"
 	"net/netip"
@@ -44,11 +45,13 @@ type packet struct {
 	src netip.AddrPort
 }
 
-func newRouter(servers int) (*Router, error) {
-	c, err := listenLoopback(0)
+func newRouter(addr netip.AddrPort, servers int) (*Router, error) {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("warptest: router: %w", err)
 	}
+	_ = c.SetReadBuffer(socketBuffer)
+	_ = c.SetWriteBuffer(socketBuffer)
 	r := &Router{
 		conn:    c,
 		addr:    localAddrPort(c),

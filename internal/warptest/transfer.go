@@ -94,51 +94,51 @@ func (t *Transfer) Cancel() {
 	<-t.done
 }
 
-// WaitBytes waits until at least n bytes have moved. It fails if the transfer
-// ends short of n or ctx ends first.
-func (t *Transfer) WaitBytes(ctx context.Context, n int64) error {
-	tick := time.NewTicker(progressPoll)
-	defer tick.Stop()
-	for {
-		if t.Bytes() >= n {
-			return nil
-		}
-		select {
-		case <-t.done:
-			if t.Bytes() >= n {
-				return nil
-			}
-			return fmt.Errorf("warptest: %s ended at %d bytes, before %d: %w", t.kind, t.Bytes(), n, t.err)
-		case <-ctx.Done():
-			return fmt.Errorf("warptest: %s at %d bytes, waiting for %d: %w", t.kind, t.Bytes(), n, ctx.Err())
-		case <-tick.C:
-		}
-	}
+// WaitBytes waits until at least n bytes have moved. If the transfer makes no
+// progress for stall first (zero: no limit), WaitBytes cancels it and returns
+// a *StallError. It also fails if the transfer ends short of n or ctx ends.
+func (t *Transfer) WaitBytes(ctx context.Context, n int64, stall time.Duration) error {
+	return t.waitFor(ctx, n, stall)
 }
 
-// Wait waits for the transfer to end. If it makes no progress for stall, Wait
-// cancels it and returns a *StallError; if ctx ends first, it cancels it and
-// returns ctx's error.
+// Wait waits for the transfer to end. If it makes no progress for stall (zero:
+// no limit), Wait cancels it and returns a *StallError; if ctx ends first, it
+// cancels it and returns ctx's error.
 func (t *Transfer) Wait(ctx context.Context, stall time.Duration) (Result, error) {
+	if err := t.waitFor(ctx, -1, stall); err != nil {
+		return Result{Bytes: t.Bytes(), Elapsed: t.elapsed}, err
+	}
+	return Result{Bytes: t.size, Elapsed: t.elapsed}, nil
+}
+
+// waitFor waits until n bytes have moved or, for n < 0, until the end.
+func (t *Transfer) waitFor(ctx context.Context, n int64, stall time.Duration) error {
 	tick := time.NewTicker(progressPoll)
 	defer tick.Stop()
 	last, lastMove := t.Bytes(), time.Now()
 	for {
+		if n >= 0 && t.Bytes() >= n {
+			return nil
+		}
 		select {
 		case <-t.done:
-			if t.err != nil {
-				return Result{Bytes: t.Bytes(), Elapsed: t.elapsed}, t.err
+			switch {
+			case n < 0 || t.Bytes() >= n:
+				return t.err
+			case t.err != nil:
+				return fmt.Errorf("warptest: %s ended at %d bytes, before %d: %w", t.kind, t.Bytes(), n, t.err)
+			default:
+				return fmt.Errorf("warptest: %s ended at %d bytes, before %d", t.kind, t.Bytes(), n)
 			}
-			return Result{Bytes: t.size, Elapsed: t.elapsed}, nil
 		case <-ctx.Done():
 			t.Cancel()
-			return Result{}, fmt.Errorf("warptest: %s at %d of %d bytes: %w", t.kind, t.Bytes(), t.size, ctx.Err())
+			return fmt.Errorf("warptest: %s at %d of %d bytes: %w", t.kind, t.Bytes(), t.size, ctx.Err())
 		case now := <-tick.C:
 			if b := t.Bytes(); b != last {
 				last, lastMove = b, now
-			} else if idle := now.Sub(lastMove); idle >= stall {
+			} else if idle := now.Sub(lastMove); stall > 0 && idle >= stall {
 				t.Cancel()
-				return Result{}, &StallError{Kind: t.kind, Bytes: last, Size: t.size, Idle: idle}
+				return &StallError{Kind: t.kind, Bytes: last, Size: t.size, Idle: idle}
 			}
 		}
 	}
