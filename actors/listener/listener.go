@@ -1,0 +1,87 @@
+// Package listener is the actor that owns a listening UDP socket. Its reader
+// goroutine reads datagrams in batches (one recvmmsg each) and sends every
+// batch, as one message, to its target: the session supervisor.
+package listener
+
+import (
+	"errors"
+	"net"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// Config is what a listener needs. The listener owns Conn from spawn on and
+// closes it when it stops.
+type Config struct {
+	Conn *udpio.Conn
+	// Via is this socket's number in its relay; batches carry it so that
+	// replies leave by the socket the client used.
+	Via      uint8
+	Target   *actor.PID // receives *messages.ClientDatagrams
+	Counters *stats.Counters
+	Logger   *zap.Logger
+}
+
+// Props returns the props of a listener actor.
+func Props(cfg Config) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &Listener{cfg: cfg} })
+}
+
+// readErrorBackoff is the pause after an unexpected read error, so that a
+// persistent one is logged (sampled) rather than spun on.
+const readErrorBackoff = 10 * time.Millisecond
+
+// Listener is the actor.
+type Listener struct {
+	cfg  Config
+	done chan struct{}
+}
+
+// Receive handles one message.
+func (l *Listener) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		l.done = make(chan struct{})
+		go l.read(ctx.ActorSystem().Root)
+	case *actor.Stopping:
+		// Closing the socket ends the reader; wait so that nothing is
+		// sent to the target after the listener has stopped.
+		l.cfg.Conn.Close()
+		if l.done != nil {
+			<-l.done
+		}
+	}
+}
+
+func (l *Listener) read(root *actor.RootContext) {
+	defer close(l.done)
+	c := l.cfg.Conn
+	for {
+		b := udpio.GetBatch()
+		if err := c.ReadBatch(b); err != nil {
+			b.Release()
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if !udpio.IsTransient(err) {
+				// Not expected from a UDP socket; do not spin on it.
+				l.cfg.Logger.Warn("read from clients", zap.Error(err))
+				time.Sleep(readErrorBackoff)
+			}
+			continue
+		}
+		bytes := 0
+		for i := range b.D {
+			bytes += b.D[i].N
+		}
+		l.cfg.Counters.Move(stats.FromClient, len(b.D), bytes)
+		b.Via = l.cfg.Via
+		root.Send(l.cfg.Target, (*messages.ClientDatagrams)(b))
+	}
+}

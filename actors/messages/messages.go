@@ -1,0 +1,106 @@
+// Package messages defines every message the relay's actors exchange and
+// every event they publish on the actor system's event stream. It imports
+// no actor package, so each actor kind depends only on this vocabulary.
+//
+// Commands are imperative (OpenSession), events past tense (SessionOpened).
+// Messages are pointers, matched with `case *messages.X:`.
+package messages
+
+import (
+	"net/netip"
+
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// The datagram-carrying messages are udpio.Batch under other names, so that
+// a batch changes hands (and meaning) by a pointer conversion, without an
+// allocation. Whoever receives one owns it and must hand it on or Release it.
+
+// ClientDatagrams carries datagrams read from clients: the listener sends a
+// whole read batch to the supervisor, which sends each session the part that
+// is its client's.
+type ClientDatagrams udpio.Batch
+
+// UpstreamDatagrams carries datagrams a session's socket read from upstream,
+// from the session's reader goroutine to the session actor.
+type UpstreamDatagrams udpio.Batch
+
+// ClientReplies carries datagrams addressed to clients, from a session to
+// the writer, which sends them from the listening socket.
+type ClientReplies udpio.Batch
+
+// Batch returns the underlying batch.
+func (m *ClientDatagrams) Batch() *udpio.Batch { return (*udpio.Batch)(m) }
+
+// Batch returns the underlying batch.
+func (m *UpstreamDatagrams) Batch() *udpio.Batch { return (*udpio.Batch)(m) }
+
+// Batch returns the underlying batch.
+func (m *ClientReplies) Batch() *udpio.Batch { return (*udpio.Batch)(m) }
+
+// IgnoreDeadLetterLogging keeps protoactor from logging a batch that reached
+// a stopped actor; the relay counts those as dropped instead.
+func (*ClientDatagrams) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging a batch that reached
+// a stopped actor; the relay counts those as dropped instead.
+func (*UpstreamDatagrams) IgnoreDeadLetterLogging() {}
+
+// IgnoreDeadLetterLogging keeps protoactor from logging a batch that reached
+// a stopped actor; the relay counts those as dropped instead.
+func (*ClientReplies) IgnoreDeadLetterLogging() {}
+
+// AdmitSession asks a client's policy actor whether a session may open for
+// the client that sent a handshake initiation. The policy answers the
+// sender with SessionAdmitted or SessionRefused. It is asked once per new
+// session, never per datagram.
+type AdmitSession struct {
+	Client wgproto.ClientID
+	From   netip.AddrPort
+	// Live is the number of sessions the relay holds now, and LiveFromIP
+	// those whose latest client address has From's IP.
+	Live, LiveFromIP int
+}
+
+// SessionAdmitted answers AdmitSession: open the session.
+type SessionAdmitted struct {
+	Client wgproto.ClientID
+}
+
+// SessionRefused answers AdmitSession: do not open the session.
+type SessionRefused struct {
+	Client wgproto.ClientID
+	Reason string
+}
+
+// CheckIdle tells a session to check its idle deadline; its own timer sends
+// it, so it is never queued behind more than the session's own traffic.
+type CheckIdle struct{}
+
+// IgnoreDeadLetterLogging: a timer may fire just after its session stopped.
+func (*CheckIdle) IgnoreDeadLetterLogging() {}
+
+// SessionIdle tells the supervisor that a session has been idle for its
+// timeout. The supervisor forgets the client ID at once, so no datagram is
+// routed to a stopping session, and then stops the session after the
+// datagrams already queued for it.
+type SessionIdle struct {
+	Session SessionInfo
+	// Side says which direction was silent: "client" or "upstream".
+	Side string
+}
+
+// Crash makes a session panic. Sent to the supervisor, it is forwarded to
+// the session of Client. It exists for fault injection — supervision tests
+// and drills — and nothing in the relay sends it; no datagram can produce it.
+type Crash struct {
+	Client wgproto.ClientID
+	Reason string
+}
+
+// UpstreamResolved tells the supervisor the upstream's current address; new
+// sessions connect to it, existing sessions keep theirs.
+type UpstreamResolved struct {
+	Addr netip.AddrPort
+}

@@ -1,0 +1,97 @@
+package relay
+
+import (
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// eventSubscription is the relay's subscription to its actor system's event
+// stream: it logs the relay's session events and returns the buffers of
+// batches that reached a stopped actor.
+type eventSubscription struct {
+	stream *eventstream.EventStream
+	sub    *eventstream.Subscription
+}
+
+func (s *eventSubscription) close() { s.stream.Unsubscribe(s.sub) }
+
+// subscribeLogger logs every lifecycle event of the relay called name.
+// Events of other relays in the same system are left to them.
+func subscribeLogger(system *actor.ActorSystem, name string, l *zap.Logger) *eventSubscription {
+	sub := system.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(messages.SessionEvent); ok {
+			if info := e.Info(); info.Relay == name {
+				logEvent(l, evt, info)
+			}
+		}
+	})
+	return &eventSubscription{stream: system.EventStream, sub: sub}
+}
+
+// deadLetterSystems holds the actor systems whose dead letters are already
+// handled, so that a batch is released exactly once however many relays
+// share the system.
+var deadLetterSystems sync.Map
+
+// handleDeadLetters makes c count (and the pools get back) the batches that
+// reach a stopped actor in system. The relay is built so that this does not
+// happen (the supervisor forgets a session before stopping it, and a session
+// waits for its reader before it stops); this is the safety net. With
+// several relays in one system the first one's counters get them.
+func handleDeadLetters(system *actor.ActorSystem, c *stats.Counters) {
+	if _, loaded := deadLetterSystems.LoadOrStore(system, true); loaded {
+		return
+	}
+	system.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.DeadLetterEvent); ok {
+			deadLetter(e, c)
+		}
+	})
+}
+
+func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
+	fields := []zap.Field{
+		zap.Stringer("session", info.Session),
+		zap.Stringer("client", info.Client),
+		zap.String("client_b64", info.Client.Base64()),
+		zap.Stringer("client_addr", info.ClientAddr),
+		zap.Uint16("upstream_port", info.UpstreamLocal.Port()),
+	}
+	switch e := evt.(type) {
+	case *messages.SessionOpened:
+		l.Info("session opened", append(fields, zap.Stringer("upstream", info.Upstream))...)
+	case *messages.ClientRoamed:
+		l.Info("client roamed", append(fields, zap.Stringer("from", e.From))...)
+	case *messages.SessionExpired:
+		l.Info("session expired", append(fields, zap.String("silent", e.Side), zap.Duration("idle_timeout", e.Timeout))...)
+	case *messages.SessionFailed:
+		l.Error("session failed", append(fields, zap.String("reason", e.Reason))...)
+	case *messages.SessionClosed:
+		l.Debug("session closed", fields...)
+	}
+}
+
+// deadLetter counts a batch that reached an actor after it stopped and
+// returns its buffers.
+func deadLetter(e *actor.DeadLetterEvent, c *stats.Counters) {
+	var b *udpio.Batch
+	switch m := e.Message.(type) {
+	case *messages.ClientDatagrams:
+		b = m.Batch()
+	case *messages.UpstreamDatagrams:
+		b = m.Batch()
+	case *messages.ClientReplies:
+		b = m.Batch()
+	default:
+		return
+	}
+	c.Drop(stats.SessionGone, len(b.D))
+	b.Release()
+}

@@ -1,0 +1,268 @@
+// Package session is the actor that owns one client's session: its upstream
+// socket (the stable source port the upstream's ECMP hash sees), its client
+// address, and its idle deadline.
+//
+// Datagram flow: the supervisor sends ClientDatagrams; the session writes
+// them upstream with one sendmmsg and returns the buffers. A reader
+// goroutine reads the upstream's replies in batches and sends them to the
+// session as UpstreamDatagrams; the session addresses them to the client and
+// hands them to the writer as ClientReplies.
+package session
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/roam"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// Config is what a session needs. The session takes ownership of Conn.
+type Config struct {
+	Info messages.SessionInfo
+	// Conn is the session's upstream socket, connected to the upstream.
+	Conn *udpio.Conn
+	// Writers send replies to clients, one per listening socket of the
+	// relay, indexed by udpio.Batch.Via.
+	Writers []*actor.PID
+	// Via is the listening socket the session's first datagram came by.
+	Via uint8
+	// IdleTimeout ends the session when either direction has been silent
+	// for this long. Zero means never (static forward mode).
+	IdleTimeout time.Duration
+	// Raw skips WireGuard parsing: the session forwards any datagram and
+	// replies follow the newest client address (static forward mode).
+	Raw      bool
+	Counters *stats.Counters
+	Logger   *zap.Logger
+}
+
+// Validate reports a missing dependency.
+func (c *Config) Validate() error {
+	switch {
+	case c.Conn == nil:
+		return errors.New("session: no upstream socket")
+	case len(c.Writers) == 0:
+		return errors.New("session: no writer")
+	case c.Counters == nil:
+		return errors.New("session: no counters")
+	case c.Logger == nil:
+		return errors.New("session: no logger")
+	}
+	return nil
+}
+
+// Props returns the props of a session actor. The session must not be
+// restarted (its socket is closed when it stops): supervise it with a
+// strategy that stops failed children.
+func Props(cfg Config) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &Session{cfg: cfg} })
+}
+
+// checkIdle is the one CheckIdle message every timer sends.
+var checkIdle = &messages.CheckIdle{}
+
+// Session is the actor. Only its own goroutine touches its fields, except
+// readerDone, which the reader goroutine closes.
+type Session struct {
+	cfg  Config
+	peer roam.Peer
+
+	lastClient, lastUpstream time.Time
+	timer                    *time.Timer
+	idleSent                 bool
+
+	readerDone chan struct{}
+}
+
+// Receive handles one message.
+func (s *Session) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.ClientDatagrams:
+		s.fromClient(ctx, m.Batch())
+	case *messages.UpstreamDatagrams:
+		s.fromUpstream(ctx, m.Batch())
+	case *messages.CheckIdle:
+		s.checkIdle(ctx)
+	case *messages.Crash:
+		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
+	case *actor.Started:
+		s.start(ctx)
+	case *actor.Stopping:
+		s.stop()
+	}
+}
+
+func (s *Session) start(ctx actor.Context) {
+	now := time.Now()
+	s.lastClient, s.lastUpstream = now, now
+	s.peer.FromClient(wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
+	s.readerDone = make(chan struct{})
+	go s.read(ctx.ActorSystem().Root, ctx.Self())
+	if s.cfg.IdleTimeout > 0 {
+		root, self := ctx.ActorSystem().Root, ctx.Self()
+		s.timer = time.AfterFunc(s.cfg.IdleTimeout, func() { root.Send(self, checkIdle) })
+	}
+}
+
+// stop closes the socket, which ends the reader, and waits for it, so no
+// goroutine or buffer outlives the session.
+func (s *Session) stop() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.cfg.Conn.Close()
+	if s.readerDone != nil {
+		<-s.readerDone
+	}
+}
+
+func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
+	s.lastClient = time.Now()
+	bytes := 0
+	for i := range b.D {
+		d := &b.D[i]
+		bytes += d.N
+		var h wgproto.Header
+		if !s.cfg.Raw {
+			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+		}
+		if from := s.peer.Addr(); s.peer.FromClient(h, d.Addr, b.Via) {
+			s.roamed(ctx, from)
+		}
+	}
+	sent, failed, err := s.cfg.Conn.WriteBatch(b, b.D)
+	if failed > 0 {
+		s.cfg.Counters.Drop(stats.UpstreamSendError, failed)
+		s.cfg.Logger.Debug("send upstream", zap.Error(err))
+	}
+	if failed > 0 {
+		bytes = 0 // which ones failed is not known; count datagrams only
+	}
+	s.cfg.Counters.Move(stats.ToUpstream, sent, bytes)
+	b.Release()
+}
+
+func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
+	info := s.info()
+	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
+	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from})
+}
+
+func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
+	s.lastUpstream = time.Now()
+	bytes := 0
+	for i := range b.D {
+		bytes += b.D[i].N
+	}
+	s.cfg.Counters.Move(stats.FromUpstream, len(b.D), bytes)
+	// Replies leave in batches by listening socket; almost always one.
+	var out *udpio.Batch
+	for i := range b.D {
+		d := &b.D[i]
+		var h wgproto.Header
+		if !s.cfg.Raw {
+			h, _ = wgproto.Parse(d.Bytes())
+		}
+		to, via, ok := s.peer.FromUpstream(h)
+		if !ok || int(via) >= len(s.cfg.Writers) {
+			s.cfg.Counters.Drop(stats.NoPeer, 1)
+			continue // the buffer stays in b and is released with it
+		}
+		if out != nil && out.Via != via {
+			ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
+			out = nil
+		}
+		if out == nil {
+			out = udpio.GetBatch()
+			out.Via = via
+		}
+		d.Addr = to
+		out.Add(*d)
+		d.Buf = nil
+	}
+	if out != nil {
+		ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
+	}
+	b.Release()
+}
+
+func (s *Session) checkIdle(ctx actor.Context) {
+	if s.idleSent || s.cfg.IdleTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	side, last := "client", s.lastClient
+	if s.lastUpstream.Before(last) {
+		side, last = "upstream", s.lastUpstream
+	}
+	if wait := last.Add(s.cfg.IdleTimeout).Sub(now); wait > 0 {
+		s.timer.Reset(wait)
+		return
+	}
+	s.idleSent = true
+	ctx.Send(ctx.Parent(), &messages.SessionIdle{Session: s.info(), Side: side})
+}
+
+func (s *Session) info() messages.SessionInfo {
+	info := s.cfg.Info
+	info.ClientAddr = s.peer.Addr()
+	return info
+}
+
+// read is the reader goroutine. Between bursts it waits without holding
+// buffers, so an idle session costs a parked goroutine and nothing else.
+func (s *Session) read(root *actor.RootContext, self *actor.PID) {
+	defer close(s.readerDone)
+	c := s.cfg.Conn
+	for {
+		if err := c.WaitReadable(); err != nil {
+			if s.readFailed(err) {
+				return
+			}
+			continue
+		}
+		for {
+			b := udpio.GetBatch()
+			err := c.ReadBatch(b)
+			if f := c.TakeForeign(); f > 0 {
+				s.cfg.Counters.Drop(stats.ForeignSource, f)
+			}
+			if err != nil {
+				b.Release()
+				if s.readFailed(err) {
+					return
+				}
+				break
+			}
+			n := len(b.D)
+			root.Send(self, (*messages.UpstreamDatagrams)(b))
+			if n < udpio.MaxBatch {
+				break // drained: wait again without buffers
+			}
+		}
+	}
+}
+
+// readFailed reports whether the reader must end.
+func (s *Session) readFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	if udpio.IsTransient(err) {
+		// An ICMP error for an earlier datagram (upstream port closed,
+		// unreachable): the next datagram may go through.
+		return false
+	}
+	s.cfg.Logger.Warn("read upstream", zap.Error(err))
+	return true
+}

@@ -1,0 +1,447 @@
+// Package supervisor is the session-supervisor actor: it routes every
+// datagram a listener reads to the session of its client ID, opens sessions
+// (after asking the client's policy actor), and supervises them so that a
+// session that fails ends alone.
+//
+// Routing is the relay's one shared step, so it is kept cheap: one header
+// parse and one map lookup per datagram, and one message per session per
+// read batch.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/actors/session"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// Mode says how datagrams are grouped into sessions.
+type Mode int
+
+// The relay's modes.
+const (
+	// WireGuard groups datagrams by WARP client ID: one session, and one
+	// upstream port, per client ID.
+	WireGuard Mode = iota
+	// Forward sends every datagram through one session with a pre-bound
+	// upstream socket (static port-to-port forwarding).
+	Forward
+)
+
+// pendingTimeout is how long an admission may wait for its policy's answer
+// before another initiation from the client may ask again. Policies answer
+// in microseconds; this only guards against one that never does.
+const pendingTimeout = 5 * time.Second
+
+// Config is what a supervisor needs.
+type Config struct {
+	Relay string
+	Mode  Mode
+	// Upstream is the upstream address (WireGuard mode); it may be the zero
+	// value until the first UpstreamResolved message.
+	Upstream netip.AddrPort
+	// UpstreamBind is the local address upstream sockets bind to; the zero
+	// value lets the kernel choose address and port.
+	UpstreamBind netip.AddrPort
+	// ForwardConn is the pre-bound upstream socket of Forward mode.
+	ForwardConn *udpio.Conn
+	// Writers send replies to clients, one per listening socket, indexed
+	// by udpio.Batch.Via.
+	Writers       []*actor.PID
+	IdleTimeout   time.Duration
+	Policy        policy.Factory // nil means policy.AllowAll
+	SocketOptions udpio.Options
+	Counters      *stats.Counters
+	Logger        *zap.Logger
+}
+
+// Validate reports a configuration the supervisor cannot run with.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Writers) == 0:
+		return errors.New("supervisor: no writer")
+	case c.Counters == nil:
+		return errors.New("supervisor: no counters")
+	case c.Logger == nil:
+		return errors.New("supervisor: no logger")
+	case c.Mode == Forward && c.ForwardConn == nil:
+		return errors.New("supervisor: forward mode without an upstream socket")
+	case c.Mode == WireGuard && c.IdleTimeout <= 0:
+		return errors.New("supervisor: idle timeout must be positive")
+	}
+	return nil
+}
+
+// Props returns the props of a supervisor actor.
+func Props(cfg Config) *actor.Props {
+	if cfg.Policy == nil {
+		cfg.Policy = policy.AllowAll
+	}
+	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) })
+}
+
+// entry is the supervisor's record of one live session.
+type entry struct {
+	pid      *actor.PID
+	policy   *actor.PID
+	info     messages.SessionInfo
+	openedBy netip.Addr     // the client IP that opened it, for per-IP counts
+	lastFrom netip.AddrPort // the newest address a datagram came from
+	out      *udpio.Batch   // datagrams being routed to it in this batch
+}
+
+// pending is an admission waiting for its policy's answer. It holds the
+// handshake initiation that asked, to forward once admitted.
+type pending struct {
+	first  udpio.Datagram
+	via    uint8
+	policy *actor.PID
+	since  time.Time
+}
+
+// Supervisor is the actor. It implements actor.SupervisorStrategy itself,
+// so that it learns which session failed and why.
+type Supervisor struct {
+	cfg      Config
+	upstream netip.AddrPort
+	sessions map[wgproto.ClientID]*entry
+	byPID    map[string]*entry // by pid.Id, for Terminated and failures
+	pending  map[wgproto.ClientID]*pending
+	perIP    map[netip.Addr]int
+	touched  []*entry
+	drops    [stats.NumReasons]int
+}
+
+func newSupervisor(cfg Config) *Supervisor {
+	return &Supervisor{
+		cfg:      cfg,
+		upstream: cfg.Upstream,
+		sessions: make(map[wgproto.ClientID]*entry),
+		byPID:    make(map[string]*entry),
+		pending:  make(map[wgproto.ClientID]*pending),
+		perIP:    make(map[netip.Addr]int),
+	}
+}
+
+// Receive handles one message.
+func (s *Supervisor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *messages.ClientDatagrams:
+		s.route(ctx, m.Batch())
+	case *messages.SessionAdmitted:
+		s.admitted(ctx, m.Client)
+	case *messages.SessionRefused:
+		s.refused(ctx, m)
+	case *messages.SessionIdle:
+		s.idle(ctx, m)
+	case *messages.UpstreamResolved:
+		s.upstream = m.Addr
+	case *messages.Crash:
+		if e := s.sessions[m.Client]; e != nil {
+			ctx.Send(e.pid, m)
+		}
+	case *actor.Terminated:
+		s.terminated(ctx, m.Who)
+	case *actor.Started:
+		if s.cfg.Mode == Forward {
+			s.openForward(ctx)
+		}
+	case *actor.Stopping:
+		s.stopping(ctx)
+	}
+}
+
+// route splits a read batch into one batch per session and sends each.
+func (s *Supervisor) route(ctx actor.Context, in *udpio.Batch) {
+	if s.cfg.Mode == Forward {
+		s.routeForward(ctx, in)
+		return
+	}
+	for i := range in.D {
+		d := &in.D[i]
+		if d.Truncated {
+			s.drops[stats.Oversize]++
+			continue
+		}
+		h, v := wgproto.Parse(d.Bytes())
+		if v != wgproto.OK {
+			s.drops[verdictReason[v]]++
+			continue
+		}
+		e := s.sessions[h.Client]
+		if e == nil {
+			if h.Type != wgproto.TypeInitiation {
+				s.drops[stats.UnknownClient]++
+				continue
+			}
+			s.admit(ctx, h.Client, d, in.Via)
+			continue
+		}
+		e.lastFrom = d.Addr
+		if e.out == nil {
+			e.out = udpio.GetBatch()
+			e.out.Via = in.Via
+			s.touched = append(s.touched, e)
+		}
+		e.out.Add(*d)
+		d.Buf = nil // moved
+		if e.out.Full() {
+			ctx.Send(e.pid, (*messages.ClientDatagrams)(e.out))
+			e.out = udpio.GetBatch()
+			e.out.Via = in.Via
+		}
+	}
+	for _, e := range s.touched {
+		if e.out != nil {
+			ctx.Send(e.pid, (*messages.ClientDatagrams)(e.out))
+			e.out = nil
+		}
+	}
+	clear(s.touched)
+	s.touched = s.touched[:0]
+	in.Release()
+	s.flushDrops()
+}
+
+func (s *Supervisor) routeForward(ctx actor.Context, in *udpio.Batch) {
+	e := s.sessions[wgproto.ClientID{}]
+	if e == nil { // the session has failed: forward mode has no other
+		s.drops[stats.SessionGone] += len(in.D)
+		in.Release()
+		s.flushDrops()
+		return
+	}
+	k := 0
+	for i := range in.D {
+		if in.D[i].Truncated {
+			s.drops[stats.Oversize]++
+			continue
+		}
+		in.D[i], in.D[k] = in.D[k], in.D[i]
+		k++
+	}
+	in.D = in.D[:k]
+	if k > 0 {
+		e.lastFrom = in.D[k-1].Addr
+	}
+	s.flushDrops()
+	ctx.Send(e.pid, (*messages.ClientDatagrams)(in))
+}
+
+var verdictReason = [wgproto.NumVerdicts]stats.Reason{
+	wgproto.BadType:    stats.BadType,
+	wgproto.BadSize:    stats.BadSize,
+	wgproto.ZeroClient: stats.ZeroClientID,
+}
+
+func (s *Supervisor) flushDrops() {
+	for r, n := range s.drops {
+		if n != 0 {
+			s.cfg.Counters.Drop(stats.Reason(r), n)
+			s.drops[r] = 0
+		}
+	}
+}
+
+// admit asks a new policy actor whether client may open a session, and
+// keeps its initiation until the answer comes.
+func (s *Supervisor) admit(ctx actor.Context, client wgproto.ClientID, d *udpio.Datagram, via uint8) {
+	if !s.upstream.IsValid() {
+		s.drops[stats.UpstreamUnresolved]++
+		return
+	}
+	if p := s.pending[client]; p != nil {
+		if time.Since(p.since) < pendingTimeout {
+			s.drops[stats.AdmissionPending]++
+			return
+		}
+		s.cfg.Logger.Warn("policy did not answer; asking again", zap.Stringer("client", client))
+		s.dropPending(ctx, client, p)
+	}
+	p := &pending{first: *d, via: via, since: time.Now()}
+	d.Buf = nil // moved into the pending admission
+	p.policy = ctx.Spawn(s.cfg.Policy())
+	s.pending[client] = p
+	ctx.Request(p.policy, &messages.AdmitSession{
+		Client:     client,
+		From:       p.first.Addr,
+		Live:       len(s.sessions),
+		LiveFromIP: s.perIP[p.first.Addr.Addr()],
+	})
+}
+
+func (s *Supervisor) dropPending(ctx actor.Context, client wgproto.ClientID, p *pending) {
+	delete(s.pending, client)
+	udpio.PutBuffer(p.first.Buf)
+	ctx.Stop(p.policy)
+}
+
+func (s *Supervisor) refused(ctx actor.Context, m *messages.SessionRefused) {
+	p := s.pending[m.Client]
+	if p == nil {
+		return
+	}
+	s.cfg.Counters.Drop(stats.PolicyRefused, 1)
+	s.cfg.Logger.Debug("session refused", zap.Stringer("client", m.Client), zap.String("reason", m.Reason))
+	s.dropPending(ctx, m.Client, p)
+}
+
+func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
+	p := s.pending[client]
+	if p == nil {
+		return
+	}
+	delete(s.pending, client)
+	conn, err := udpio.Dial(context.Background(), s.cfg.UpstreamBind, s.upstream, s.cfg.SocketOptions)
+	if err != nil {
+		s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
+		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
+		udpio.PutBuffer(p.first.Buf)
+		ctx.Stop(p.policy)
+		return
+	}
+	e := s.spawn(ctx, client, p.first.Addr, p.via, conn, s.cfg.IdleTimeout, false)
+	e.policy = p.policy
+	b := udpio.GetBatch()
+	b.Via = p.via
+	b.Add(p.first)
+	ctx.Send(e.pid, (*messages.ClientDatagrams)(b))
+}
+
+// openForward starts forward mode's one session on its pre-bound socket.
+func (s *Supervisor) openForward(ctx actor.Context) {
+	s.spawn(ctx, wgproto.ClientID{}, netip.AddrPort{}, 0, s.cfg.ForwardConn, 0, true)
+}
+
+func (s *Supervisor) spawn(ctx actor.Context, client wgproto.ClientID, from netip.AddrPort, via uint8, conn *udpio.Conn, idle time.Duration, raw bool) *entry {
+	info := messages.SessionInfo{
+		Relay:         s.cfg.Relay,
+		Session:       uuid.New(),
+		Client:        client,
+		ClientAddr:    from,
+		UpstreamLocal: conn.LocalAddr(),
+		Upstream:      conn.RemoteAddr(),
+	}
+	pid := ctx.SpawnPrefix(session.Props(session.Config{
+		Info:        info,
+		Conn:        conn,
+		Writers:     s.cfg.Writers,
+		Via:         via,
+		IdleTimeout: idle,
+		Raw:         raw,
+		Counters:    s.cfg.Counters,
+		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
+			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
+	}), "session-"+client.String()+"-")
+	e := &entry{pid: pid, info: info, openedBy: from.Addr(), lastFrom: from}
+	s.sessions[client] = e
+	s.byPID[pid.Id] = e
+	s.perIP[e.openedBy]++
+	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
+	return e
+}
+
+// remove forgets a session and stops its policy actor; it reports false if
+// the session was already forgotten.
+func (s *Supervisor) remove(stop func(pids ...*actor.PID), e *entry) bool {
+	if s.sessions[e.info.Client] != e {
+		return false
+	}
+	delete(s.sessions, e.info.Client)
+	if s.perIP[e.openedBy]--; s.perIP[e.openedBy] <= 0 {
+		delete(s.perIP, e.openedBy)
+	}
+	if e.policy != nil {
+		stop(e.policy)
+	}
+	return true
+}
+
+// stopWith adapts ctx.Stop to remove's stop function.
+func stopWith(ctx actor.Context) func(pids ...*actor.PID) {
+	return func(pids ...*actor.PID) {
+		for _, pid := range pids {
+			ctx.Stop(pid)
+		}
+	}
+}
+
+// idle ends a session whose timer fired. Forgetting the client ID first
+// means nothing more is routed to it; Poison lets it forward what is
+// already queued before it stops.
+func (s *Supervisor) idle(ctx actor.Context, m *messages.SessionIdle) {
+	e := s.sessions[m.Session.Client]
+	if e == nil || e.info.Session != m.Session.Session {
+		return
+	}
+	s.remove(stopWith(ctx), e)
+	ctx.Poison(e.pid)
+	ctx.ActorSystem().EventStream.Publish(&messages.SessionExpired{SessionInfo: m.Session, Side: m.Side, Timeout: s.cfg.IdleTimeout})
+}
+
+func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
+	e := s.byPID[who.Id]
+	if e == nil {
+		return // a policy actor
+	}
+	delete(s.byPID, who.Id)
+	if s.remove(stopWith(ctx), e) {
+		// Not expired and not failed: stopped from outside.
+		info := e.info
+		info.ClientAddr = e.lastFrom
+		ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
+	}
+}
+
+// HandleFailure is called in the supervisor's goroutine when a child
+// panics. A failed session is stopped, never restarted: its socket is
+// closed and a new session would have a new port anyway. Every other
+// session is untouched.
+func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	sup.StopChildren(child)
+	e := s.byPID[child.Id]
+	if e == nil {
+		s.cfg.Logger.Error("policy actor failed", zap.Stringer("pid", child), zap.Any("reason", reason))
+		for client, p := range s.pending {
+			if p.policy.Id == child.Id {
+				delete(s.pending, client)
+				udpio.PutBuffer(p.first.Buf)
+				s.cfg.Counters.Drop(stats.PolicyRefused, 1)
+			}
+		}
+		return
+	}
+	if s.remove(sup.StopChildren, e) {
+		info := e.info
+		info.ClientAddr = e.lastFrom
+		system.EventStream.Publish(&messages.SessionFailed{SessionInfo: info, Reason: fmt.Sprint(reason)})
+	}
+}
+
+// stopping runs before protoactor stops the children: every session still
+// open is reported closed, and held initiations are released.
+func (s *Supervisor) stopping(ctx actor.Context) {
+	for client, p := range s.pending {
+		delete(s.pending, client)
+		udpio.PutBuffer(p.first.Buf)
+	}
+	for _, e := range s.sessions {
+		if s.remove(stopWith(ctx), e) {
+			info := e.info
+			info.ClientAddr = e.lastFrom
+			ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
+		}
+	}
+}

@@ -1,0 +1,297 @@
+// Command udpfwd is a relay for Cloudflare WARP (WireGuard) that keeps one
+// stable upstream UDP source port per WARP client ID, so that a roaming
+// client stays on the same WARP server; and, with -f, a static UDP port
+// forwarder.
+//
+// This file turns flags into relay configurations and handles signals; the
+// relay itself is in package actors/relay.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/logx"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3";
+// otherwise the module version from the build info is shown.
+var version = ""
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitRuntime = 1 // the system refused: port in use, permission, ...
+	exitUsage   = 2 // the command line or a file given on it is wrong
+)
+
+const usageText = `udpfwd: a WARP (WireGuard) relay with one stable upstream port per client ID
+
+Usage:
+  udpfwd -r LISTEN UPSTREAM [flags]   relay WireGuard, grouping by WARP client ID
+  udpfwd -f FILE [flags]              static UDP port forwarding, rules from FILE
+
+  LISTEN    ip:port to listen on; [::]:2408 listens on IPv6 and IPv4
+  UPSTREAM  host:port of the WARP endpoint, e.g. engage.cloudflareclient.com:2408
+  FILE      lines "in-addr,in-port,out-addr,out-port,dest-addr,dest-port"
+            (or separated by ';'); blank lines and # comments allowed
+
+Flags:
+`
+
+// usageError is an error in what the user typed: exit 2.
+type usageError struct{ error }
+
+// options are the parsed command line.
+type options struct {
+	relay        bool
+	forwardFile  string
+	debug        bool
+	idleTimeout  time.Duration
+	logLevel     string
+	logFormat    string
+	socketBuffer int
+	upstreamBind string
+	version      bool
+	args         []string
+}
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("udpfwd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.BoolVar(&o.relay, "r", false, "relay mode: LISTEN and UPSTREAM follow")
+	fs.StringVar(&o.forwardFile, "f", "", "static forward mode: read rules from `FILE`")
+	fs.BoolVar(&o.debug, "d", false, "debug logs (same as --log-level debug)")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "end a session silent in either direction this `long`")
+	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "console", "`format`: console or json")
+	fs.IntVar(&o.socketBuffer, "socket-buffer", udpio.DefaultSocketBuffer, "receive and send buffer of every socket, in `bytes`")
+	fs.StringVar(&o.upstreamBind, "upstream-bind", "", "local `ip:port` for upstream sockets (port 0: the kernel chooses)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	fs.Usage = func() { printUsage(fs, out) }
+	return fs
+}
+
+// printUsage prints the usage text and the flags, long ones with "--".
+func printUsage(fs *flag.FlagSet, out io.Writer) {
+	fmt.Fprint(out, usageText)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		left := dash + f.Name
+		if name != "" {
+			left += " " + name
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(out, "  %-26s %s\n", left, usage)
+	})
+	fmt.Fprintf(out, "  %-26s %s\n", "-h, --help", "show this help")
+}
+
+// parse reads the command line. Flags may come before, between or after
+// the positional arguments, as in the seed's "udpfwd -r LISTEN UPSTREAM -d".
+func parse(args []string, out io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o, io.Discard) // errors are reported in one line by the caller
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				printUsage(fs, out)
+				return nil, err
+			}
+			return nil, usageError{firstLine(err)}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			o.args = append(o.args, args[1:]...)
+			break
+		}
+		o.args = append(o.args, args[0])
+		args = args[1:]
+	}
+	if o.version {
+		return o, nil
+	}
+	if o.debug {
+		o.logLevel = "debug"
+	}
+	switch {
+	case o.relay && o.forwardFile != "":
+		return nil, usageError{errors.New("-r and -f cannot be used together")}
+	case o.relay && len(o.args) != 2:
+		return nil, usageError{fmt.Errorf("-r needs LISTEN and UPSTREAM, got %d argument(s)", len(o.args))}
+	case o.forwardFile != "" && len(o.args) != 0:
+		return nil, usageError{fmt.Errorf("unexpected argument %q after -f FILE", o.args[0])}
+	case !o.relay && o.forwardFile == "":
+		if len(o.args) > 0 {
+			return nil, usageError{fmt.Errorf("unexpected argument %q: use -r LISTEN UPSTREAM or -f FILE", o.args[0])}
+		}
+		return nil, usageError{errors.New("use -r LISTEN UPSTREAM or -f FILE")}
+	case o.idleTimeout <= 0:
+		return nil, usageError{fmt.Errorf("--idle-timeout %v: must be positive", o.idleTimeout)}
+	case o.socketBuffer <= 0:
+		return nil, usageError{fmt.Errorf("--socket-buffer %d: must be positive", o.socketBuffer)}
+	}
+	if err := (logx.Options{Level: o.logLevel, Format: o.logFormat}).Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return o, nil
+}
+
+// firstLine keeps flag's error to one line.
+func firstLine(err error) error {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return errors.New(s)
+}
+
+// configs turns options into relay configurations.
+func configs(o *options) ([]relay.Config, error) {
+	if o.relay {
+		c := relay.Config{
+			Mode:         relay.ModeWireGuard,
+			Listen:       []string{o.args[0]},
+			Upstream:     o.args[1],
+			UpstreamBind: o.upstreamBind,
+			IdleTimeout:  o.idleTimeout,
+			SocketBuffer: o.socketBuffer,
+		}
+		if err := c.Validate(); err != nil {
+			return nil, usageError{err}
+		}
+		return []relay.Config{c}, nil
+	}
+	f, err := os.Open(o.forwardFile)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("forward file: %w", err)}
+	}
+	defer f.Close()
+	rules, err := config.ParseForwardRules(f, o.forwardFile)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	cs := make([]relay.Config, 0, len(rules))
+	for _, r := range rules {
+		c := relay.Config{
+			Name:         fmt.Sprintf("line%d-%s", r.Line, r.In),
+			Mode:         relay.ModeForward,
+			Listen:       []string{r.In.String()},
+			Upstream:     r.Dest,
+			UpstreamBind: r.Out.String(),
+			SocketBuffer: o.socketBuffer,
+		}
+		if err := c.Validate(); err != nil {
+			return nil, usageError{fmt.Errorf("%s:%d: %w", o.forwardFile, r.Line, err)}
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process: it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		printUsage(newFlagSet(&options{}, stderr), stderr)
+		return exitUsage
+	}
+	o, err := parse(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK // usage already printed, as asked
+	}
+	if err != nil {
+		return fail(stderr, err)
+	}
+	if o.version {
+		fmt.Fprintln(stdout, "udpfwd", versionString())
+		return exitOK
+	}
+	cfgs, err := configs(o)
+	if err != nil {
+		return fail(stderr, err)
+	}
+	log, err := logx.New(logx.Options{Level: o.logLevel, Format: o.logFormat})
+	if err != nil {
+		return fail(stderr, usageError{err})
+	}
+	defer log.Sync() //nolint:errcheck // stderr
+
+	system := relay.NewSystem(log)
+	var relays []*relay.Relay
+	closeAll := func() {
+		for i := len(relays) - 1; i >= 0; i-- {
+			if err := relays[i].Close(); err != nil {
+				log.Warn("stop relay", zap.Error(err))
+			}
+		}
+		system.Shutdown()
+	}
+	for _, c := range cfgs {
+		r, err := relay.Start(c, log, relay.WithSystem(system))
+		if err != nil {
+			closeAll()
+			if o.forwardFile != "" {
+				return fail(stderr, fmt.Errorf("%s: %s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err))
+			}
+			return fail(stderr, err)
+		}
+		relays = append(relays, r)
+	}
+
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", zap.Stringer("signal", s))
+	go func() {
+		<-sig
+		log.Warn("second signal: exiting now")
+		os.Exit(exitRuntime)
+	}()
+	closeAll()
+	return exitOK
+}
+
+// fail prints err as one line and returns its exit code.
+func fail(stderr io.Writer, err error) int {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "udpfwd: %s (see udpfwd -h)\n", msg)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "udpfwd: %s\n", msg)
+	return exitRuntime
+}

@@ -1,0 +1,127 @@
+// Package stats counts what a relay moves and what it drops, with one
+// atomic add per batch rather than a lock or a log line per datagram. The
+// metrics endpoint and tests read the counters; nothing on the hot path
+// reads them.
+package stats
+
+import (
+	"sync/atomic"
+)
+
+// Reason is why a datagram was dropped. Every drop is counted under exactly
+// one reason.
+type Reason uint8
+
+// Drop reasons. Names are stable: they become metric label values.
+const (
+	BadType            Reason = iota // byte 0 is not a WireGuard type (or shorter than 4 bytes)
+	BadSize                          // size wrong for the WireGuard type
+	ZeroClientID                     // client ID bytes 1..3 are zero
+	Oversize                         // larger than the relay's buffers; the kernel truncated it
+	UnknownClient                    // not a handshake initiation, and no session for its client ID
+	AdmissionPending                 // a session for this client ID is being admitted
+	PolicyRefused                    // a policy refused to open a session
+	UpstreamUnresolved               // the upstream hostname has no address yet
+	UpstreamBindFailed               // no upstream socket could be opened for a new session
+	ForeignSource                    // arrived on an upstream socket from another address than the upstream
+	NoPeer                           // a reply from upstream, but no client address to send it to
+	UpstreamSendError                // the kernel refused to send it upstream
+	ClientSendError                  // the kernel refused to send it to the client
+	SessionGone                      // its session ended while it was queued
+	numReasons
+)
+
+// NumReasons is the number of drop reasons.
+const NumReasons = int(numReasons)
+
+var reasonNames = [NumReasons]string{
+	BadType:            "bad_type",
+	BadSize:            "bad_size",
+	ZeroClientID:       "zero_client_id",
+	Oversize:           "oversize",
+	UnknownClient:      "unknown_client",
+	AdmissionPending:   "admission_pending",
+	PolicyRefused:      "policy_refused",
+	UpstreamUnresolved: "upstream_unresolved",
+	UpstreamBindFailed: "upstream_bind_failed",
+	ForeignSource:      "foreign_source",
+	NoPeer:             "no_peer",
+	UpstreamSendError:  "upstream_send_error",
+	ClientSendError:    "client_send_error",
+	SessionGone:        "session_gone",
+}
+
+func (r Reason) String() string {
+	if int(r) < NumReasons {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Reasons lists every reason, for exporting all of them (zeros included).
+func Reasons() []Reason {
+	rs := make([]Reason, NumReasons)
+	for i := range rs {
+		rs[i] = Reason(i)
+	}
+	return rs
+}
+
+// Direction names one of the four legs a datagram travels.
+type Direction uint8
+
+// Directions, from the client's point of view.
+const (
+	FromClient   Direction = iota // read on the listening socket
+	ToUpstream                    // written on a session's upstream socket
+	FromUpstream                  // read on a session's upstream socket
+	ToClient                      // written on the listening socket
+	numDirections
+)
+
+// NumDirections is the number of directions.
+const NumDirections = int(numDirections)
+
+var directionNames = [NumDirections]string{"from_client", "to_upstream", "from_upstream", "to_client"}
+
+func (d Direction) String() string {
+	if int(d) < NumDirections {
+		return directionNames[d]
+	}
+	return "unknown"
+}
+
+// Counters are one relay's counters. The zero value is ready; all methods
+// are safe for concurrent use.
+type Counters struct {
+	drops     [NumReasons]atomic.Uint64
+	datagrams [NumDirections]atomic.Uint64
+	bytes     [NumDirections]atomic.Uint64
+}
+
+// Drop counts n datagrams dropped for reason r.
+func (c *Counters) Drop(r Reason, n int) { c.drops[r].Add(uint64(n)) }
+
+// Move counts n datagrams of total size bytes moved in direction d.
+func (c *Counters) Move(d Direction, n, bytes int) {
+	c.datagrams[d].Add(uint64(n))
+	c.bytes[d].Add(uint64(bytes))
+}
+
+// Dropped returns the number of datagrams dropped for reason r.
+func (c *Counters) Dropped(r Reason) uint64 { return c.drops[r].Load() }
+
+// Datagrams returns the number of datagrams moved in direction d.
+func (c *Counters) Datagrams(d Direction) uint64 { return c.datagrams[d].Load() }
+
+// Bytes returns the number of bytes moved in direction d.
+func (c *Counters) Bytes(d Direction) uint64 { return c.bytes[d].Load() }
+
+// TotalDropped sums the drops over every reason.
+func (c *Counters) TotalDropped() uint64 {
+	var t uint64
+	for i := range c.drops {
+		t += c.drops[i].Load()
+	}
+	return t
+}

@@ -1,0 +1,107 @@
+// Package udpio moves UDP datagrams in batches: pooled fixed-size buffers,
+// batches of datagrams whose ownership moves from actor to actor, and
+// sockets that read and write a whole batch with one recvmmsg or sendmmsg
+// system call without allocating.
+//
+// Ownership: a Datagram's Buf belongs to whoever holds the Datagram. Moving
+// a Datagram out of a Batch means copying the value and setting the source's
+// Buf to nil; whoever ends a datagram's life (writes it or drops it) returns
+// its buffer with PutBuffer, or releases the whole Batch.
+package udpio
+
+import (
+	"net/netip"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// BufferSize is the size of one pooled datagram buffer. WireGuard datagrams
+// on Internet paths are at most about 1 500 bytes (WARP's default inner MTU
+// is 1 280); a datagram larger than this is truncated by the kernel, marked
+// Truncated and dropped by the relay, never forwarded cut short.
+const BufferSize = 2048
+
+// MaxBatch is the most datagrams one system call moves, and so the capacity
+// of a Batch. 64 keeps a batch's buffers (128 KB) in cache while amortising
+// the system call; wireguard-go uses 128.
+const MaxBatch = 64
+
+// Buffer holds one datagram.
+type Buffer [BufferSize]byte
+
+var bufferPool = sync.Pool{New: func() any { return new(Buffer) }}
+
+// GetBuffer takes a buffer from the pool. Its content is undefined.
+func GetBuffer() *Buffer { return bufferPool.Get().(*Buffer) }
+
+// PutBuffer returns a buffer to the pool. The caller must not use it again.
+func PutBuffer(b *Buffer) {
+	if b != nil {
+		bufferPool.Put(b)
+	}
+}
+
+// Datagram is one datagram in a pooled buffer. Addr is its source when read
+// and its destination when written (ignored on connected sockets).
+type Datagram struct {
+	Buf       *Buffer
+	N         int
+	Addr      netip.AddrPort
+	Truncated bool // larger than BufferSize: the kernel cut it
+}
+
+// Bytes returns the datagram's payload, aliasing its buffer.
+func (d *Datagram) Bytes() []byte { return d.Buf[:d.N] }
+
+// Batch is a pooled batch of up to MaxBatch datagrams together with the
+// system-call scratch space to read or write them at once. Use GetBatch and
+// Release; a Batch must not be used by two goroutines at once.
+type Batch struct {
+	// D holds the datagrams in use.
+	D []Datagram
+	// Via tells which of a relay's listening sockets the datagrams came
+	// from, or are to leave by; the relay numbers its sockets.
+	Via uint8
+
+	store [MaxBatch]Datagram
+	hdrs  [MaxBatch]unix.Mmsghdr
+	iovs  [MaxBatch]unix.Iovec
+	names [MaxBatch]unix.RawSockaddrInet6
+}
+
+var batchPool = sync.Pool{New: func() any {
+	b := new(Batch)
+	b.D = b.store[:0]
+	return b
+}}
+
+// GetBatch takes an empty batch from the pool.
+func GetBatch() *Batch { return batchPool.Get().(*Batch) }
+
+// Add appends a datagram, taking over its buffer. It reports false, and takes
+// nothing, when the batch is full.
+func (b *Batch) Add(d Datagram) bool {
+	if len(b.D) == MaxBatch {
+		return false
+	}
+	b.D = append(b.D, d)
+	return true
+}
+
+// Full reports whether no more datagrams fit.
+func (b *Batch) Full() bool { return len(b.D) == MaxBatch }
+
+// Release returns every buffer the batch still holds, and the batch itself,
+// to their pools. Datagrams moved out must have had their Buf set to nil.
+func (b *Batch) Release() {
+	for i := range b.store {
+		if b.store[i].Buf != nil {
+			bufferPool.Put(b.store[i].Buf)
+		}
+		b.store[i] = Datagram{}
+	}
+	b.D = b.store[:0]
+	b.Via = 0
+	batchPool.Put(b)
+}
