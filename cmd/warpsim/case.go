@@ -70,7 +70,7 @@ func runCase(ctx context.Context, opts options, viaRelay bool, logf func(string,
 		} else {
 			addr, closeRelay, err := startInProcessRelay(edge.Addr())
 			if err != nil {
-				o.setupErr = fmt.Errorf("start udpfwd: %w", err)
+				o.setupErr = err
 				return o
 			}
 			defer closeRelay()

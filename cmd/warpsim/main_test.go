@@ -59,18 +59,46 @@ func TestFlagsRefused(t *testing.T) {
 	}
 }
 
-func TestDirectOnlyShowsTheStall(t *testing.T) {
-	var out, errOut bytes.Buffer
-	start := time.Now()
-	code := run([]string{"--direct-only", "--size", "32MiB", "--stall", "2s"}, &out, &errOut)
-	t.Logf("in %v:\n%s%s", time.Since(start).Round(time.Millisecond), out.String(), errOut.String())
-	if code != 0 {
-		t.Fatalf("exit %d, want 0", code)
-	}
-	for _, want := range []string{"STALLED at", "port changes      1", "servers touched   2 of 3", "result: as expected"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("output lacks %q", want)
-		}
+func TestDemo(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{
+			"both cases",
+			[]string{"--size", "32MiB", "--stall", "2s"},
+			[]string{
+				"through udpfwd", "complete, every byte verified", "STALLED at",
+				"port changes      3   ", "router saw        1 source port(s)", "servers touched   1 of 3",
+				"result: as expected: through udpfwd",
+			},
+		},
+		{
+			"relay only, 5 servers, 5 roams",
+			[]string{"--relay-only", "--servers", "5", "--roams", "5", "--size", "16MiB"},
+			[]string{"complete, every byte verified", "port changes      5", "servers touched   1 of 5", "result: as expected"},
+		},
+		{
+			"direct only",
+			[]string{"--direct-only", "--size", "32MiB", "--stall", "2s"},
+			[]string{"STALLED at", "port changes      1", "servers touched   2 of 3", "result: as expected"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			start := time.Now()
+			code := run(tc.args, &out, &errOut)
+			t.Logf("in %v:\n%s%s", time.Since(start).Round(time.Millisecond), out.String(), errOut.String())
+			if code != 0 {
+				t.Fatalf("exit %d, want 0", code)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("output lacks %q", want)
+				}
+			}
+		})
 	}
 }
 
