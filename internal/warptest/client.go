@@ -33,6 +33,8 @@ type ClientConfig struct {
 	PeerKey Key
 	// TunnelAddr is the client's IPv4 address inside the tunnel.
 	TunnelAddr netip.Addr
+	// MTU is the tunnel MTU; zero means DefaultMTU.
+	MTU int
 	// PersistentKeepalive, if not zero, makes the client send a keepalive
 	// after this long without sending (whole seconds, as WireGuard counts).
 	PersistentKeepalive time.Duration
@@ -72,7 +74,10 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	case !cfg.Endpoint.Addr().IsLoopback():
 		return nil, fmt.Errorf("warptest: endpoint %v is not on loopback", cfg.Endpoint)
 	}
-	t, err := newNetTUN(cfg.TunnelAddr)
+	if cfg.MTU == 0 {
+		cfg.MTU = DefaultMTU
+	}
+	t, err := newNetTUN(cfg.TunnelAddr, cfg.MTU)
 	if err != nil {
 		return nil, err
 	}

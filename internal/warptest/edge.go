@@ -25,6 +25,9 @@ type EdgeConfig struct {
 	// Addr is where the router listens; it must be on loopback. The zero
 	// value means 127.0.0.1 on a port the system picks.
 	Addr netip.AddrPort
+	// MTU is the servers' tunnel MTU; zero means DefaultMTU. Clients made
+	// with NewClient get the same unless told otherwise.
+	MTU int
 	// Logf, if set, receives wireguard-go's verbose log of every server.
 	Logf func(format string, args ...any)
 }
@@ -35,6 +38,7 @@ type EdgeConfig struct {
 // connections through the tunnel live on that server's stack only.
 type Edge struct {
 	key     Key
+	mtu     int
 	router  *Router
 	servers []*edgeServer
 
@@ -73,9 +77,13 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{key: key, router: r}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	e := &Edge{key: key, mtu: mtu, router: r}
 	for i := range n {
-		s, err := startServer(key, r.servers[i], logger(cfg.Logf, fmt.Sprintf("server %d: ", i)))
+		s, err := startServer(key, mtu, r.servers[i], logger(cfg.Logf, fmt.Sprintf("server %d: ", i)))
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("warptest: server %d: %w", i, err)
@@ -93,8 +101,8 @@ func logger(logf func(string, ...any), prefix string) *device.Logger {
 	return &device.Logger{Verbosef: f, Errorf: f}
 }
 
-func startServer(key Key, bind *serverBind, log *device.Logger) (*edgeServer, error) {
-	t, err := newNetTUN(EdgeTunnelAddr)
+func startServer(key Key, mtu int, bind *serverBind, log *device.Logger) (*edgeServer, error) {
+	t, err := newNetTUN(EdgeTunnelAddr, mtu)
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +157,7 @@ func (e *Edge) nextTunnelAddr() (netip.Addr, error) {
 
 // NewClient makes a client of this edge: it fills in what cfg leaves zero (a
 // fresh key, the next tunnel address, the edge's public key, the router as
-// endpoint), lets the client in on every server and starts it.
+// endpoint, the edge's MTU), lets the client in on every server and starts it.
 func (e *Edge) NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.PrivateKey == (Key{}) {
 		k, err := GenerateKey()
@@ -170,6 +178,9 @@ func (e *Edge) NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if !cfg.Endpoint.IsValid() {
 		cfg.Endpoint = e.Addr()
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = e.mtu
 	}
 	if err := e.AddPeer(cfg.PrivateKey.PublicKey(), cfg.TunnelAddr); err != nil {
 		return nil, err

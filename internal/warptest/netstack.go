@@ -20,8 +20,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
-// tunnelMTU is the MTU inside the tunnels (WireGuard's usual 1420).
-const tunnelMTU = 1420
+// DefaultMTU is the tunnels' MTU unless told otherwise: WARP's. With it every
+// transport datagram is a multiple of 16 bytes long; with an MTU that is not
+// (WireGuard's usual 1420), full-size packets are not padded to one, because
+// WireGuard never pads past the MTU (1420 + 32 = 1452 bytes).
+const DefaultMTU = 1280
 
 // netTUN is a tun.Device whose other side is a gVisor TCP/IP stack in this
 // process. It follows wireguard-go's tun/netstack, with two differences that
@@ -36,15 +39,20 @@ type netTUN struct {
 	incoming chan *buffer.View
 	done     chan struct{}
 	once     sync.Once
+	mtu      int
 }
 
-// newNetTUN creates a stack with the IPv4 address addr.
-func newNetTUN(addr netip.Addr) (*netTUN, error) {
+// newNetTUN creates a stack with the IPv4 address addr and the MTU mtu.
+func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
 	if !addr.Is4() {
 		return nil, fmt.Errorf("warptest: tunnel address %v is not IPv4", addr)
 	}
+	if mtu < 576 || mtu > 9000 {
+		return nil, fmt.Errorf("warptest: MTU %d: want 576..9000", mtu)
+	}
 	t := &netTUN{
-		ep: channel.New(1024, tunnelMTU, ""),
+		mtu: mtu,
+		ep:  channel.New(1024, uint32(mtu), ""),
 		stack: stack.New(stack.Options{
 			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol},
@@ -84,7 +92,7 @@ func (t *netTUN) File() *os.File { return nil }
 func (t *netTUN) Name() (string, error) { return "warptest", nil }
 
 // MTU is part of tun.Device.
-func (t *netTUN) MTU() (int, error) { return tunnelMTU, nil }
+func (t *netTUN) MTU() (int, error) { return t.mtu, nil }
 
 // BatchSize is part of tun.Device: one packet per Read.
 func (t *netTUN) BatchSize() int { return 1 }

@@ -27,7 +27,7 @@ type serverBind struct {
 }
 
 func newServerBind(r *Router, index int) *serverBind {
-	return &serverBind{router: r, index: index, in: make(chan *packet, 1024)}
+	return &serverBind{router: r, index: index, in: make(chan *packet, 4096)}
 }
 
 // deliver queues p for the server; false if the queue is full.
