@@ -163,8 +163,16 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	}
 }
 
+// routeContext is the part of actor.Context that routing uses, so that
+// routing can be tested and measured without an actor system.
+type routeContext interface {
+	Send(pid *actor.PID, message any)
+	Spawn(props *actor.Props) *actor.PID
+	Request(pid *actor.PID, message any)
+}
+
 // route splits a read batch into one batch per session and sends each.
-func (s *Supervisor) route(ctx actor.Context, in *udpio.Batch) {
+func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 	if s.cfg.Mode == Forward {
 		s.routeForward(ctx, in)
 		return
@@ -215,7 +223,7 @@ func (s *Supervisor) route(ctx actor.Context, in *udpio.Batch) {
 	s.flushDrops()
 }
 
-func (s *Supervisor) routeForward(ctx actor.Context, in *udpio.Batch) {
+func (s *Supervisor) routeForward(ctx routeContext, in *udpio.Batch) {
 	e := s.sessions[wgproto.ClientID{}]
 	if e == nil { // the session has failed: forward mode has no other
 		s.drops[stats.SessionGone] += len(in.D)
@@ -257,7 +265,7 @@ func (s *Supervisor) flushDrops() {
 
 // admit asks a new policy actor whether client may open a session, and
 // keeps its initiation until the answer comes.
-func (s *Supervisor) admit(ctx actor.Context, client wgproto.ClientID, d *udpio.Datagram, via uint8) {
+func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.Datagram, via uint8) {
 	if !s.upstream.IsValid() {
 		s.drops[stats.UpstreamUnresolved]++
 		return
@@ -268,7 +276,9 @@ func (s *Supervisor) admit(ctx actor.Context, client wgproto.ClientID, d *udpio.
 			return
 		}
 		s.cfg.Logger.Warn("policy did not answer; asking again", zap.Stringer("client", client))
-		s.dropPending(ctx, client, p)
+		delete(s.pending, client)
+		udpio.PutBuffer(p.first.Buf)
+		ctx.Send(p.policy, &actor.PoisonPill{})
 	}
 	p := &pending{first: *d, via: via, since: time.Now()}
 	d.Buf = nil // moved into the pending admission

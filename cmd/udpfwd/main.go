@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -193,7 +194,7 @@ func configs(o *options) ([]relay.Config, error) {
 	cs := make([]relay.Config, 0, len(rules))
 	for _, r := range rules {
 		c := relay.Config{
-			Name:         fmt.Sprintf("line%d-%s", r.Line, r.In),
+			Name:         "line" + strconv.Itoa(r.Line),
 			Mode:         relay.ModeForward,
 			Listen:       []string{r.In.String()},
 			Upstream:     r.Dest,
@@ -249,6 +250,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 
+	// Signals are caught before the first socket is bound, so that a
+	// service manager's stop right after start is still a clean stop.
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+
 	system := relay.NewSystem(log)
 	var relays []*relay.Relay
 	closeAll := func() {
@@ -264,15 +270,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			closeAll()
 			if o.forwardFile != "" {
-				return fail(stderr, fmt.Errorf("%s: %s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err))
+				return fail(stderr, fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err))
 			}
 			return fail(stderr, err)
 		}
 		relays = append(relays, r)
 	}
 
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", zap.Stringer("signal", s))
 	go func() {

@@ -40,6 +40,34 @@ type Conn struct {
 	local  netip.AddrPort
 
 	foreign int // datagrams from other sources discarded by ReadBatch; reader-owned
+
+	// The functions handed to RawConn.Read and Write are bound once, so
+	// that a system call allocates no closure. rd belongs to the reading
+	// goroutine, wr to the writing one.
+	rd, wr syscaller
+}
+
+// syscaller holds one system call's arguments and results for a function
+// bound once to RawConn.Read or Write.
+type syscaller struct {
+	op    uintptr // SYS_RECVMMSG, SYS_SENDMMSG or SYS_RECVFROM (a peek)
+	hdrs  *unix.Mmsghdr
+	vlen  int
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool
+}
+
+func (s *syscaller) call(fd uintptr) bool {
+	var r uintptr
+	if s.op == unix.SYS_RECVFROM {
+		// A zero-length peek: succeeds if anything is queued, EAGAIN if not.
+		r, _, s.errno = unix.Syscall6(unix.SYS_RECVFROM, fd, 0, 0, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	} else {
+		r, _, s.errno = unix.Syscall6(s.op, fd, uintptr(unsafe.Pointer(s.hdrs)), uintptr(s.vlen), 0, 0, 0)
+	}
+	s.n = int(r)
+	return s.errno != unix.EAGAIN && s.errno != unix.EINTR
 }
 
 // Listen opens an unconnected socket bound to addr. An unspecified IPv6
@@ -86,6 +114,7 @@ func newConn(uc *net.UDPConn, remote netip.AddrPort, opt Options) (*Conn, error)
 		return nil, err
 	}
 	c := &Conn{uc: uc, rc: rc, remote: remote, local: uc.LocalAddr().(*net.UDPAddr).AddrPort()}
+	c.rd.fn, c.wr.fn = c.rd.call, c.wr.call
 	var domain int
 	var serr error
 	err = rc.Control(func(fd uintptr) {
@@ -151,17 +180,12 @@ func (c *Conn) Close() error { return c.uc.Close() }
 // buffer meanwhile, so that thousands of idle sockets cost no memory for
 // buffers. It returns an error wrapping net.ErrClosed after Close.
 func (c *Conn) WaitReadable() error {
-	var operr syscall.Errno
-	err := c.rc.Read(func(fd uintptr) bool {
-		// A zero-length peek: succeeds if anything is queued, EAGAIN if not.
-		_, _, operr = unix.Syscall6(unix.SYS_RECVFROM, fd, 0, 0, unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-		return operr != unix.EAGAIN && operr != unix.EINTR
-	})
-	if err != nil {
+	c.rd.op = unix.SYS_RECVFROM
+	if err := c.rc.Read(c.rd.fn); err != nil {
 		return err
 	}
-	if operr != 0 && !isTransient(operr) {
-		return os.NewSyscallError("recvfrom", operr)
+	if e := c.rd.errno; e != 0 && !isTransient(e) {
+		return os.NewSyscallError("recvfrom", e)
 	}
 	return nil
 }
@@ -187,14 +211,11 @@ func (c *Conn) ReadBatch(b *Batch) error {
 		h.SetIovlen(1)
 		b.hdrs[i].Len = 0
 	}
+	c.rd.op, c.rd.hdrs, c.rd.vlen = unix.SYS_RECVMMSG, &b.hdrs[0], MaxBatch
+	defer func() { c.rd.hdrs = nil }()
 	for {
-		var n int
-		var operr syscall.Errno
-		err := c.rc.Read(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[0])), MaxBatch, 0, 0, 0)
-			n, operr = int(r), e
-			return e != unix.EAGAIN && e != unix.EINTR
-		})
+		err := c.rc.Read(c.rd.fn)
+		n, operr := c.rd.n, c.rd.errno
 		if err != nil {
 			b.D = b.store[:0]
 			return err
@@ -256,13 +277,10 @@ func (c *Conn) WriteBatch(scratch *Batch, ds []Datagram) (sent, failed int, err 
 				h.Namelen = c.addrPortToSockaddr(d.Addr, &scratch.names[i])
 			}
 		}
-		var n int
-		var operr syscall.Errno
-		werr := c.rc.Write(func(fd uintptr) bool {
-			r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&scratch.hdrs[0])), uintptr(m), 0, 0, 0)
-			n, operr = int(r), e
-			return e != unix.EAGAIN && e != unix.EINTR
-		})
+		c.wr.op, c.wr.hdrs, c.wr.vlen = unix.SYS_SENDMMSG, &scratch.hdrs[0], m
+		werr := c.rc.Write(c.wr.fn)
+		c.wr.hdrs = nil
+		n, operr := c.wr.n, c.wr.errno
 		if werr != nil {
 			return sent, failed, werr
 		}

@@ -1,0 +1,449 @@
+package relay_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+	"github.com/udpfwd/udpfwd/internal/wgtest"
+)
+
+var (
+	idA = wgproto.ClientID{0xa8, 0x1a, 0x15}
+	idB = wgproto.ClientID{0x01, 0x02, 0x03}
+)
+
+// families are the address families every socket test runs in.
+var families = []struct {
+	name, any, loop string
+}{
+	{"ipv4", "127.0.0.1:0", "127.0.0.1"},
+	{"ipv6", "[::1]:0", "::1"},
+}
+
+func at(host string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(host), port)
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			up := newUpstream(t, f.any, true)
+			r := startRelay(t, f.any, up.addr(), 0)
+			ev := watchEvents(t, r)
+			c := newClient(t, f.any, r.ListenAddrs()[0])
+
+			init := wgtest.Initiation(idA, 1)
+			c.send(t, init)
+			got := up.next(t)
+			if !bytes.Equal(got.data, init) {
+				t.Fatal("the upstream did not get the initiation unchanged")
+			}
+			if got.from.Port() == c.addr().Port() || !got.from.Addr().IsLoopback() {
+				t.Fatalf("upstream saw %v; want a relay port of its own", got.from)
+			}
+			if reply := c.mustRecv(t); !bytes.Equal(reply, init) {
+				t.Fatal("the client did not get the echo unchanged")
+			}
+			opened := await[*messages.SessionOpened](t, ev)
+			if opened.Client != idA || opened.UpstreamLocal.Port() != got.from.Port() || opened.ClientAddr != c.addr() {
+				t.Fatalf("SessionOpened %+v does not match client %v, port %d", opened.SessionInfo, c.addr(), got.from.Port())
+			}
+
+			data := wgtest.Transport(idA, 99, 1, 1392)
+			c.send(t, data)
+			if got2 := up.next(t); got2.from != got.from || !bytes.Equal(got2.data, data) {
+				t.Fatalf("transport came from %v, want the session's port %v, unchanged", got2.from, got.from)
+			}
+			if reply := c.mustRecv(t); !bytes.Equal(reply, data) {
+				t.Fatal("the client did not get the transport echo unchanged")
+			}
+		})
+	}
+}
+
+// A dual-stack listener serves IPv4 clients and answers them.
+func TestDualStackListener(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "[::]:0", up.addr(), 0)
+	port := r.ListenAddrs()[0].Port()
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		c := newClient(t, netip.AddrPortFrom(netip.MustParseAddr(host), 0).String(), at(host, port))
+		id := wgproto.ClientID{1, 2, byte(len(host))}
+		c.send(t, wgtest.Initiation(id, 1))
+		up.next(t)
+		if reply := c.mustRecv(t); reply[1] != id[0] || reply[3] != id[2] {
+			t.Fatalf("%s: wrong reply", host)
+		}
+	}
+}
+
+func TestTwoClientIDsTwoPorts(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			up := newUpstream(t, f.any, false)
+			r := startRelay(t, f.any, up.addr(), 0)
+			// Both from the same client socket: only the ID separates them.
+			c := newClient(t, f.any, r.ListenAddrs()[0])
+			c.send(t, wgtest.Initiation(idA, 1))
+			a := up.next(t)
+			c.send(t, wgtest.Initiation(idB, 2))
+			b := up.next(t)
+			if a.from == b.from {
+				t.Fatalf("two client IDs share upstream port %v", a.from)
+			}
+			// The two sessions write independently: match by ID, not order.
+			c.send(t, wgtest.Transport(idA, 5, 0, 64))
+			c.send(t, wgtest.Transport(idB, 6, 0, 64))
+			for range 2 {
+				got := up.next(t)
+				want := a.from
+				if wgproto.ClientID(got.data[1:4]) == idB {
+					want = b.from
+				}
+				if got.from != want {
+					t.Fatalf("transport of %x from %v, want %v", got.data[1:4], got.from, want)
+				}
+			}
+		})
+	}
+}
+
+func TestRoamingKeepsUpstreamPort(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			up := newUpstream(t, f.any, false)
+			r := startRelay(t, f.any, up.addr(), 0)
+			ev := watchEvents(t, r)
+			wifi := newClient(t, f.any, r.ListenAddrs()[0])
+			wifi.send(t, wgtest.Initiation(idA, 1))
+			first := up.next(t)
+			up.sendTo(t, first.from, wgtest.Response(idA, 50, 1))
+			wifi.mustRecv(t)
+
+			// The client changes network: a new source port, same ID.
+			cell := newClient(t, f.any, r.ListenAddrs()[0])
+			cell.send(t, wgtest.Transport(idA, 50, 1, 32))
+			moved := up.next(t)
+			if moved.from != first.from {
+				t.Fatalf("after roaming the upstream sees %v, want the same %v", moved.from, first.from)
+			}
+			roamed := await[*messages.ClientRoamed](t, ev)
+			if roamed.From != wifi.addr() || roamed.ClientAddr != cell.addr() {
+				t.Fatalf("ClientRoamed from %v to %v, want %v to %v", roamed.From, roamed.ClientAddr, wifi.addr(), cell.addr())
+			}
+			reply := wgtest.Transport(idA, 1, 7, 128)
+			up.sendTo(t, first.from, reply)
+			if got := cell.mustRecv(t); !bytes.Equal(got, reply) {
+				t.Fatal("the reply did not reach the new address unchanged")
+			}
+			if _, ok := wifi.recv(50 * time.Millisecond); ok {
+				t.Fatal("the old address still gets replies")
+			}
+		})
+	}
+}
+
+func TestDrops(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", false)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	// An open session, so that bad datagrams for a known ID are tested too.
+	c.send(t, wgtest.Initiation(idA, 1))
+	up.next(t)
+
+	unknown := wgproto.ClientID{9, 9, 9}
+	bad := []struct {
+		name   string
+		b      []byte
+		reason stats.Reason
+	}{
+		{"zero ID initiation", wgtest.Initiation(wgproto.ClientID{}, 1), stats.ZeroClientID},
+		{"zero ID transport", wgtest.Transport(wgproto.ClientID{}, 1, 0, 64), stats.ZeroClientID},
+		{"short initiation", wgtest.Initiation(idA, 1)[:147], stats.BadSize},
+		{"long response", append(wgtest.Response(idA, 1, 2), 0), stats.BadSize},
+		{"short cookie", wgtest.Cookie(idA, 1)[:60], stats.BadSize},
+		{"transport 48+1", wgtest.Transport(idA, 1, 0, 49), stats.BadSize},
+		{"transport 16", wgtest.Transport(idA, 1, 0, 16), stats.BadSize},
+		{"type 0", append([]byte{0, 1, 2, 3}, make([]byte, 60)...), stats.BadType},
+		{"type 5", append([]byte{5, 1, 2, 3}, make([]byte, 60)...), stats.BadType},
+		{"two bytes", []byte{1, 2}, stats.BadType},
+		{"empty", []byte{}, stats.BadType},
+		{"oversize", append(wgtest.Transport(idA, 1, 0, 4096), make([]byte, 16)...), stats.Oversize},
+		{"transport for unknown ID", wgtest.Transport(unknown, 1, 0, 64), stats.UnknownClient},
+		{"response for unknown ID", wgtest.Response(unknown, 1, 2), stats.UnknownClient},
+		{"cookie for unknown ID", wgtest.Cookie(unknown, 1), stats.UnknownClient},
+	}
+	want := make(map[stats.Reason]uint64)
+	for _, b := range bad {
+		c.send(t, b.b)
+		want[b.reason]++
+	}
+	// A marker after them: it must be the next thing the upstream sees.
+	marker := wgtest.Transport(idA, 77, 77, 64)
+	c.send(t, marker)
+	if got := up.next(t); !bytes.Equal(got.data, marker) {
+		t.Fatalf("the upstream got %d bytes of type %d before the marker", len(got.data), got.data[0])
+	}
+	for reason, n := range want {
+		if got := r.Counters().Dropped(reason); got != n {
+			t.Errorf("dropped %s = %d, want %d", reason, got, n)
+		}
+	}
+}
+
+func TestForeignSourceToSessionPortDropped(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			up := newUpstream(t, f.any, false)
+			r := startRelay(t, f.any, up.addr(), 0)
+			c := newClient(t, f.any, r.ListenAddrs()[0])
+			c.send(t, wgtest.Initiation(idA, 1))
+			session := up.next(t).from
+
+			stranger := newUpstream(t, f.any, false)
+			stranger.sendTo(t, session, wgtest.Response(idA, 66, 1))
+			genuine := wgtest.Response(idA, 55, 1)
+			up.sendTo(t, session, genuine)
+			if got := c.mustRecv(t); !bytes.Equal(got, genuine) {
+				t.Fatal("the client got the stranger's datagram")
+			}
+			if _, ok := c.recv(50 * time.Millisecond); ok {
+				t.Fatal("the client got a second reply")
+			}
+		})
+	}
+}
+
+func TestIdleExpiry(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	up := newUpstream(t, "127.0.0.1:0", false)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), idle)
+	ev := watchEvents(t, r)
+	c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	c.send(t, wgtest.Initiation(idA, 1))
+	first := up.next(t).from
+	opened := await[*messages.SessionOpened](t, ev)
+	start := time.Now()
+	expired := await[*messages.SessionExpired](t, ev)
+	if expired.Session != opened.Session {
+		t.Fatal("another session expired")
+	}
+	if took := time.Since(start); took < idle-50*time.Millisecond {
+		t.Fatalf("expired after %v, before the idle timeout %v", took, idle)
+	}
+	// Transport for the forgotten ID is dropped; a new initiation opens a
+	// new session on a new port.
+	c.send(t, wgtest.Transport(idA, 1, 0, 64))
+	c.send(t, wgtest.Initiation(idA, 2))
+	got := up.next(t)
+	if got.data[0] != byte(wgproto.TypeInitiation) {
+		t.Fatal("transport for an expired session reached the upstream")
+	}
+	if got.from == first {
+		t.Fatalf("the new session reuses port %v", first)
+	}
+	reopened := await[*messages.SessionOpened](t, ev)
+	if reopened.Session == opened.Session {
+		t.Fatal("the new session has the old UUID")
+	}
+}
+
+// An idle session expires on time while another session is busy: the C++
+// seed only expired sessions when the whole relay was silent.
+func TestIdleExpiresWhileOthersBusy(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), idle)
+	ev := watchEvents(t, r)
+	quiet := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	busy := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	quiet.send(t, wgtest.Initiation(idA, 1))
+	quietOpened := await[*messages.SessionOpened](t, ev)
+	busy.send(t, wgtest.Initiation(idB, 2))
+	busyOpened := await[*messages.SessionOpened](t, ev)
+	start := time.Now()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the busy client talks every 2 ms until told to stop
+		defer wg.Done()
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				busy.conn.WriteToUDPAddrPort(wgtest.Transport(idB, 1, i, 64), busy.to)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	expired := await[*messages.SessionExpired](t, ev)
+	took := time.Since(start)
+	if expired.Session != quietOpened.Session {
+		t.Fatalf("the busy session %v expired", busyOpened.Session)
+	}
+	if took > idle+time.Second {
+		t.Fatalf("the idle session expired after %v, timeout %v", took, idle)
+	}
+	// Twice the timeout later, the busy one is still there.
+	time.Sleep(2 * idle)
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	for _, e := range ev.all {
+		if x, ok := e.(*messages.SessionExpired); ok && x.Session == busyOpened.Session {
+			t.Fatal("the busy session expired")
+		}
+	}
+}
+
+// A session that panics ends alone: its socket is closed, it is forgotten,
+// SessionFailed is published, and another session forwards every datagram.
+func TestPanicEndsOnlyThatSession(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	ev := watchEvents(t, r)
+	victim := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	other := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	victim.send(t, wgtest.Initiation(idA, 1))
+	victim.mustRecv(t)
+	victimOpened := await[*messages.SessionOpened](t, ev)
+	other.send(t, wgtest.Initiation(idB, 2))
+	other.mustRecv(t)
+
+	const n = 300
+	var echoed atomic.Int64
+	done := make(chan error, 1)
+	go func() { // ping-pong n datagrams through the other session
+		for i := uint64(0); i < n; i++ {
+			d := wgtest.Transport(idB, 9, i, 64)
+			other.conn.WriteToUDPAddrPort(d, other.to)
+			got, ok := other.recv(waitTimeout)
+			if !ok || !bytes.Equal(got, d) {
+				done <- fmt.Errorf("datagram %d lost or changed", i)
+				return
+			}
+			echoed.Add(1)
+		}
+		done <- nil
+	}()
+	eventually(t, "traffic to start", func() bool { return echoed.Load() > 10 })
+	r.System().Root.Send(r.Supervisor(), &messages.Crash{Client: idA, Reason: "test"})
+	failed := await[*messages.SessionFailed](t, ev)
+	if failed.Session != victimOpened.Session {
+		t.Fatalf("session %v failed, want %v", failed.Session, victimOpened.Session)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The victim's ID is forgotten: its transport is dropped, a new
+	// initiation opens a new session.
+	before := r.Counters().Dropped(stats.UnknownClient)
+	victim.send(t, wgtest.Transport(idA, 1, 0, 64))
+	eventually(t, "the victim's transport to be dropped", func() bool {
+		return r.Counters().Dropped(stats.UnknownClient) == before+1
+	})
+	victim.send(t, wgtest.Initiation(idA, 3))
+	reopened := await[*messages.SessionOpened](t, ev)
+	if reopened.Session == victimOpened.Session || reopened.UpstreamLocal == victimOpened.UpstreamLocal {
+		t.Fatal("the failed session was not replaced by a new one")
+	}
+}
+
+func TestStaticForward(t *testing.T) {
+	for _, f := range families {
+		t.Run(f.name, func(t *testing.T) {
+			up := newUpstream(t, f.any, true)
+			r, err := relay.Start(relay.Config{
+				Mode:         relay.ModeForward,
+				Listen:       []string{f.any},
+				Upstream:     up.addr().String(),
+				UpstreamBind: f.any,
+			}, zaptest.NewLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			a := newClient(t, f.any, r.ListenAddrs()[0])
+			// Anything is forwarded: this is not WireGuard.
+			a.send(t, []byte("hello"))
+			got := up.next(t)
+			if string(got.data) != "hello" {
+				t.Fatalf("upstream got %q", got.data)
+			}
+			if string(a.mustRecv(t)) != "hello" {
+				t.Fatal("no reply")
+			}
+			// Another client address: replies follow the newest sender,
+			// from the same outbound port.
+			b := newClient(t, f.any, r.ListenAddrs()[0])
+			b.send(t, []byte("moved"))
+			if got2 := up.next(t); got2.from != got.from {
+				t.Fatalf("outbound port changed from %v to %v", got.from, got2.from)
+			}
+			if string(b.mustRecv(t)) != "moved" {
+				t.Fatal("the reply did not follow the client")
+			}
+		})
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := byte(1); i <= 5; i++ {
+		c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+		c.send(t, wgtest.Initiation(wgproto.ClientID{i, i, i}, 1))
+		c.mustRecv(t)
+	}
+	start := time.Now()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", false)
+	taken := newClient(t, "127.0.0.1:0", up.addr())
+	tests := []struct {
+		name string
+		cfg  relay.Config
+	}{
+		{"no listen", relay.Config{Upstream: "127.0.0.1:1"}},
+		{"bad listen", relay.Config{Listen: []string{"nonsense"}, Upstream: "127.0.0.1:1"}},
+		{"bad upstream port", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:0"}},
+		{"upstream without port", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1"}},
+		{"port in use", relay.Config{Listen: []string{taken.addr().String()}, Upstream: "127.0.0.1:1"}},
+		{"bad mode", relay.Config{Mode: "tcp", Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:1"}},
+		{"negative idle", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:1", IdleTimeout: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := relay.Start(tt.cfg, zaptest.NewLogger(t))
+			if err == nil {
+				r.Close()
+				t.Fatal("Start succeeded")
+			}
+		})
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is udpfwd built once for these tests: they run the real program.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "udpfwd-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "udpfwd")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		os.RemoveAll(dir)
+		panic("build udpfwd: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// udpfwd runs the binary to completion (bounded) and returns its exit
+// code, stdout and stderr.
+func udpfwd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), stdout.String(), stderr.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, stdout.String(), stderr.String()
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("udpfwd %v did not exit", args)
+		return 0, "", ""
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "rules")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBadInput(t *testing.T) {
+	taken, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	inUse := taken.LocalAddr().String()
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		msg  string // a part of the one line on stderr
+	}{
+		{"unknown flag", []string{"--bogus"}, 2, "bogus"},
+		{"-r without arguments", []string{"-r"}, 2, "LISTEN and UPSTREAM"},
+		{"-r with one argument", []string{"-r", "127.0.0.1:0"}, 2, "LISTEN and UPSTREAM"},
+		{"-r with three arguments", []string{"-r", "127.0.0.1:0", "127.0.0.1:1", "x"}, 2, "LISTEN and UPSTREAM"},
+		{"bad listen address", []string{"-r", "nowhere", "127.0.0.1:2408"}, 2, `"nowhere"`},
+		{"listen port too big", []string{"-r", "127.0.0.1:70000", "127.0.0.1:2408"}, 2, "70000"},
+		{"upstream without port", []string{"-r", "127.0.0.1:0", "127.0.0.1"}, 2, "upstream"},
+		{"upstream port 0", []string{"-r", "127.0.0.1:0", "127.0.0.1:0"}, 2, "upstream"},
+		{"upstream port not a number", []string{"-r", "127.0.0.1:0", "example.com:http2"}, 2, "http2"},
+		{"bad idle timeout", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "soon"}, 2, "idle-timeout"},
+		{"negative idle timeout", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "-1s"}, 2, "idle-timeout"},
+		{"bad log level", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--log-level", "loud"}, 2, "loud"},
+		{"bad log format", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--log-format", "xml"}, 2, "xml"},
+		{"-r and -f", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "-f", "x"}, 2, "together"},
+		{"stray argument", []string{"127.0.0.1:0"}, 2, "127.0.0.1:0"},
+		{"missing file", []string{"-f", "/nonexistent/rules"}, 2, "/nonexistent/rules"},
+		{"file with a bad line", []string{"-f", writeFile(t, "# ok\n127.0.0.1,40000,127.0.0.1,0,127.0.0.1,9\n127.0.0.1,x,127.0.0.1,0,127.0.0.1,9\n")}, 2, ":3:"},
+		{"file with 5 fields", []string{"-f", writeFile(t, "127.0.0.1,1,127.0.0.1,0,127.0.0.1")}, 2, ":1:"},
+		{"empty file", []string{"-f", writeFile(t, "# nothing\n\n")}, 2, "no rules"},
+		{"port in use", []string{"-r", inUse, "127.0.0.1:2408"}, 1, "address already in use"},
+		{"port in use in a file", []string{"-f", writeFile(t, "\n127.0.0.1," + strings.Split(inUse, ":")[1] + ",127.0.0.1,0,127.0.0.1,9")}, 1, ":2:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := udpfwd(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d; stderr: %s", code, tt.code, stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "udpfwd: ") {
+				t.Fatalf("stderr is not one 'udpfwd: ...' line:\n%s", stderr)
+			}
+			if !strings.Contains(lines[0], tt.msg) {
+				t.Errorf("message %q does not name %q", lines[0], tt.msg)
+			}
+			if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
+				t.Error("stderr shows a stack trace")
+			}
+		})
+	}
+}
+
+func TestNoArgumentsPrintsUsage(t *testing.T) {
+	code, stdout, stderr := udpfwd(t)
+	if code != 2 || !strings.Contains(stderr, "Usage:") || stdout != "" {
+		t.Fatalf("exit %d, stderr %q; want 2 and usage on stderr", code, stderr)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		code, stdout, _ := udpfwd(t, arg)
+		if code != 0 || !strings.Contains(stdout, "--idle-timeout") || !strings.Contains(stdout, "-r LISTEN UPSTREAM") {
+			t.Errorf("%s: exit %d, stdout %q", arg, code, stdout)
+		}
+	}
+	code, stdout, _ := udpfwd(t, "--version")
+	if code != 0 || !strings.HasPrefix(stdout, "udpfwd ") {
+		t.Errorf("--version: exit %d, stdout %q", code, stdout)
+	}
+}
+
+// SIGTERM and SIGINT stop the relay: exit 0 within 2 s.
+func TestSignalsStopCleanly(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(binary, "-r", "127.0.0.1:0", "127.0.0.1:2408")
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			// Wait for the relay to say it started, then signal it.
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(stderr.String(), "relay started") {
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatalf("no start line: %s", stderr.String())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			start := time.Now()
+			cmd.Process.Signal(sig)
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("exit: %v; stderr: %s", err, stderr.String())
+				}
+				if took := time.Since(start); took > 2*time.Second {
+					t.Fatalf("took %v to stop", took)
+				}
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				t.Fatal("did not stop within 5 s")
+			}
+		})
+	}
+}

@@ -1,0 +1,277 @@
+package udpio_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+const testTimeout = 5 * time.Second
+
+func listen(t *testing.T, addr string) *udpio.Conn {
+	t.Helper()
+	c, err := udpio.Listen(netip.MustParseAddrPort(addr), udpio.Options{})
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readWithin reads one batch or fails the test after testTimeout.
+func readWithin(t *testing.T, c *udpio.Conn) *udpio.Batch {
+	t.Helper()
+	type result struct {
+		b   *udpio.Batch
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		b := udpio.GetBatch()
+		err := c.ReadBatch(b)
+		ch <- result{b, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("ReadBatch: %v", r.err)
+		}
+		return r.b
+	case <-time.After(testTimeout):
+		c.Close()
+		t.Fatal("ReadBatch: timed out")
+		return nil
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	for _, tt := range []struct{ name, server, client, dial string }{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1"},
+		{"ipv6", "[::1]:0", "[::1]:0", "::1"},
+		{"dual-stack server, ipv4 client", "[::]:0", "127.0.0.1:0", "127.0.0.1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := listen(t, tt.server)
+			cli := listen(t, tt.client)
+			to := netip.AddrPortFrom(netip.MustParseAddr(tt.dial), srv.LocalAddr().Port())
+
+			// Client -> server: a batch of different sizes, one sendmmsg.
+			out := udpio.GetBatch()
+			sizes := []int{1, 64, 208, 1392, udpio.BufferSize}
+			for i, n := range sizes {
+				buf := udpio.GetBuffer()
+				for j := 0; j < n; j++ {
+					buf[j] = byte(i + j)
+				}
+				out.Add(udpio.Datagram{Buf: buf, N: n, Addr: to})
+			}
+			sent, failed, err := cli.WriteBatch(out, out.D)
+			if sent != len(sizes) || failed != 0 || err != nil {
+				t.Fatalf("WriteBatch = %d, %d, %v", sent, failed, err)
+			}
+			out.Release()
+
+			var got [][]byte
+			var from netip.AddrPort
+			for len(got) < len(sizes) {
+				b := readWithin(t, srv)
+				for i := range b.D {
+					got = append(got, bytes.Clone(b.D[i].Bytes()))
+					from = b.D[i].Addr
+					if b.D[i].Truncated {
+						t.Errorf("datagram %d marked truncated", i)
+					}
+				}
+				b.Release()
+			}
+			for i, n := range sizes {
+				if len(got[i]) != n || (n > 0 && got[i][n-1] != byte(i+n-1)) {
+					t.Fatalf("datagram %d: got %d bytes, want %d intact", i, len(got[i]), n)
+				}
+			}
+			if from.Port() != cli.LocalAddr().Port() || !from.Addr().Unmap().IsLoopback() {
+				t.Fatalf("source %v, want the client's port %d", from, cli.LocalAddr().Port())
+			}
+
+			// Server -> client, addressed to the source it saw (IPv4-mapped
+			// on the dual-stack socket).
+			back := udpio.GetBatch()
+			buf := udpio.GetBuffer()
+			copy(buf[:], "pong")
+			back.Add(udpio.Datagram{Buf: buf, N: 4, Addr: from})
+			if sent, _, err := srv.WriteBatch(back, back.D); sent != 1 {
+				t.Fatalf("reply not sent: %v", err)
+			}
+			back.Release()
+			b := readWithin(t, cli)
+			if string(b.D[0].Bytes()) != "pong" {
+				t.Fatalf("reply %q", b.D[0].Bytes())
+			}
+			b.Release()
+		})
+	}
+}
+
+func TestTruncated(t *testing.T) {
+	srv := listen(t, "127.0.0.1:0")
+	cli, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if _, err := cli.Write(make([]byte, udpio.BufferSize+1)); err != nil {
+		t.Fatal(err)
+	}
+	b := readWithin(t, srv)
+	defer b.Release()
+	if !b.D[0].Truncated {
+		t.Fatal("an oversize datagram was not marked truncated")
+	}
+}
+
+func TestDialFiltersForeignSources(t *testing.T) {
+	upstream := listen(t, "127.0.0.1:0")
+	c, err := udpio.Dial(context.Background(), netip.AddrPort{}, upstream.LocalAddr(), udpio.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.RemoteAddr() != upstream.LocalAddr() {
+		t.Fatalf("remote %v", c.RemoteAddr())
+	}
+	// A stranger writes to the dialled socket first, then the upstream.
+	stranger, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	stranger.Write([]byte("forged"))
+	b := udpio.GetBatch()
+	buf := udpio.GetBuffer()
+	copy(buf[:], "real")
+	b.Add(udpio.Datagram{Buf: buf, N: 4, Addr: c.LocalAddr()})
+	if sent, _, err := upstream.WriteBatch(b, b.D); sent != 1 {
+		t.Fatal(err)
+	}
+	b.Release()
+	got := readWithin(t, c)
+	defer got.Release()
+	if len(got.D) != 1 || string(got.D[0].Bytes()) != "real" {
+		t.Fatalf("read %d datagrams, first %q; want only the upstream's", len(got.D), got.D[0].Bytes())
+	}
+}
+
+func TestWaitReadableAndClose(t *testing.T) {
+	c := listen(t, "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() { done <- c.WaitReadable() }()
+	peer, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(c.LocalAddr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	peer.Write([]byte("x"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WaitReadable: %v", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("WaitReadable did not return for a queued datagram")
+	}
+	// The datagram is still there to read.
+	b := readWithin(t, c)
+	b.Release()
+
+	go func() { done <- c.WaitReadable() }()
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("WaitReadable did not return after Close")
+	}
+}
+
+func TestWriteBatchSkipsRefused(t *testing.T) {
+	c := listen(t, "127.0.0.1:0")
+	dst := listen(t, "127.0.0.1:0")
+	b := udpio.GetBatch()
+	defer b.Release()
+	for i, to := range []netip.AddrPort{
+		dst.LocalAddr(),
+		netip.MustParseAddrPort("127.0.0.1:0"), // port 0: the kernel refuses it
+		dst.LocalAddr(),
+	} {
+		buf := udpio.GetBuffer()
+		buf[0] = byte(i)
+		b.Add(udpio.Datagram{Buf: buf, N: 1, Addr: to})
+	}
+	sent, failed, err := c.WriteBatch(b, b.D)
+	if sent != 2 || failed != 1 || err == nil {
+		t.Fatalf("WriteBatch = %d sent, %d failed, %v; want 2, 1, an error", sent, failed, err)
+	}
+	got := 0
+	for got < 2 {
+		r := readWithin(t, dst)
+		got += len(r.D)
+		r.Release()
+	}
+}
+
+func TestReadWriteAllocs(t *testing.T) {
+	srv := listen(t, "127.0.0.1:0")
+	cli := listen(t, "127.0.0.1:0")
+	out := udpio.GetBatch()
+	for i := 0; i < 8; i++ {
+		out.Add(udpio.Datagram{Buf: udpio.GetBuffer(), N: 64, Addr: srv.LocalAddr()})
+	}
+	in := udpio.GetBatch()
+	// Warm up the pools, then count.
+	allocs := testing.AllocsPerRun(200, func() {
+		if sent, _, err := cli.WriteBatch(out, out.D); sent != 8 {
+			t.Fatal(err)
+		}
+		for n := 0; n < 8; {
+			if err := srv.ReadBatch(in); err != nil {
+				t.Fatal(err)
+			}
+			n += len(in.D)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("a write+read of 8 datagrams allocates %v times, want 0", allocs)
+	}
+}
+
+func BenchmarkWriteReadBatch(b *testing.B) {
+	srv, _ := udpio.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udpio.Options{})
+	cli, _ := udpio.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udpio.Options{})
+	defer srv.Close()
+	defer cli.Close()
+	out := udpio.GetBatch()
+	for i := 0; i < udpio.MaxBatch; i++ {
+		out.Add(udpio.Datagram{Buf: udpio.GetBuffer(), N: 208, Addr: srv.LocalAddr()})
+	}
+	in := udpio.GetBatch()
+	b.ReportAllocs()
+	b.SetBytes(208 * udpio.MaxBatch)
+	for b.Loop() {
+		cli.WriteBatch(out, out.D)
+		for n := 0; n < udpio.MaxBatch; {
+			if err := srv.ReadBatch(in); err != nil {
+				b.Fatal(err)
+			}
+			n += len(in.D)
+		}
+	}
+	b.ReportMetric(float64(b.N*udpio.MaxBatch)/b.Elapsed().Seconds(), "datagrams/s")
+}
