@@ -1,6 +1,7 @@
 package warptest
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -32,12 +33,18 @@ func TestHandshakeAndBulkTransfersDirect(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		id   ClientID
+		mtu  int
 	}{
-		{"WARP client ID", ClientID{0xa8, 0x1a, 0x15}},
-		{"zero ID as plain WireGuard", ClientID{}},
+		{"WARP client ID", ClientID{0xa8, 0x1a, 0x15}, 0},
+		{"zero ID as plain WireGuard", ClientID{}, 0},
+		{"MTU 1420, datagrams not a multiple of 16", ClientID{1, 4, 20}, 1420},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEdge(t, 3)
+			e, err := NewEdge(EdgeConfig{Servers: 3, MTU: tc.mtu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
 			c := newClient(t, e, ClientConfig{ID: tc.id})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -60,6 +67,11 @@ func TestHandshakeAndBulkTransfersDirect(t *testing.T) {
 			// The servers echo the ID back, and all of it went to one server.
 			if b := c.Bind(); b.Received() == 0 || b.Foreign() != 0 {
 				t.Errorf("client received %d datagrams, %d without its ID", b.Received(), b.Foreign())
+			}
+			// Full-size packets: MTU + 32 bytes, unpadded past the MTU.
+			mtu := cmp.Or(tc.mtu, DefaultMTU)
+			if got := e.Router().Largest(); got != mtu+32 {
+				t.Errorf("largest datagram %d bytes, want %d", got, mtu+32)
 			}
 			src := e.Router().Sources()
 			if st, ok := src[c.LocalAddr()]; len(src) != 1 || !ok || st.Datagrams < c.Bind().Sent()/2 {

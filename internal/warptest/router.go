@@ -32,6 +32,7 @@ type Router struct {
 	sources map[netip.AddrPort]*SourceStat
 
 	dropped atomic.Uint64
+	largest atomic.Int64
 	done    chan struct{}
 }
 
@@ -103,6 +104,10 @@ func (r *Router) ServersTouched() int {
 	return len(seen)
 }
 
+// Largest is the size of the largest datagram the router has received. A
+// full-size packet makes a transport datagram of the tunnel MTU plus 32 bytes.
+func (r *Router) Largest() int { return int(r.largest.Load()) }
+
 // Dropped is the number of datagrams dropped because a server's queue was
 // full, as a real network drops them under load.
 func (r *Router) Dropped() uint64 { return r.dropped.Load() }
@@ -118,6 +123,9 @@ func (r *Router) run() {
 				return
 			}
 			continue
+		}
+		if int64(n) > r.largest.Load() {
+			r.largest.Store(int64(n))
 		}
 		p.n = n
 		p.src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
