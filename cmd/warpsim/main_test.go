@@ -67,7 +67,7 @@ func TestDemo(t *testing.T) {
 	}{
 		{
 			"both cases",
-			[]string{"--size", "32MiB", "--stall", "2s"},
+			[]string{"--size", "16MiB", "--stall", "2s"},
 			[]string{
 				"through udpfwd", "complete, every byte verified", "STALLED at",
 				"port changes      3   ", "router saw        1 source port(s)", "servers touched   1 of 3",
@@ -81,7 +81,7 @@ func TestDemo(t *testing.T) {
 		},
 		{
 			"direct only",
-			[]string{"--direct-only", "--size", "32MiB", "--stall", "2s"},
+			[]string{"--direct-only", "--size", "16MiB", "--stall", "2s"},
 			[]string{"STALLED at", "port changes      1", "servers touched   2 of 3", "result: as expected"},
 		},
 	} {

@@ -4,4 +4,4 @@ package warptest
 
 // bulkSize is the size of the bulk transfers in the tests; smaller under the
 // race detector, which slows the userspace stacks down several times.
-const bulkSize = 16 << 20
+const bulkSize = 8 << 20
