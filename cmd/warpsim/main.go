@@ -40,6 +40,9 @@ import (
 const (
 	totalTimeout     = 50 * time.Second
 	handshakeTimeout = 10 * time.Second
+	// watchdog ends the process should shutting down after totalTimeout
+	// itself hang.
+	watchdog = 58 * time.Second
 )
 
 // options are the command-line flags.
@@ -56,6 +59,10 @@ type options struct {
 }
 
 func main() {
+	time.AfterFunc(watchdog, func() {
+		fmt.Fprintln(os.Stderr, "warpsim: did not finish within a minute")
+		os.Exit(1)
+	})
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
