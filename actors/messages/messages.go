@@ -9,6 +9,8 @@ package messages
 import (
 	"net/netip"
 
+	"github.com/udpfwd/udpfwd/internal/stats"
+
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
@@ -103,4 +105,20 @@ type Crash struct {
 // sessions connect to it, existing sessions keep theirs.
 type UpstreamResolved struct {
 	Addr netip.AddrPort
+}
+
+// ListSessions asks the supervisor for its live sessions; it responds with
+// SessionList. It is for the session API, not for the datagram path.
+type ListSessions struct{}
+
+// SessionList answers ListSessions.
+type SessionList struct {
+	Relay    string
+	Sessions []SessionStatus
+}
+
+// SessionStatus is one live session: who it is and what it has moved.
+type SessionStatus struct {
+	SessionInfo
+	Stats stats.SessionSnapshot
 }

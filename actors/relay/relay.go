@@ -399,6 +399,22 @@ func (r *Relay) System() *actor.ActorSystem { return r.system }
 // Supervisor returns the session supervisor's PID.
 func (r *Relay) Supervisor() *actor.PID { return r.supervisor }
 
+// Sessions lists the relay's live sessions, asking its supervisor.
+func (r *Relay) Sessions(timeout time.Duration) (*messages.SessionList, error) {
+	res, err := r.system.Root.RequestFuture(r.supervisor, &messages.ListSessions{}, timeout).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", r.cfg.Name, err)
+	}
+	l, ok := res.(*messages.SessionList)
+	if !ok {
+		return nil, fmt.Errorf("list sessions of %s: unexpected answer %T", r.cfg.Name, res)
+	}
+	return l, nil
+}
+
+// Name is the relay's name.
+func (r *Relay) Name() string { return r.cfg.Name }
+
 // Close stops reading, stops every session (closing its socket), then the
 // writers, and returns when all have stopped. It is safe to call twice.
 func (r *Relay) Close() error {

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -243,6 +244,7 @@ func TestIdleExpiry(t *testing.T) {
 	if took := time.Since(start); took < idle-50*time.Millisecond {
 		t.Fatalf("expired after %v, before the idle timeout %v", took, idle)
 	}
+	eventually(t, "the expired session's socket to close", func() bool { return portFree(opened.UpstreamLocal) })
 	// Transport for the forgotten ID is dropped; a new initiation opens a
 	// new session on a new port.
 	c.send(t, wgtest.Transport(idA, 1, 0, 64))
@@ -349,6 +351,7 @@ func TestPanicEndsOnlyThatSession(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the failed session's socket to close", func() bool { return portFree(victimOpened.UpstreamLocal) })
 	// The victim's ID is forgotten: its transport is dropped, a new
 	// initiation opens a new session.
 	before := r.Counters().Dropped(stats.UnknownClient)
@@ -446,4 +449,47 @@ func TestStartErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSessionsList(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	a := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	b := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	a.send(t, wgtest.Initiation(idA, 1))
+	a.mustRecv(t)
+	b.send(t, wgtest.Initiation(idB, 1))
+	b.mustRecv(t)
+	b.send(t, wgtest.Transport(idB, 1, 1, 1392))
+	b.mustRecv(t)
+	l, err := r.Sessions(waitTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Sessions) != 2 {
+		t.Fatalf("%d sessions listed, want 2", len(l.Sessions))
+	}
+	for _, s := range l.Sessions {
+		want, n := a.addr(), uint64(1)
+		if s.Client == idB {
+			want, n = b.addr(), 2
+		}
+		if s.ClientAddr != want || s.Stats.Datagrams[stats.FromClient] != n || s.Stats.Datagrams[stats.FromUpstream] != n {
+			t.Errorf("session %v: addr %v, datagrams %v; want %v and %d each way", s.Client, s.ClientAddr, s.Stats.Datagrams, want, n)
+		}
+	}
+	if r.Counters().Live() != 2 {
+		t.Errorf("live = %d", r.Counters().Live())
+	}
+}
+
+// portFree reports whether a UDP address can be bound: whether the session
+// that had it closed its socket.
+func portFree(ap netip.AddrPort) bool {
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }

@@ -43,7 +43,9 @@ type Config struct {
 	// replies follow the newest client address (static forward mode).
 	Raw      bool
 	Counters *stats.Counters
-	Logger   *zap.Logger
+	// Stats is this session's own record, read by the session API.
+	Stats  *stats.Session
+	Logger *zap.Logger
 }
 
 // Validate reports a missing dependency.
@@ -53,7 +55,7 @@ func (c *Config) Validate() error {
 		return errors.New("session: no upstream socket")
 	case len(c.Writers) == 0:
 		return errors.New("session: no writer")
-	case c.Counters == nil:
+	case c.Counters == nil || c.Stats == nil:
 		return errors.New("session: no counters")
 	case c.Logger == nil:
 		return errors.New("session: no logger")
@@ -127,7 +129,8 @@ func (s *Session) stop() {
 }
 
 func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
-	s.lastClient = time.Now()
+	now := time.Now()
+	s.lastClient = now
 	bytes := 0
 	for i := range b.D {
 		d := &b.D[i]
@@ -140,6 +143,7 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 			s.roamed(ctx, from)
 		}
 	}
+	s.cfg.Stats.Move(stats.FromClient, len(b.D), bytes, now)
 	sent, failed, err := s.cfg.Conn.WriteBatch(b, b.D)
 	if failed > 0 {
 		s.cfg.Counters.Drop(stats.UpstreamSendError, failed)
@@ -149,22 +153,28 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		bytes = 0 // which ones failed is not known; count datagrams only
 	}
 	s.cfg.Counters.Move(stats.ToUpstream, sent, bytes)
+	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, now)
 	b.Release()
 }
 
 func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
 	info := s.info()
+	s.cfg.Stats.SetClientAddr(info.ClientAddr)
+	s.cfg.Counters.Count(stats.ClientRoamed)
 	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
 	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from})
 }
 
 func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
-	s.lastUpstream = time.Now()
+	now := time.Now()
+	s.lastUpstream = now
 	bytes := 0
 	for i := range b.D {
 		bytes += b.D[i].N
 	}
 	s.cfg.Counters.Move(stats.FromUpstream, len(b.D), bytes)
+	s.cfg.Stats.Move(stats.FromUpstream, len(b.D), bytes, now)
+	replies, replyBytes := 0, 0
 	// Replies leave in batches by listening socket; almost always one.
 	var out *udpio.Batch
 	for i := range b.D {
@@ -187,12 +197,15 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 			out.Via = via
 		}
 		d.Addr = to
+		replies++
+		replyBytes += d.N
 		out.Add(*d)
 		d.Buf = nil
 	}
 	if out != nil {
 		ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
 	}
+	s.cfg.Stats.Move(stats.ToClient, replies, replyBytes, now)
 	b.Release()
 }
 

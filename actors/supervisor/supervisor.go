@@ -100,6 +100,7 @@ type entry struct {
 	openedBy netip.Addr     // the client IP that opened it, for per-IP counts
 	lastFrom netip.AddrPort // the newest address a datagram came from
 	out      *udpio.Batch   // datagrams being routed to it in this batch
+	stats    *stats.Session
 }
 
 // pending is an admission waiting for its policy's answer. It holds the
@@ -147,7 +148,12 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.SessionIdle:
 		s.idle(ctx, m)
 	case *messages.UpstreamResolved:
+		if s.upstream.IsValid() && m.Addr != s.upstream {
+			s.cfg.Counters.Count(stats.UpstreamChanged)
+		}
 		s.upstream = m.Addr
+	case *messages.ListSessions:
+		ctx.Respond(s.list())
 	case *messages.Crash:
 		if e := s.sessions[m.Client]; e != nil {
 			ctx.Send(e.pid, m)
@@ -344,7 +350,9 @@ func (s *Supervisor) spawn(ctx actor.Context, client wgproto.ClientID, from neti
 		UpstreamLocal: conn.LocalAddr(),
 		Upstream:      conn.RemoteAddr(),
 	}
+	st := stats.NewSession(time.Now(), from)
 	pid := ctx.SpawnPrefix(session.Props(session.Config{
+		Stats:       st,
 		Info:        info,
 		Conn:        conn,
 		Writers:     s.cfg.Writers,
@@ -355,10 +363,12 @@ func (s *Supervisor) spawn(ctx actor.Context, client wgproto.ClientID, from neti
 		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
 			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
 	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, info: info, openedBy: from.Addr(), lastFrom: from}
+	e := &entry{pid: pid, info: info, openedBy: from.Addr(), lastFrom: from, stats: st}
 	s.sessions[client] = e
+	s.cfg.Counters.SetLive(len(s.sessions))
 	s.byPID[pid.Id] = e
 	s.perIP[e.openedBy]++
+	s.cfg.Counters.Count(stats.SessionOpened)
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
 	return e
 }
@@ -370,6 +380,7 @@ func (s *Supervisor) remove(stop func(pids ...*actor.PID), e *entry) bool {
 		return false
 	}
 	delete(s.sessions, e.info.Client)
+	s.cfg.Counters.SetLive(len(s.sessions))
 	if s.perIP[e.openedBy]--; s.perIP[e.openedBy] <= 0 {
 		delete(s.perIP, e.openedBy)
 	}
@@ -398,6 +409,7 @@ func (s *Supervisor) idle(ctx actor.Context, m *messages.SessionIdle) {
 	}
 	s.remove(stopWith(ctx), e)
 	ctx.Poison(e.pid)
+	s.cfg.Counters.Count(stats.SessionExpired)
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionExpired{SessionInfo: m.Session, Side: m.Side, Timeout: s.cfg.IdleTimeout})
 }
 
@@ -411,6 +423,7 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 		// Not expired and not failed: stopped from outside.
 		info := e.info
 		info.ClientAddr = e.lastFrom
+		s.cfg.Counters.Count(stats.SessionClosed)
 		ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
 	}
 }
@@ -436,6 +449,7 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 	if s.remove(sup.StopChildren, e) {
 		info := e.info
 		info.ClientAddr = e.lastFrom
+		s.cfg.Counters.Count(stats.SessionFailed)
 		system.EventStream.Publish(&messages.SessionFailed{SessionInfo: info, Reason: fmt.Sprint(reason)})
 	}
 }
@@ -451,7 +465,19 @@ func (s *Supervisor) stopping(ctx actor.Context) {
 		if s.remove(stopWith(ctx), e) {
 			info := e.info
 			info.ClientAddr = e.lastFrom
+			s.cfg.Counters.Count(stats.SessionClosed)
 			ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
 		}
 	}
+}
+
+// list reports every live session.
+func (s *Supervisor) list() *messages.SessionList {
+	l := &messages.SessionList{Relay: s.cfg.Relay, Sessions: make([]messages.SessionStatus, 0, len(s.sessions))}
+	for _, e := range s.sessions {
+		st := messages.SessionStatus{SessionInfo: e.info, Stats: e.stats.Snapshot()}
+		st.ClientAddr = st.Stats.ClientAddr
+		l.Sessions = append(l.Sessions, st)
+	}
+	return l
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -104,7 +105,7 @@ func TestBadInput(t *testing.T) {
 		{"file with 5 fields", []string{"-f", writeFile(t, "127.0.0.1,1,127.0.0.1,0,127.0.0.1")}, 2, ":1:"},
 		{"empty file", []string{"-f", writeFile(t, "# nothing\n\n")}, 2, "no rules"},
 		{"port in use", []string{"-r", inUse, "127.0.0.1:2408"}, 1, "address already in use"},
-		{"port in use in a file", []string{"-f", writeFile(t, "\n127.0.0.1," + strings.Split(inUse, ":")[1] + ",127.0.0.1,0,127.0.0.1,9")}, 1, ":2:"},
+		{"port in use in a file", []string{"-f", writeFile(t, "\n127.0.0.1,"+strings.Split(inUse, ":")[1]+",127.0.0.1,0,127.0.0.1,9")}, 1, ":2:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,12 +147,30 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
+// lockedBuffer is a bytes.Buffer that a process may write while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // SIGTERM and SIGINT stop the relay: exit 0 within 2 s.
 func TestSignalsStopCleanly(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(binary, "-r", "127.0.0.1:0", "127.0.0.1:2408")
-			var stderr bytes.Buffer
+			var stderr lockedBuffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)

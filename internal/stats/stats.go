@@ -94,6 +94,8 @@ func (d Direction) String() string {
 // Counters are one relay's counters. The zero value is ready; all methods
 // are safe for concurrent use.
 type Counters struct {
+	live      atomic.Int64
+	events    [NumEvents]atomic.Uint64
 	drops     [NumReasons]atomic.Uint64
 	datagrams [NumDirections]atomic.Uint64
 	bytes     [NumDirections]atomic.Uint64
@@ -125,3 +127,41 @@ func (c *Counters) TotalDropped() uint64 {
 	}
 	return t
 }
+
+// Event is a session lifecycle event or relay event that is counted.
+type Event uint8
+
+// Counted events. Names are stable: they become metric label values.
+const (
+	SessionOpened   Event = iota // a session was admitted and its socket bound
+	SessionExpired               // a session was idle for its timeout
+	SessionFailed                // a session panicked and was stopped
+	SessionClosed                // a session was stopped by shutdown or reload
+	ClientRoamed                 // a session's replies moved to a new client address
+	UpstreamChanged              // the upstream hostname resolved to a new address
+	numEvents
+)
+
+// NumEvents is the number of counted events.
+const NumEvents = int(numEvents)
+
+var eventNames = [NumEvents]string{"opened", "expired", "failed", "closed", "roamed", "upstream_changed"}
+
+func (e Event) String() string {
+	if int(e) < NumEvents {
+		return eventNames[e]
+	}
+	return "unknown"
+}
+
+// Count counts one event.
+func (c *Counters) Count(e Event) { c.events[e].Add(1) }
+
+// Events returns how many times e happened.
+func (c *Counters) Events(e Event) uint64 { return c.events[e].Load() }
+
+// SetLive records how many sessions the relay holds.
+func (c *Counters) SetLive(n int) { c.live.Store(int64(n)) }
+
+// Live returns how many sessions the relay holds.
+func (c *Counters) Live() int { return int(c.live.Load()) }
