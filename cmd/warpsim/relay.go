@@ -1,0 +1,32 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/relay"
+)
+
+// startInProcessRelay starts udpfwd in this process, listening on a loopback
+// port and forwarding to upstream, and returns the address clients send to
+// and a function that stops it. udpfwd's own log is kept quiet: the demo
+// prints the outcome.
+func startInProcessRelay(upstream netip.AddrPort) (netip.AddrPort, func() error, error) {
+	r, err := relay.Start(relay.Config{
+		Name:     "warpsim",
+		Listen:   []string{"127.0.0.1:0"},
+		Upstream: upstream.String(),
+	}, zap.NewNop())
+	if err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("start udpfwd: %w", err)
+	}
+	addrs := r.ListenAddrs()
+	if len(addrs) != 1 {
+		r.Close()
+		return netip.AddrPort{}, nil, errors.New("udpfwd started without its listening address")
+	}
+	return addrs[0], r.Close, nil
+}
