@@ -8,6 +8,7 @@ package messages
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/udpfwd/udpfwd/internal/stats"
 
@@ -121,4 +122,22 @@ type SessionList struct {
 type SessionStatus struct {
 	SessionInfo
 	Stats stats.SessionSnapshot
+	// Roam is the session's roaming state to save, as roam.Peer exports it.
+	Roam []byte
+}
+
+// RestoreSessions tells the supervisor to re-open sessions saved before a
+// restart or a reload. The relay sends it before any datagram arrives.
+type RestoreSessions struct {
+	Sessions []RestoredSession
+}
+
+// RestoredSession is one saved session: its identity, the upstream socket
+// address to re-bind (Info.UpstreamLocal) and the upstream it was connected
+// to (Info.Upstream), so that the upstream sees the same 4-tuple.
+type RestoredSession struct {
+	Info    SessionInfo
+	Created time.Time
+	// Roam is the session's saved roaming state, as roam.Peer exports it.
+	Roam []byte
 }

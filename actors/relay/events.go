@@ -75,6 +75,13 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 		l.Error("session failed", append(fields, zap.String("reason", e.Reason))...)
 	case *messages.SessionClosed:
 		l.Debug("session closed", fields...)
+	case *messages.SessionRestored:
+		if e.Rebound {
+			l.Warn("session restored on a new upstream port: the upstream sees a new 4-tuple", append(fields,
+				zap.Stringer("wanted", e.Wanted), zap.String("error", e.Err))...)
+		} else {
+			l.Info("session restored", fields...)
+		}
 	}
 }
 

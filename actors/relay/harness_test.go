@@ -182,8 +182,14 @@ type events struct {
 }
 
 func watchEvents(t *testing.T, r *relay.Relay) *events {
+	return watchSystem(t, r.System())
+}
+
+// watchSystem collects the session events of every relay in system; it can
+// be set up before a relay starts.
+func watchSystem(t *testing.T, system *actor.ActorSystem) *events {
 	e := &events{ch: make(chan any, 1024)}
-	sub := r.System().EventStream.Subscribe(func(evt any) {
+	sub := system.EventStream.Subscribe(func(evt any) {
 		if _, ok := evt.(messages.SessionEvent); ok {
 			e.mu.Lock()
 			e.all = append(e.all, evt)
@@ -191,7 +197,7 @@ func watchEvents(t *testing.T, r *relay.Relay) *events {
 			e.ch <- evt
 		}
 	})
-	t.Cleanup(func() { r.System().EventStream.Unsubscribe(sub) })
+	t.Cleanup(func() { system.EventStream.Unsubscribe(sub) })
 	return e
 }
 

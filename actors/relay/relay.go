@@ -27,6 +27,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/supervisor"
 	"github.com/udpfwd/udpfwd/actors/writer"
 	"github.com/udpfwd/udpfwd/internal/logx"
+	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
@@ -180,6 +181,8 @@ type Relay struct {
 	supervisor *actor.PID
 	sub        *eventSubscription
 
+	restore []state.Session
+
 	stopResolve context.CancelFunc
 	resolveDone chan struct{}
 	closeOnce   sync.Once
@@ -280,6 +283,10 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		return nil, err
 	}
 	r.supervisor = r.system.Root.Spawn(supervisor.Props(scfg))
+	if len(r.restore) > 0 {
+		// Queued before any datagram: the listeners start after this.
+		r.system.Root.Send(r.supervisor, r.restoreMessage())
+	}
 	for i, c := range conns {
 		r.listeners = append(r.listeners, r.system.Root.Spawn(listener.Props(listener.Config{
 			Conn: c, Via: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,

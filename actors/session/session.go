@@ -45,7 +45,9 @@ type Config struct {
 	Raw      bool
 	Counters *stats.Counters
 	// Stats is this session's own record, read by the session API.
-	Stats  *stats.Session
+	Stats *stats.Session
+	// Roam is roaming state saved by an earlier run, to restore.
+	Roam   []byte
 	Logger *zap.Logger
 }
 

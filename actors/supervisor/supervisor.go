@@ -154,6 +154,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 			s.cfg.Counters.Count(stats.UpstreamChanged)
 		}
 		s.upstream = m.Addr
+	case *messages.RestoreSessions:
+		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
 		ctx.Respond(s.list())
 	case *messages.Crash:
@@ -330,7 +332,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 		ctx.Stop(p.policy)
 		return
 	}
-	e := s.spawn(ctx, client, p.first.Addr, p.via, conn, s.cfg.IdleTimeout, false)
+	e := s.spawn(ctx, newSession{client: client, from: p.first.Addr, via: p.via, conn: conn, idle: s.cfg.IdleTimeout})
 	e.policy = p.policy
 	b := udpio.GetBatch()
 	b.Via = p.via
@@ -340,27 +342,49 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 
 // openForward starts forward mode's one session on its pre-bound socket.
 func (s *Supervisor) openForward(ctx actor.Context) {
-	s.spawn(ctx, wgproto.ClientID{}, netip.AddrPort{}, 0, s.cfg.ForwardConn, 0, true)
+	s.spawn(ctx, newSession{conn: s.cfg.ForwardConn, raw: true})
 }
 
-func (s *Supervisor) spawn(ctx actor.Context, client wgproto.ClientID, from netip.AddrPort, via uint8, conn *udpio.Conn, idle time.Duration, raw bool) *entry {
+// newSession describes a session to spawn.
+type newSession struct {
+	client  wgproto.ClientID
+	from    netip.AddrPort // the client's address
+	via     uint8          // the listening socket it came by
+	conn    *udpio.Conn    // its upstream socket, bound and connected
+	idle    time.Duration
+	raw     bool                      // forward mode: no WireGuard parsing
+	id      uuid.UUID                 // zero: a new one
+	created time.Time                 // zero: now
+	roam    []byte                    // saved roaming state, if restored
+	restore *messages.SessionRestored // published instead of SessionOpened
+}
+
+func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
+	if n.id == (uuid.UUID{}) {
+		n.id = uuid.New()
+	}
+	if n.created.IsZero() {
+		n.created = time.Now()
+	}
+	client, from, conn := n.client, n.from, n.conn
 	info := messages.SessionInfo{
 		Relay:         s.cfg.Relay,
-		Session:       uuid.New(),
+		Session:       n.id,
 		Client:        client,
 		ClientAddr:    from,
 		UpstreamLocal: conn.LocalAddr(),
 		Upstream:      conn.RemoteAddr(),
 	}
-	st := stats.NewSession(time.Now(), from)
+	st := stats.NewSession(n.created, from)
 	pid := ctx.SpawnPrefix(session.Props(session.Config{
 		Stats:       st,
 		Info:        info,
 		Conn:        conn,
 		Writers:     s.cfg.Writers,
-		Via:         via,
-		IdleTimeout: idle,
-		Raw:         raw,
+		Via:         n.via,
+		IdleTimeout: n.idle,
+		Raw:         n.raw,
+		Roam:        n.roam,
 		Counters:    s.cfg.Counters,
 		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
 			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
@@ -370,9 +394,44 @@ func (s *Supervisor) spawn(ctx actor.Context, client wgproto.ClientID, from neti
 	s.cfg.Counters.SetLive(len(s.sessions))
 	s.byPID[pid.Id] = e
 	s.perIP[e.openedBy]++
+	if n.restore != nil {
+		n.restore.SessionInfo = info
+		ctx.ActorSystem().EventStream.Publish(n.restore)
+		return e
+	}
 	s.cfg.Counters.Count(stats.SessionOpened)
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
 	return e
+}
+
+// restore re-opens saved sessions, each on its old upstream port if it can
+// still be bound, else on a new one (reported as Rebound).
+func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession) {
+	if s.cfg.Mode != WireGuard {
+		return
+	}
+	for _, r := range saved {
+		info := r.Info
+		if _, taken := s.sessions[info.Client]; taken || info.Client.IsZero() || !info.Upstream.IsValid() {
+			continue
+		}
+		ev := &messages.SessionRestored{Wanted: info.UpstreamLocal}
+		conn, err := udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
+		if err != nil {
+			ev.Rebound, ev.Err = true, err.Error()
+			conn, err = udpio.Dial(context.Background(), s.cfg.UpstreamBind, info.Upstream, s.cfg.SocketOptions)
+			if err != nil {
+				s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
+				s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", info.Client), zap.Error(err))
+				continue
+			}
+		}
+		e := s.spawn(ctx, newSession{
+			client: info.Client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout,
+			id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+		})
+		e.policy = ctx.Spawn(s.cfg.Policy())
+	}
 }
 
 // remove forgets a session and stops its policy actor; it reports false if
@@ -480,7 +539,7 @@ func (s *Supervisor) stopping(ctx actor.Context) {
 func (s *Supervisor) list() *messages.SessionList {
 	l := &messages.SessionList{Relay: s.cfg.Relay, Sessions: make([]messages.SessionStatus, 0, len(s.sessions))}
 	for _, e := range s.sessions {
-		st := messages.SessionStatus{SessionInfo: e.info, Stats: e.stats.Snapshot()}
+		st := messages.SessionStatus{SessionInfo: e.info, Stats: e.stats.Snapshot(), Roam: e.stats.Saved()}
 		st.ClientAddr = st.Stats.ClientAddr
 		l.Sessions = append(l.Sessions, st)
 	}

@@ -18,6 +18,7 @@ type Session struct {
 
 	mu         sync.Mutex
 	clientAddr netip.AddrPort
+	saved      []byte
 }
 
 // NewSession starts a session's record at now.
@@ -45,6 +46,21 @@ func (s *Session) SetClientAddr(a netip.AddrPort) {
 	s.mu.Lock()
 	s.clientAddr = a
 	s.mu.Unlock()
+}
+
+// SetSaved records the session's state to persist (its roaming state),
+// which it updates when that changes; b must not be modified afterwards.
+func (s *Session) SetSaved(b []byte) {
+	s.mu.Lock()
+	s.saved = b
+	s.mu.Unlock()
+}
+
+// Saved returns what SetSaved recorded last.
+func (s *Session) Saved() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saved
 }
 
 // SessionSnapshot is a session's record at one moment.
