@@ -66,6 +66,7 @@ type options struct {
 	logFormat    string
 	socketBuffer int
 	upstreamBind string
+	stateFile    string
 	version      bool
 	args         []string
 }
@@ -81,6 +82,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "console", "`format`: console or json")
 	fs.IntVar(&o.socketBuffer, "socket-buffer", udpio.DefaultSocketBuffer, "receive and send buffer of every socket, in `bytes`")
 	fs.StringVar(&o.upstreamBind, "upstream-bind", "", "local `ip:port` for upstream sockets (port 0: the kernel chooses)")
+	fs.StringVar(&o.stateFile, "state-file", "", "keep sessions in `FILE` so that they survive a restart on the same upstream ports")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() { printUsage(fs, out) }
 	return fs
@@ -255,27 +257,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 
-	system := relay.NewSystem(log)
-	var relays []*relay.Relay
-	closeAll := func() {
-		for i := len(relays) - 1; i >= 0; i-- {
-			if err := relays[i].Close(); err != nil {
-				log.Warn("stop relay", zap.Error(err))
-			}
-		}
-		system.Shutdown()
+	d := newDaemon(log, o.stateFile)
+	if err := d.loadState(); err != nil {
+		return fail(stderr, err)
 	}
-	for _, c := range cfgs {
-		r, err := relay.Start(c, log, relay.WithSystem(system))
-		if err != nil {
-			closeAll()
-			if o.forwardFile != "" {
-				return fail(stderr, fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err))
-			}
-			return fail(stderr, err)
+	err = d.startAll(cfgs, func(c relay.Config, err error) error {
+		if o.forwardFile != "" {
+			return fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err)
 		}
-		relays = append(relays, r)
+		return err
+	})
+	if err != nil {
+		return fail(stderr, err)
 	}
+	d.startSaving()
 
 	s := <-sig
 	log.Info("shutting down", zap.Stringer("signal", s))
@@ -284,7 +279,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Warn("second signal: exiting now")
 		os.Exit(exitRuntime)
 	}()
-	closeAll()
+	d.stop()
 	return exitOK
 }
 
