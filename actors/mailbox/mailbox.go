@@ -28,6 +28,19 @@ const (
 	running
 )
 
+// inlineThroughput is how many messages an inline actor processes before it
+// yields the processor, like protoactor's default dispatcher.
+const inlineThroughput = 300
+
+// Inline returns a dispatcher that processes an idle actor's mailbox in the
+// goroutine that sends to it, instead of waking another goroutine: the
+// supervisor then routes in the listener's goroutine, and the writer writes
+// in the session's. An actor whose mailbox is already being processed just
+// queues the message, so it still handles one message at a time, in order.
+// Use it only for actors that never wait for a goroutine that may be the
+// one sending to them.
+func Inline() actor.Dispatcher { return actor.NewSynchronizedDispatcher(inlineThroughput) }
+
 // Option configures a mailbox.
 type Option func(*Mailbox)
 

@@ -68,6 +68,23 @@ func TestOrderAndOnEmpty(t *testing.T) {
 		}(p)
 	}
 	wg.Wait()
+	// Once the mailbox runs dry, every message has been flushed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.mu.Lock()
+		flushed := 0
+		for _, f := range r.flushes {
+			flushed += f
+		}
+		r.mu.Unlock()
+		if flushed == 4*n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s the flushes cover %d of %d messages", flushed, 4*n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := system.Root.PoisonFuture(pid).Wait(); err != nil {
 		t.Fatal(err)
 	}

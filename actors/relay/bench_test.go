@@ -217,3 +217,20 @@ func TestRelayPathAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per batch of %d round trips", perBatch, len(tmpl))
 	}
 }
+
+// BenchmarkRelayPingPong sends one datagram at a time through the relay
+// and waits for its echo: ns/op is the round-trip time through udpfwd.
+func BenchmarkRelayPingPong(b *testing.B) {
+	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: batchEcho(b).String()}, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	c, tmpl := benchClients(b, r, 1, 208)
+	to := r.ListenAddrs()[0]
+	one := tmpl[:1]
+	b.ReportAllocs()
+	for b.Loop() {
+		roundTrip(b, c, to, one)
+	}
+}

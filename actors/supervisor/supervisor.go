@@ -91,7 +91,7 @@ func Props(cfg Config) *actor.Props {
 		cfg.Policy = policy.AllowAll
 	}
 	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) },
-		actor.WithMailbox(mailbox.Unbounded()))
+		actor.WithMailbox(mailbox.Unbounded()), actor.WithDispatcher(mailbox.Inline()))
 }
 
 // entry is the supervisor's record of one live session.
@@ -221,6 +221,7 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 			e.out.Via = in.Via
 		}
 	}
+	s.flushDrops() // before the datagrams move on, so counts are never behind them
 	for _, e := range s.touched {
 		if e.out != nil {
 			ctx.Send(e.pid, (*messages.ClientDatagrams)(e.out))
@@ -230,7 +231,6 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 	clear(s.touched)
 	s.touched = s.touched[:0]
 	in.Release()
-	s.flushDrops()
 }
 
 func (s *Supervisor) routeForward(ctx routeContext, in *udpio.Batch) {

@@ -28,7 +28,7 @@ type Config struct {
 func Props(cfg Config) *actor.Props {
 	w := &Writer{cfg: cfg, stage: udpio.GetBatch()}
 	return actor.PropsFromProducer(func() actor.Actor { return w },
-		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(w.flush))))
+		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(w.flush))), actor.WithDispatcher(mailbox.Inline()))
 }
 
 // Writer is the actor. stage holds replies not yet written; it is flushed
