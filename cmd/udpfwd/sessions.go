@@ -1,0 +1,236 @@
+// This file is the client side of `udpfwd sessions`: it reads /sessions
+// from a running udpfwd's admin listener and prints a table, or the JSON.
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/udpfwd/udpfwd/internal/admin"
+)
+
+// defaultAdminAddr is where `udpfwd sessions` looks for the admin listener
+// unless told otherwise; it is the address the docs suggest for --admin.
+const defaultAdminAddr = "127.0.0.1:9090"
+
+// sessionsTimeout bounds the whole request. The listener itself gives each
+// relay two seconds to answer.
+const sessionsTimeout = 10 * time.Second
+
+const sessionsUsageText = `udpfwd sessions: show a running udpfwd's live sessions
+
+Usage:
+  udpfwd sessions [--admin ADDR] [--relay NAME] [--json]
+
+Reads /sessions from the admin listener (udpfwd --admin ADDR). In the table,
+IN is from the client towards upstream and OUT from upstream back to the
+client; AGE is the session's age and IDLE-IN/IDLE-OUT the time since the
+last datagram each way. UPSTREAM-PORT is the session's stable source port.
+
+Flags:
+`
+
+// runSessions is `udpfwd sessions ARGS...`; it returns the exit code: 0, 1
+// when the listener cannot be reached or a relay did not answer, 2 for a
+// wrong command line.
+func runSessions(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("udpfwd sessions", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port` (or http://host:port)")
+	relayName := fs.String("relay", "", "show only the relay `NAME`")
+	asJSON := fs.Bool("json", false, "print the JSON from /sessions as it is")
+	usage := func(w io.Writer) {
+		fmt.Fprint(w, sessionsUsageText)
+		fs.VisitAll(func(f *flag.Flag) {
+			name, help := flag.UnquoteUsage(f)
+			left := "--" + f.Name
+			if name != "" {
+				left += " " + name
+			}
+			if f.DefValue != "" && f.DefValue != "false" {
+				help += " (default " + f.DefValue + ")"
+			}
+			fmt.Fprintf(w, "  %-18s %s\n", left, help)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return 0
+		}
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		fmt.Fprintf(stderr, "udpfwd sessions: %s (see udpfwd sessions -h)\n", msg)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "udpfwd sessions: unexpected argument %q (see udpfwd sessions -h)\n", fs.Arg(0))
+		return 2
+	}
+	base, err := adminURL(*adminAddr)
+	if err != nil {
+		fmt.Fprintf(stderr, "udpfwd sessions: --admin: %v (see udpfwd sessions -h)\n", err)
+		return 2
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), sessionsTimeout)
+	defer cancel()
+	body, reply, err := fetchSessions(ctx, base, *relayName)
+	if err != nil {
+		fmt.Fprintf(stderr, "udpfwd sessions: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(body) //nolint:errcheck // nothing to do about a closed stdout
+	} else {
+		printSessions(stdout, reply.Sessions)
+	}
+	for _, e := range reply.Errors {
+		fmt.Fprintf(stderr, "udpfwd sessions: relay %s did not list its sessions: %s\n", e.Relay, e.Error)
+	}
+	if len(reply.Errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// adminURL turns --admin into the listener's base URL: "ip:port" means
+// http://ip:port; a URL is taken as it is.
+func adminURL(s string) (*url.URL, error) {
+	if !strings.Contains(s, "://") {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return nil, fmt.Errorf("%q is not ip:port or a URL", s)
+		}
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("%q is not ip:port or an http(s) URL", s)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	return u, nil
+}
+
+// fetchSessions gets /sessions and decodes it; body is the JSON as sent.
+func fetchSessions(ctx context.Context, base *url.URL, relay string) ([]byte, *admin.SessionsReply, error) {
+	u := *base
+	u.Path += "/sessions"
+	if relay != "" {
+		u.RawQuery = url.Values{"relay": {relay}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach the admin listener at %s: %s (is udpfwd running with --admin?)", base.Host, reachError(err))
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %s: %w", u.String(), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e admin.ErrorReply
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return nil, nil, errors.New(e.Error)
+		}
+		return nil, nil, fmt.Errorf("%s answered %s (is %s udpfwd's admin listener?)", u.String(), resp.Status, base.Host)
+	}
+	var reply admin.SessionsReply
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return nil, nil, fmt.Errorf("%s: not a session list: %w (is %s udpfwd's admin listener?)", u.String(), err, base.Host)
+	}
+	return body, &reply, nil
+}
+
+// reachError is the reason a request failed, without the URL and dial
+// details that the caller already names: "connection refused".
+func reachError(err error) string {
+	var op *net.OpError
+	var sys *os.SyscallError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer within " + sessionsTimeout.String()
+	case errors.As(err, &sys):
+		return sys.Err.Error()
+	case errors.As(err, &op) && op.Err != nil:
+		return op.Err.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// printSessions prints one aligned row per session.
+func printSessions(w io.Writer, sessions []admin.SessionRecord) {
+	if len(sessions) == 0 {
+		fmt.Fprintln(w, "no sessions")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RELAY\tCLIENT\tB64\tCLIENT-ADDR\tUPSTREAM-PORT\tAGE\tIDLE-IN\tIDLE-OUT\tPKTS-IN\tPKTS-OUT\tBYTES-IN\tBYTES-OUT")
+	for _, s := range sessions {
+		port := s.UpstreamLocal
+		if ap, err := netip.ParseAddrPort(s.UpstreamLocal); err == nil {
+			port = strconv.Itoa(int(ap.Port()))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+			s.Relay, s.ClientID, s.ClientIDBase64, s.ClientAddr, port,
+			humanDuration(s.AgeSeconds), humanDuration(s.IdleClientSeconds), humanDuration(s.IdleUpstreamSeconds),
+			s.Datagrams.FromClient, s.Datagrams.FromUpstream,
+			humanBytes(s.Bytes.FromClient), humanBytes(s.Bytes.FromUpstream))
+	}
+	tw.Flush()
+}
+
+// humanBytes writes n in binary units: 512B, 1.5KiB, 20.0MiB.
+func humanBytes(n uint64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return strconv.FormatUint(n, 10) + "B"
+	}
+	v, i := float64(n)/1024, 0
+	for v >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + units[i:i+1] + "iB"
+}
+
+// humanDuration writes whole seconds in at most two units: 45s, 4m05s,
+// 3h07m, 2d03h.
+func humanDuration(seconds float64) string {
+	s := int64(seconds)
+	if s < 0 {
+		s = 0
+	}
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%02dm", s/3600, s%3600/60)
+	default:
+		return fmt.Sprintf("%dd%02dh", s/86400, s%86400/3600)
+	}
+}

@@ -1,0 +1,164 @@
+// Package metrics exports relays' counters (package stats) to Prometheus.
+//
+// The relay counts with atomic adds on its datagram path and never touches a
+// Prometheus type there; this package reads those counters only when
+// /metrics is scraped. Every metric is named udpfwd_* and labelled by relay.
+// The set of relays can change at runtime (a reload adds or removes relays),
+// so the Collector builds constant metrics on each scrape from the relays it
+// holds now rather than registering one metric vector per relay.
+//
+// NewRegistry puts the Collector in a registry of its own, never in
+// Prometheus' global one, so that whatever the libraries udpfwd links
+// register there (protoactor's OpenTelemetry exporter) stays off /metrics.
+package metrics
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/udpfwd/udpfwd/internal/stats"
+)
+
+// Namespace prefixes every udpfwd metric name.
+const Namespace = "udpfwd"
+
+// Relay is one relay as the Collector sees it: its name, which becomes the
+// relay label, and its counters.
+type Relay struct {
+	Name     string
+	Counters *stats.Counters
+}
+
+// eventMetrics names the counter each lifecycle event is exported as, with
+// its help text. Indexed by stats.Event; a test checks every event has one.
+var eventMetrics = [stats.NumEvents]struct{ name, help string }{
+	stats.SessionOpened:   {"sessions_opened_total", "Sessions opened: a client ID was admitted and its upstream socket bound."},
+	stats.SessionExpired:  {"sessions_expired_total", "Sessions ended because one direction was silent for the idle timeout."},
+	stats.SessionFailed:   {"sessions_failed_total", "Sessions ended because they failed (panicked); other sessions go on."},
+	stats.SessionClosed:   {"sessions_closed_total", "Sessions ended by shutdown or by a reload that removed them."},
+	stats.ClientRoamed:    {"sessions_roamed_total", "Times a session's client came from a new address; replies follow the newest one."},
+	stats.UpstreamChanged: {"upstream_changes_total", "Times the upstream hostname resolved to a new address; new sessions use it."},
+}
+
+// Collector is a prometheus.Collector over a changing set of relays. The
+// zero value is not ready; use NewCollector. It is safe for concurrent use.
+type Collector struct {
+	datagrams *prometheus.Desc
+	bytes     *prometheus.Desc
+	dropped   *prometheus.Desc
+	live      *prometheus.Desc
+	events    [stats.NumEvents]*prometheus.Desc
+
+	mu     sync.RWMutex
+	relays []Relay
+}
+
+// NewCollector returns a Collector with no relays.
+func NewCollector() *Collector {
+	name := func(n string) string { return prometheus.BuildFQName(Namespace, "", n) }
+	c := &Collector{
+		datagrams: prometheus.NewDesc(name("datagrams_total"),
+			"Datagrams moved, by direction: from_client and to_upstream on the way up, from_upstream and to_client on the way back.",
+			[]string{"relay", "direction"}, nil),
+		bytes: prometheus.NewDesc(name("bytes_total"),
+			"UDP payload bytes moved, by direction (as for udpfwd_datagrams_total).",
+			[]string{"relay", "direction"}, nil),
+		dropped: prometheus.NewDesc(name("dropped_datagrams_total"),
+			"Datagrams dropped, by reason; every datagram dropped is counted under exactly one reason.",
+			[]string{"relay", "reason"}, nil),
+		live: prometheus.NewDesc(name("sessions"),
+			"Sessions the relay holds now.",
+			[]string{"relay"}, nil),
+	}
+	for e, m := range eventMetrics {
+		c.events[e] = prometheus.NewDesc(name(m.name), m.help, []string{"relay"}, nil)
+	}
+	return c
+}
+
+// Set replaces the relays the Collector exports. Relay names must be
+// non-empty and unique, and every relay must have counters; otherwise Set
+// changes nothing and returns an error. Call it after a reload with the
+// relays that run now: a removed relay's series disappear, and a relay
+// started again under the same name starts its counters from zero, which
+// Prometheus reads as a counter reset.
+func (c *Collector) Set(relays []Relay) error {
+	seen := make(map[string]bool, len(relays))
+	for _, r := range relays {
+		switch {
+		case r.Name == "":
+			return errors.New("metrics: relay without a name")
+		case r.Counters == nil:
+			return fmt.Errorf("metrics: relay %q has no counters", r.Name)
+		case seen[r.Name]:
+			return fmt.Errorf("metrics: relay name %q used twice", r.Name)
+		}
+		seen[r.Name] = true
+	}
+	rs := append([]Relay(nil), relays...)
+	c.mu.Lock()
+	c.relays = rs
+	c.mu.Unlock()
+	return nil
+}
+
+// Describe sends the descriptors of every metric the Collector exports; they
+// do not depend on the relays, only the label values do.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.datagrams
+	ch <- c.bytes
+	ch <- c.dropped
+	ch <- c.live
+	for _, d := range c.events {
+		ch <- d
+	}
+}
+
+// Collect reads every relay's counters. Every drop reason and every
+// direction is exported, zeros included, so that rate() and alerts work
+// from the first scrape.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.RLock()
+	relays := c.relays
+	c.mu.RUnlock()
+	for _, r := range relays {
+		k := r.Counters
+		for d := range stats.NumDirections {
+			dir := stats.Direction(d)
+			ch <- prometheus.MustNewConstMetric(c.datagrams, prometheus.CounterValue, float64(k.Datagrams(dir)), r.Name, dir.String())
+			ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.CounterValue, float64(k.Bytes(dir)), r.Name, dir.String())
+		}
+		for _, reason := range stats.Reasons() {
+			ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(k.Dropped(reason)), r.Name, reason.String())
+		}
+		ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(k.Live()), r.Name)
+		for e, d := range c.events {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(k.Events(stats.Event(e))), r.Name)
+		}
+	}
+}
+
+// NewRegistry returns a new registry, not the global one, holding c, the Go
+// runtime and process collectors (go_*, process_*), and udpfwd_build_info
+// with the given version.
+func NewRegistry(c *Collector, version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "Always 1; the version label is the running udpfwd's version.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(
+		c,
+		buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
