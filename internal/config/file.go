@@ -150,8 +150,10 @@ type Security struct {
 // ClientRate is a per-client token-bucket rate limit; zero fields are no
 // limit.
 type ClientRate struct {
+	// DatagramsPerSecond is the rate of datagrams (may be fractional).
 	DatagramsPerSecond float64
-	BytesPerSecond     int64
+	// BytesPerSecond is the rate of bytes.
+	BytesPerSecond int64
 }
 
 // IsZero reports whether the security block sets nothing.
