@@ -1,0 +1,619 @@
+package config
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// Defaults of the config file, with the reason for each. The relay's own
+// defaults (actors/relay) are the same; they are repeated here because
+// internal packages do not import actors.
+const (
+	// DefaultLogLevel and DefaultLogFormat match the command-line flags.
+	DefaultLogLevel  = "info"
+	DefaultLogFormat = "console"
+	// DefaultIdleTimeout ends a session silent in either direction this
+	// long: WireGuard keeps a live tunnel talking every few minutes.
+	DefaultIdleTimeout = 10 * time.Minute
+	// DefaultResolveInterval is how often an upstream hostname is looked
+	// up again; WARP's anycast addresses change rarely.
+	DefaultResolveInterval = 5 * time.Minute
+	// DefaultSocketBuffer is SO_RCVBUF and SO_SNDBUF: 4 MiB holds bursts
+	// that the kernel's 208 KiB default drops (same as udpio's default).
+	DefaultSocketBuffer = 4 << 20
+	// MinSocketBuffer and MaxSocketBuffer bound read_buffer and
+	// write_buffer. The minimum catches "4" meant as "4MiB"; the maximum
+	// keeps the kernel's doubled value within an int32.
+	MinSocketBuffer = 4 << 10
+	MaxSocketBuffer = 1 << 30
+	// MaxListen is the most listen addresses one relay may have (the
+	// relay tags each datagram with its socket's index in a byte).
+	MaxListen = 256
+	// maxNameLen bounds a relay name, which becomes a metric label.
+	maxNameLen = 64
+)
+
+// Mode is how a relay groups datagrams; the values are those of the
+// relay package's Mode.
+type Mode string
+
+// The relay modes.
+const (
+	// ModeWireGuard relays WARP WireGuard with one session, and one stable
+	// upstream source port, per client ID.
+	ModeWireGuard Mode = "wireguard"
+	// ModeForward forwards plain UDP from one listen address to the
+	// upstream through one outbound socket.
+	ModeForward Mode = "forward"
+)
+
+// File is a config file: process-wide settings and the relays to run.
+// Parse and Load return it validated with defaults filled in; a File built
+// in code is checked and completed by Validate.
+type File struct {
+	// Log selects the logger, as --log-level and --log-format do.
+	Log Log
+	// Admin is the admin HTTP listener's "host:port" (/metrics,
+	// /healthz, /sessions); empty turns it off.
+	Admin string
+	// StateFile is where sessions are saved so that they survive a
+	// restart; empty turns saving off. It is an absolute path.
+	StateFile string
+	// Relays are the relays to run, at least one.
+	Relays []Relay
+
+	src *source // where the values were read from, for messages
+}
+
+// Log selects the logger.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string
+	// Format is console or json.
+	Format string
+}
+
+// Relay is one relay: its listening sockets, its upstream and its
+// policies.
+type Relay struct {
+	// Name is unique, [a-z0-9_-]+; it labels logs and metrics and keys
+	// the relay's sessions in the state file.
+	Name string
+	// Mode defaults to ModeWireGuard.
+	Mode Mode
+	// Listen are the addresses to listen on ("[::]:2408" is dual-stack).
+	// A forward relay has exactly one. Port 0 lets the kernel choose (for
+	// tests: the chosen port is only logged).
+	Listen []netip.AddrPort
+	// Upstream is "host:port"; the host may be a name.
+	Upstream string
+	// IdleTimeout ends a session silent in either direction this long
+	// (wireguard mode only).
+	IdleTimeout time.Duration
+	// ResolveInterval is how often an upstream hostname is looked up
+	// again (wireguard mode only).
+	ResolveInterval time.Duration
+	// UpstreamBind is the local address upstream sockets bind to; the
+	// zero value lets the kernel choose. In wireguard mode its port is 0
+	// (ports come from UpstreamPorts); in forward mode a port names the
+	// one outbound socket's port.
+	UpstreamBind netip.AddrPort
+	// UpstreamPorts, when set, is the range upstream sockets take their
+	// ports from (wireguard mode only).
+	UpstreamPorts PortRange
+	// ReadBuffer and WriteBuffer are SO_RCVBUF and SO_SNDBUF of every
+	// socket of the relay, in bytes.
+	ReadBuffer, WriteBuffer int
+	// Security holds the relay's admission policies (wireguard mode only).
+	Security Security
+}
+
+// Security is who may open a session, and how much a client may send.
+// The zero value admits everyone without limits (except MaxSessions,
+// whose zero means a limit derived from the open-file limit).
+type Security struct {
+	// UpstreamPublicKey, when set, lets only handshake initiations whose
+	// mac1 is valid for this key open a session.
+	UpstreamPublicKey PublicKey
+	// AllowClients, when not empty, are the only client IDs that may open
+	// a session.
+	AllowClients []wgproto.ClientID
+	// AllowCIDRs, when not empty, are the only source networks that may
+	// open a session; DenyCIDRs may never, and win over AllowCIDRs.
+	AllowCIDRs, DenyCIDRs []netip.Prefix
+	// MaxSessions caps the relay's live sessions; 0 derives the cap from
+	// the open-file limit.
+	MaxSessions int
+	// MaxSessionsPerIP caps live sessions per source IP; 0 is no cap.
+	MaxSessionsPerIP int
+	// NewSessionsPerIP is the rate of new sessions per source IP, per
+	// second (may be fractional); 0 is no limit.
+	NewSessionsPerIP float64
+	// NewSessionsPerIPBurst is the token bucket's depth for
+	// NewSessionsPerIP; 0 means the rate rounded up, at least 1.
+	NewSessionsPerIPBurst int
+	// ClientRate limits each client's traffic towards the upstream.
+	ClientRate ClientRate
+}
+
+// ClientRate is a per-client token-bucket rate limit; zero fields are no
+// limit.
+type ClientRate struct {
+	// DatagramsPerSecond is the rate of datagrams (may be fractional).
+	DatagramsPerSecond float64
+	// BytesPerSecond is the rate of bytes.
+	BytesPerSecond int64
+}
+
+// IsZero reports whether the security block sets nothing.
+func (s *Security) IsZero() bool {
+	return s.UpstreamPublicKey.IsZero() && len(s.AllowClients) == 0 && len(s.AllowCIDRs) == 0 &&
+		len(s.DenyCIDRs) == 0 && s.MaxSessions == 0 && s.MaxSessionsPerIP == 0 &&
+		s.NewSessionsPerIP == 0 && s.NewSessionsPerIPBurst == 0 && s.ClientRate == ClientRate{}
+}
+
+// Equal reports whether r and o configure the same relay, value for
+// value (a reload can keep a relay that did not change).
+func (r *Relay) Equal(o *Relay) bool {
+	return r.Name == o.Name && r.Mode == o.Mode && slices.Equal(r.Listen, o.Listen) && r.Upstream == o.Upstream &&
+		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
+		r.UpstreamPorts == o.UpstreamPorts && r.ReadBuffer == o.ReadBuffer && r.WriteBuffer == o.WriteBuffer &&
+		r.Security.Equal(&o.Security)
+}
+
+// Equal reports whether s and o set the same policies.
+func (s *Security) Equal(o *Security) bool {
+	return s.UpstreamPublicKey == o.UpstreamPublicKey && slices.Equal(s.AllowClients, o.AllowClients) &&
+		slices.Equal(s.AllowCIDRs, o.AllowCIDRs) && slices.Equal(s.DenyCIDRs, o.DenyCIDRs) &&
+		s.MaxSessions == o.MaxSessions && s.MaxSessionsPerIP == o.MaxSessionsPerIP &&
+		s.NewSessionsPerIP == o.NewSessionsPerIP && s.NewSessionsPerIPBurst == o.NewSessionsPerIPBurst &&
+		s.ClientRate == o.ClientRate
+}
+
+// Error is one problem in a config file. Parse, Load and Validate return
+// one, or several joined with errors.Join (one per line, in file order).
+type Error struct {
+	// File is the name given to Parse or Load; empty for a File built in
+	// code.
+	File string
+	// Line is 1-based; 0 when the key was not in the file.
+	Line int
+	// Path is the key's path, e.g. "relays[1].idle_timeout"; empty when
+	// the problem is the whole file.
+	Path string
+	// Msg says what is wrong.
+	Msg string
+	// Err is the underlying error, if any.
+	Err error
+}
+
+// Error reads "file:line: path: msg", leaving out what is unknown.
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// maxErrors is how many problems one error reports; more are counted.
+const maxErrors = 20
+
+// source remembers where each key was written.
+type source struct {
+	name  string
+	lines map[string]int // key path -> line
+}
+
+// line is the line of path, or of its nearest ancestor that was written;
+// 0 for a list element the file did not have (a relay added in code).
+func (s *source) line(path string) int {
+	if s == nil {
+		return 0
+	}
+	for p := path; ; p = parentPath(p) {
+		if l, ok := s.lines[p]; ok {
+			return l
+		}
+		if p == "" || strings.HasSuffix(p, "]") {
+			return 0
+		}
+	}
+}
+
+// parentPath drops the last ".key" or "[i]" of a key path.
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
+
+// problems collects Errors.
+type problems struct {
+	src  *source
+	errs []*Error
+}
+
+func (p *problems) add(path string, err error, format string, args ...any) {
+	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...), Err: err}
+	if p.src != nil {
+		e.File, e.Line = p.src.name, p.src.line(path)
+	}
+	p.errs = append(p.errs, e)
+}
+
+func (p *problems) err() error {
+	if len(p.errs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(p.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+	errs := make([]error, 0, maxErrors+1)
+	for i, e := range p.errs {
+		if i == maxErrors {
+			errs = append(errs, fmt.Errorf("and %d more problems", len(p.errs)-maxErrors))
+			break
+		}
+		errs = append(errs, e)
+	}
+	return errors.Join(errs...)
+}
+
+// Load reads and parses the config file at path; errors name the path as
+// given.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes a config file, rejecting unknown keys and bad values, and
+// validates it (filling in defaults). name is the file name used in
+// errors, which read "name:line: key.path: problem".
+func Parse(data []byte, name string) (*File, error) {
+	f, err := decode(data, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Validate fills in defaults for unset values and checks the whole
+// configuration: each value, the rules of each mode, and conflicts between
+// relays (names, listening ports). It does not touch the network. Calling
+// it again is harmless. For a File from Parse or Load, errors name the
+// file and the line where the key was written; a value changed after
+// Parse (a flag override) is still reported at that line, and a relay
+// added after Parse at no line.
+func (f *File) Validate() error {
+	p := &problems{src: f.src}
+	if f.Log.Level == "" {
+		f.Log.Level = DefaultLogLevel
+	}
+	if f.Log.Format == "" {
+		f.Log.Format = DefaultLogFormat
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
+		p.add("log.level", nil, "%q: want debug, info, warn or error", f.Log.Level)
+	}
+	if f.Log.Format != "console" && f.Log.Format != "json" {
+		p.add("log.format", nil, "%q: want console or json", f.Log.Format)
+	}
+	if f.Admin != "" {
+		if _, err := parseHostPort(f.Admin, true); err != nil {
+			p.add("admin", err, "%v", err)
+		}
+	}
+	if f.StateFile != "" && (!filepath.IsAbs(f.StateFile) || strings.HasSuffix(f.StateFile, "/")) {
+		p.add("state_file", nil, "%q: want an absolute file path (under systemd: /var/lib/udpfwd/state.json)", f.StateFile)
+	}
+	if len(f.Relays) == 0 {
+		p.add("relays", nil, "no relays: at least one is needed")
+	}
+	names := make(map[string]int)
+	for i := range f.Relays {
+		r := &f.Relays[i]
+		at := fmt.Sprintf("relays[%d]", i)
+		r.validate(p, at)
+		if prev, dup := names[r.Name]; dup && r.Name != "" {
+			p.add(at+".name", nil, "%q is also the name of relays[%d]", r.Name, prev)
+		} else {
+			names[r.Name] = i
+		}
+	}
+	f.checkPorts(p)
+	return p.err()
+}
+
+// validate checks one relay and fills in its defaults.
+func (r *Relay) validate(p *problems, at string) {
+	switch {
+	case r.Name == "":
+		p.add(at, nil, "name is missing (it labels logs and metrics and keys the state file)")
+	case len(r.Name) > maxNameLen || strings.Trim(r.Name, "abcdefghijklmnopqrstuvwxyz0123456789_-") != "":
+		p.add(at+".name", nil, "%q: use 1..%d of a-z, 0-9, '_' and '-'", r.Name, maxNameLen)
+	}
+	if r.Mode == "" {
+		r.Mode = ModeWireGuard
+	}
+	if r.Mode != ModeWireGuard && r.Mode != ModeForward {
+		p.add(at+".mode", nil, "%q: want wireguard or forward", r.Mode)
+	}
+	switch {
+	case len(r.Listen) == 0:
+		p.add(at, nil, "listen is missing (one or more ip:port)")
+	case len(r.Listen) > MaxListen:
+		p.add(at+".listen", nil, "%d addresses: at most %d", len(r.Listen), MaxListen)
+	case r.Mode == ModeForward && len(r.Listen) != 1:
+		p.add(at+".listen", nil, "a forward relay listens on exactly one address, got %d (write one relay per address)", len(r.Listen))
+	}
+	for j, l := range r.Listen {
+		if !l.IsValid() || !l.Addr().IsValid() {
+			p.add(fmt.Sprintf("%s.listen[%d]", at, j), nil, "not an ip:port")
+		}
+	}
+	var upstream netip.Addr
+	if r.Upstream == "" {
+		p.add(at, nil, "upstream is missing (host:port)")
+	} else if a, err := parseHostPort(r.Upstream, false); err != nil {
+		p.add(at+".upstream", err, "%v", err)
+	} else {
+		upstream = a
+	}
+	if r.UpstreamBind.IsValid() && upstream.IsValid() && r.UpstreamBind.Addr().Unmap().Is4() != upstream.Unmap().Is4() {
+		p.add(at+".upstream_bind", nil, "%s and the upstream %s are not the same IP version", r.UpstreamBind.Addr(), upstream)
+	}
+	if r.ReadBuffer == 0 {
+		r.ReadBuffer = DefaultSocketBuffer
+	}
+	if r.WriteBuffer == 0 {
+		r.WriteBuffer = DefaultSocketBuffer
+	}
+	for _, b := range []struct {
+		key string
+		v   int
+	}{{"read_buffer", r.ReadBuffer}, {"write_buffer", r.WriteBuffer}} {
+		if b.v < MinSocketBuffer || b.v > MaxSocketBuffer {
+			p.add(at+"."+b.key, nil, "%s: want %s..%s", sizeText(int64(b.v)), FormatByteSize(MinSocketBuffer), FormatByteSize(MaxSocketBuffer))
+		}
+	}
+	if r.Mode == ModeForward {
+		r.validateForward(p, at)
+		return
+	}
+	if r.IdleTimeout == 0 {
+		r.IdleTimeout = DefaultIdleTimeout
+	}
+	if r.ResolveInterval == 0 {
+		r.ResolveInterval = DefaultResolveInterval
+	}
+	if r.IdleTimeout < 0 {
+		p.add(at+".idle_timeout", nil, "%v: must be positive", r.IdleTimeout)
+	}
+	if r.ResolveInterval < 0 {
+		p.add(at+".resolve_interval", nil, "%v: must be positive", r.ResolveInterval)
+	}
+	if r.UpstreamBind.IsValid() && r.UpstreamBind.Port() != 0 {
+		p.add(at+".upstream_bind", nil, "%s: give an address without a port in wireguard mode, where every session has its own port; use upstream_ports for a range", r.UpstreamBind)
+	}
+	if !r.UpstreamPorts.IsZero() && (r.UpstreamPorts.First == 0 || r.UpstreamPorts.First > r.UpstreamPorts.Last) {
+		p.add(at+".upstream_ports", nil, "%d-%d: want first..last within 1..65535", r.UpstreamPorts.First, r.UpstreamPorts.Last)
+	}
+	r.Security.validate(p, at+".security", r.UpstreamPorts)
+}
+
+// validateForward applies forward mode's rules: it has one upstream socket
+// and no sessions, so the session and policy keys do not apply.
+func (r *Relay) validateForward(p *problems, at string) {
+	for _, k := range []struct {
+		key, why string
+		set      bool
+	}{
+		{"idle_timeout", "a forward relay has no sessions to expire", r.IdleTimeout != 0},
+		{"resolve_interval", "a forward relay resolves its upstream once, at start", r.ResolveInterval != 0},
+		{"upstream_ports", "a forward relay has one outbound socket: give its port in upstream_bind", !r.UpstreamPorts.IsZero()},
+		{"security", "the policies admit WireGuard sessions, which a forward relay does not have", !r.Security.IsZero()},
+	} {
+		if k.set {
+			p.add(at+"."+k.key, nil, "not used in forward mode: %s", k.why)
+		}
+	}
+}
+
+func (s *Security) validate(p *problems, at string, ports PortRange) {
+	seen := make(map[wgproto.ClientID]int)
+	for i, id := range s.AllowClients {
+		path := fmt.Sprintf("%s.allow_clients[%d]", at, i)
+		if id.IsZero() {
+			p.add(path, nil, "the zero client ID: the relay drops it")
+		}
+		if prev, dup := seen[id]; dup {
+			p.add(path, nil, "%s is also allow_clients[%d]", id, prev)
+		}
+		seen[id] = i
+	}
+	for _, l := range []struct {
+		key  string
+		list []netip.Prefix
+	}{{"allow_cidrs", s.AllowCIDRs}, {"deny_cidrs", s.DenyCIDRs}} {
+		for i, pr := range l.list {
+			path := fmt.Sprintf("%s.%s[%d]", at, l.key, i)
+			if !pr.IsValid() {
+				p.add(path, nil, "not a CIDR")
+			} else if pr != pr.Masked() {
+				p.add(path, nil, "%s has host bits set; write %s", pr, pr.Masked())
+			}
+		}
+	}
+	for _, n := range []struct {
+		key string
+		v   float64
+	}{
+		{"max_sessions", float64(s.MaxSessions)},
+		{"max_sessions_per_ip", float64(s.MaxSessionsPerIP)},
+		{"new_sessions_per_ip", s.NewSessionsPerIP},
+		{"new_sessions_per_ip_burst", float64(s.NewSessionsPerIPBurst)},
+		{"client_rate.datagrams_per_second", s.ClientRate.DatagramsPerSecond},
+		{"client_rate.bytes_per_second", float64(s.ClientRate.BytesPerSecond)},
+	} {
+		if n.v < 0 || n.v != n.v {
+			p.add(at+"."+n.key, nil, "%v: must be 0 or more", n.v)
+		}
+	}
+	if s.NewSessionsPerIPBurst != 0 && s.NewSessionsPerIP == 0 {
+		p.add(at+".new_sessions_per_ip_burst", nil, "set without new_sessions_per_ip (the rate it is the burst of)")
+	}
+	if s.MaxSessions > 0 && ports.Size() > 0 && s.MaxSessions > ports.Size() {
+		p.add(at+".max_sessions", nil, "%d sessions need more ports than upstream_ports %s has (%d)", s.MaxSessions, ports, ports.Size())
+	}
+}
+
+// boundPort is a socket address a relay binds at start, for conflicts.
+type boundPort struct {
+	addr netip.AddrPort
+	path string
+}
+
+// checkPorts reports listening addresses that two sockets would both bind,
+// and upstream port ranges that contain a listening port.
+func (f *File) checkPorts(p *problems) {
+	var bound []boundPort
+	for i := range f.Relays {
+		r := &f.Relays[i]
+		for j, l := range r.Listen {
+			if l.Port() == 0 {
+				continue
+			}
+			path := fmt.Sprintf("relays[%d].listen[%d]", i, j)
+			for _, b := range bound {
+				if b.addr.Port() == l.Port() && overlap(b.addr.Addr(), l.Addr()) {
+					p.add(path, nil, "%s overlaps %s (%s)", l, b.addr, b.path)
+				}
+			}
+			bound = append(bound, boundPort{l, path})
+		}
+		if r.Mode == ModeForward && r.UpstreamBind.Port() != 0 {
+			path := fmt.Sprintf("relays[%d].upstream_bind", i)
+			for _, b := range bound {
+				if b.addr.Port() == r.UpstreamBind.Port() && overlap(b.addr.Addr(), r.UpstreamBind.Addr()) {
+					p.add(path, nil, "%s overlaps %s (%s)", r.UpstreamBind, b.addr, b.path)
+				}
+			}
+			bound = append(bound, boundPort{r.UpstreamBind, path})
+		}
+	}
+	for i := range f.Relays {
+		r := &f.Relays[i]
+		if r.Mode != ModeWireGuard || r.UpstreamPorts.IsZero() {
+			continue
+		}
+		bind := r.UpstreamBind.Addr()
+		if !bind.IsValid() {
+			bind = netip.IPv6Unspecified()
+		}
+		for _, b := range bound {
+			if r.UpstreamPorts.Contains(b.addr.Port()) && overlap(b.addr.Addr(), bind) {
+				p.add(fmt.Sprintf("relays[%d].upstream_ports", i), nil, "%s contains the port of %s (%s)", r.UpstreamPorts, b.addr, b.path)
+			}
+		}
+	}
+}
+
+// overlap reports whether sockets bound to a and b on one port would
+// conflict: the same address, or a wildcard covering the other ("[::]"
+// is dual-stack and covers IPv4 too).
+func overlap(a, b netip.Addr) bool {
+	a, b = a.Unmap(), b.Unmap()
+	switch {
+	case a == b:
+		return true
+	case a.IsUnspecified() && (a.Is6() || b.Is4()):
+		return true
+	case b.IsUnspecified() && (b.Is6() || a.Is4()):
+		return true
+	}
+	return false
+}
+
+// parseHostPort checks "host:port": the host is an IP address or a DNS
+// name, the port 1..65535. For a listener (the admin HTTP server) the host
+// may be empty (all addresses) and the port 0 (the kernel chooses). It
+// returns the host's address when it is a literal.
+func parseHostPort(s string, listener bool) (netip.Addr, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not host:port (write IPv6 as [2001:db8::1]:2408)", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !listener) {
+		return netip.Addr{}, fmt.Errorf("%q: port %q is not 1..65535", s, port)
+	}
+	if host == "" {
+		if listener {
+			return netip.Addr{}, nil
+		}
+		return netip.Addr{}, fmt.Errorf("%q: the host is missing", s)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a, nil
+	}
+	if !isDNSName(host) {
+		return netip.Addr{}, fmt.Errorf("%q: %q is neither an IP address nor a host name", s, host)
+	}
+	return netip.Addr{}, nil
+}
+
+// isDNSName reports whether s is a syntactically valid host name.
+func isDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// sizeText writes a byte size for a message: "4MiB", or "4 bytes".
+func sizeText(n int64) string {
+	if s := FormatByteSize(n); s != strconv.FormatInt(n, 10) {
+		return s
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
