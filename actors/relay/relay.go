@@ -85,9 +85,14 @@ type Config struct {
 	// ResolveInterval is how often a hostname upstream is looked up again;
 	// zero means DefaultResolveInterval.
 	ResolveInterval time.Duration
+	// UpstreamPorts, if set, is the range upstream sockets bind in (for
+	// firewall rules); each session takes a free port from it.
+	UpstreamPorts PortRange
 	// SocketBuffer is SO_RCVBUF and SO_SNDBUF for every socket; zero means
-	// udpio.DefaultSocketBuffer.
-	SocketBuffer int
+	// udpio.DefaultSocketBuffer. ReadBuffer and WriteBuffer, if set, take
+	// precedence for their direction.
+	SocketBuffer            int
+	ReadBuffer, WriteBuffer int
 	// Policy makes each client's policy actor; nil admits everyone.
 	Policy policy.Factory
 }
@@ -119,9 +124,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("upstream: %w", err)
 	}
 	if c.UpstreamBind != "" {
-		if _, err := ParseAddrPort(c.UpstreamBind, true); err != nil {
+		ap, err := ParseAddrPort(c.UpstreamBind, true)
+		if err != nil {
 			return fmt.Errorf("upstream bind address: %w", err)
 		}
+		if c.Mode == ModeWireGuard && ap.Port() != 0 {
+			return fmt.Errorf("upstream bind address %s: every session needs a port of its own; give port 0 (and a port range for firewall rules)", c.UpstreamBind)
+		}
+	}
+	if !c.UpstreamPorts.IsZero() && (c.UpstreamPorts.First == 0 || c.UpstreamPorts.First > c.UpstreamPorts.Last) {
+		return fmt.Errorf("upstream port range %d-%d: want 1 <= first <= last", c.UpstreamPorts.First, c.UpstreamPorts.Last)
 	}
 	if c.IdleTimeout < 0 {
 		return fmt.Errorf("idle timeout %v: must be positive", c.IdleTimeout)
@@ -135,11 +147,17 @@ func (c *Config) Validate() error {
 	if c.ResolveInterval == 0 {
 		c.ResolveInterval = DefaultResolveInterval
 	}
-	if c.SocketBuffer < 0 {
-		return fmt.Errorf("socket buffer %d: must be positive", c.SocketBuffer)
+	if c.SocketBuffer < 0 || c.ReadBuffer < 0 || c.WriteBuffer < 0 {
+		return errors.New("socket buffer sizes must be positive")
 	}
 	return nil
 }
+
+// PortRange is an inclusive range of ports; the zero value is no range.
+type PortRange struct{ First, Last uint16 }
+
+// IsZero reports whether no range is set.
+func (p PortRange) IsZero() bool { return p == PortRange{} }
 
 // ParseAddrPort parses "ip:port" ("[v6]:port" for IPv6). A port of 0 is
 // accepted only if zeroOK.
@@ -219,6 +237,12 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		r.ownSystem = true
 	}
 	sockOpts := udpio.Options{ReadBuffer: cfg.SocketBuffer, WriteBuffer: cfg.SocketBuffer}
+	if cfg.ReadBuffer > 0 {
+		sockOpts.ReadBuffer = cfg.ReadBuffer
+	}
+	if cfg.WriteBuffer > 0 {
+		sockOpts.WriteBuffer = cfg.WriteBuffer
+	}
 
 	conns := make([]*udpio.Conn, 0, len(cfg.Listen))
 	closeAll := func() {
@@ -240,6 +264,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 
 	scfg := supervisor.Config{
 		Relay:         cfg.Name,
+		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 		IdleTimeout:   cfg.IdleTimeout,
 		Policy:        cfg.Policy,
 		SocketOptions: sockOpts,
@@ -417,6 +442,21 @@ func (r *Relay) Sessions(timeout time.Duration) (*messages.SessionList, error) {
 		return nil, fmt.Errorf("list sessions of %s: unexpected answer %T", r.cfg.Name, res)
 	}
 	return l, nil
+}
+
+// Config returns the relay's configuration, defaults filled in.
+func (r *Relay) Config() Config { return r.cfg }
+
+// Healthy reports an error if one of the relay's actors has stopped.
+func (r *Relay) Healthy() error {
+	pids := append([]*actor.PID{r.supervisor}, r.listeners...)
+	pids = append(pids, r.writers...)
+	for _, pid := range pids {
+		if _, ok := r.system.ProcessRegistry.Get(pid); !ok {
+			return fmt.Errorf("relay %s: actor %s has stopped", r.cfg.Name, pid.Id)
+		}
+	}
+	return nil
 }
 
 // Name is the relay's name.

@@ -12,7 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -56,6 +58,9 @@ type Config struct {
 	// UpstreamBind is the local address upstream sockets bind to; the zero
 	// value lets the kernel choose address and port.
 	UpstreamBind netip.AddrPort
+	// UpstreamPorts, if not zero, is the inclusive range of local ports
+	// upstream sockets bind in.
+	UpstreamPorts [2]uint16
 	// ForwardConn is the pre-bound upstream socket of Forward mode.
 	ForwardConn *udpio.Conn
 	// Writers send replies to clients, one per listening socket, indexed
@@ -324,7 +329,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 		return
 	}
 	delete(s.pending, client)
-	conn, err := udpio.Dial(context.Background(), s.cfg.UpstreamBind, s.upstream, s.cfg.SocketOptions)
+	conn, err := s.dialUpstream()
 	if err != nil {
 		s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
 		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
@@ -338,6 +343,40 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 	b.Via = p.via
 	b.Add(p.first)
 	ctx.Send(e.pid, (*messages.ClientDatagrams)(b))
+}
+
+// dialUpstream opens a new session's socket to the current upstream.
+func (s *Supervisor) dialUpstream() (*udpio.Conn, error) { return s.dial(s.upstream) }
+
+// dial opens an upstream socket to up: on a port the kernel picks, or on a
+// free port of the configured range, tried from a random place in it.
+func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
+	lo, hi := s.cfg.UpstreamPorts[0], s.cfg.UpstreamPorts[1]
+	if lo == 0 {
+		return udpio.Dial(context.Background(), s.cfg.UpstreamBind, up, s.cfg.SocketOptions)
+	}
+	addr := s.cfg.UpstreamBind.Addr()
+	if !addr.IsValid() {
+		addr = netip.IPv4Unspecified()
+		if up.Addr().Is6() {
+			addr = netip.IPv6Unspecified()
+		}
+	}
+	n := int(hi) - int(lo) + 1
+	start := rand.IntN(n)
+	var err error
+	for i := 0; i < n; i++ {
+		port := lo + uint16((start+i)%n)
+		var c *udpio.Conn
+		c, err = udpio.Dial(context.Background(), netip.AddrPortFrom(addr, port), up, s.cfg.SocketOptions)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("no free port in %d-%d: %w", lo, hi, err)
 }
 
 // openForward starts forward mode's one session on its pre-bound socket.
@@ -419,7 +458,7 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 		conn, err := udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
 		if err != nil {
 			ev.Rebound, ev.Err = true, err.Error()
-			conn, err = udpio.Dial(context.Background(), s.cfg.UpstreamBind, info.Upstream, s.cfg.SocketOptions)
+			conn, err = s.dial(info.Upstream)
 			if err != nil {
 				s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
 				s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", info.Client), zap.Error(err))

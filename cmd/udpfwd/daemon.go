@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -10,6 +13,8 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/state"
 )
 
@@ -38,6 +43,9 @@ type daemon struct {
 	dirty    chan struct{}
 	stopSave chan struct{}
 	saveDone chan struct{}
+
+	admin     *admin.Server
+	adminAddr string
 }
 
 func newDaemon(log *zap.Logger, statePath string) *daemon {
@@ -174,6 +182,7 @@ func (d *daemon) stop() {
 		<-d.saveDone
 		d.save()
 	}
+	d.stopAdmin()
 	d.mu.Lock()
 	relays := d.relays
 	d.relays = nil
@@ -195,4 +204,209 @@ func (d *daemon) startAll(cfgs []relay.Config, nameErr func(relay.Config, error)
 		}
 	}
 	return nil
+}
+
+// adminShutdownTimeout bounds the admin listener's graceful stop.
+const adminShutdownTimeout = 2 * time.Second
+
+// startAdmin starts the admin listener on addr, if one is configured.
+func (d *daemon) startAdmin(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	srv, err := admin.Start(addr, d.adminRelays(), admin.Options{
+		Version: versionString(),
+		Healthy: d.healthy,
+		Logger:  d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.admin, d.adminAddr = srv, addr
+	d.mu.Unlock()
+	d.log.Info("admin listener started", zap.String("addr", srv.Addr()))
+	return nil
+}
+
+func (d *daemon) adminRelays() []admin.Relay {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	rs := make([]admin.Relay, 0, len(d.relays))
+	for _, r := range d.relays {
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// healthy is /healthz: every relay's actors are running.
+func (d *daemon) healthy() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.relays) == 0 {
+		return errors.New("no relay is running")
+	}
+	for _, r := range d.relays {
+		if err := r.Healthy(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *daemon) stopAdmin() {
+	d.mu.Lock()
+	srv := d.admin
+	d.admin, d.adminAddr = nil, ""
+	d.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		d.log.Warn("stop admin listener", zap.Error(err))
+	}
+}
+
+// reload re-reads the config file (SIGHUP). Relays no longer in it stop;
+// new ones start; a relay whose settings changed is restarted and given
+// its live sessions back on their upstream ports, so every session of a
+// relay that still exists is kept. An invalid file changes nothing.
+func (d *daemon) reload(o *options) {
+	f, err := config.Load(o.configFile)
+	if err != nil {
+		d.log.Error("reload: config not applied, still running the previous one", zap.Error(err))
+		return
+	}
+	next := *o
+	next.set = o.set
+	cfgs, err := fromFile(f, &next)
+	if err != nil {
+		d.log.Error("reload: config not applied, still running the previous one", zap.Error(err))
+		return
+	}
+	if next.stateFile != d.statePath {
+		d.log.Warn("reload: a new state_file applies at the next start", zap.String("state_file", next.stateFile))
+	}
+	if next.logLevel != o.logLevel || next.logFormat != o.logFormat {
+		d.log.Warn("reload: log settings apply at the next start")
+	}
+
+	want := make(map[string]relay.Config, len(cfgs))
+	for _, c := range cfgs {
+		want[c.Name] = c
+	}
+	d.mu.Lock()
+	current := append([]*relay.Relay(nil), d.relays...)
+	d.mu.Unlock()
+	kept, added, removed, restarted := 0, 0, 0, 0
+	for _, r := range current {
+		c, ok := want[r.Name()]
+		switch {
+		case !ok:
+			d.remove(r)
+			d.log.Info("reload: relay removed", zap.String("relay", r.Name()))
+			removed++
+		case reflect.DeepEqual(c, r.Config()):
+			kept++
+		default:
+			if err := d.restart(r, c); err != nil {
+				d.log.Error("reload: relay not changed", zap.String("relay", r.Name()), zap.Error(err))
+			} else {
+				restarted++
+			}
+		}
+		delete(want, r.Name())
+	}
+	for _, c := range cfgs {
+		if _, new := want[c.Name]; !new {
+			continue
+		}
+		if _, err := d.start(c); err != nil {
+			d.log.Error("reload: relay not started", zap.String("relay", c.Name), zap.Error(err))
+			continue
+		}
+		added++
+	}
+	if next.admin != d.adminAddr {
+		d.stopAdmin()
+		if err := d.startAdmin(next.admin); err != nil {
+			d.log.Error("reload: admin listener", zap.Error(err))
+		}
+	}
+	d.refreshAdmin()
+	d.markDirty()
+	d.log.Info("reloaded", zap.String("config", o.configFile), zap.Int("unchanged", kept),
+		zap.Int("changed", restarted), zap.Int("added", added), zap.Int("removed", removed))
+}
+
+// restart replaces r by a relay with configuration c that takes over r's
+// sessions on their upstream ports. If c cannot start (say, its new listen
+// address is taken), r's configuration is started again with them.
+func (d *daemon) restart(r *relay.Relay, c relay.Config) error {
+	saved, err := r.Snapshot(askTimeout)
+	if err != nil {
+		return fmt.Errorf("ask for its sessions: %w", err)
+	}
+	old := r.Config()
+	d.remove(r)
+	// The upstream a session was saved for is this relay's old one; a
+	// session moves to the new configuration only if it is the same.
+	nr, err := relay.Start(c, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+	if err != nil {
+		back, berr := relay.Start(old, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+		if berr != nil {
+			return fmt.Errorf("%w; and the previous configuration did not start again: %v", err, berr)
+		}
+		d.add(back)
+		return err
+	}
+	d.add(nr)
+	d.log.Info("reload: relay changed; its sessions were kept", zap.String("relay", c.Name), zap.Int("sessions", len(saved)))
+	return nil
+}
+
+func (d *daemon) add(r *relay.Relay) {
+	d.mu.Lock()
+	d.relays = append(d.relays, r)
+	d.mu.Unlock()
+}
+
+// remove stops r and forgets it.
+func (d *daemon) remove(r *relay.Relay) {
+	d.mu.Lock()
+	for i, x := range d.relays {
+		if x == r {
+			d.relays = append(d.relays[:i], d.relays[i+1:]...)
+			break
+		}
+	}
+	d.mu.Unlock()
+	if err := r.Close(); err != nil {
+		d.log.Warn("stop relay", zap.String("relay", r.Name()), zap.Error(err))
+	}
+}
+
+func (d *daemon) refreshAdmin() {
+	d.mu.Lock()
+	srv := d.admin
+	d.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if err := srv.SetRelays(d.adminRelays()); err != nil {
+		d.log.Warn("admin listener: update relays", zap.Error(err))
+	}
+}
+
+// markDirty asks for the state file to be saved soon.
+func (d *daemon) markDirty() {
+	if d.dirty == nil {
+		return
+	}
+	select {
+	case d.dirty <- struct{}{}:
+	default:
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/logx"
+	"github.com/udpfwd/udpfwd/internal/sdnotify"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
@@ -44,6 +45,9 @@ const usageText = `udpfwd: a WARP (WireGuard) relay with one stable upstream por
 Usage:
   udpfwd -r LISTEN UPSTREAM [flags]   relay WireGuard, grouping by WARP client ID
   udpfwd -f FILE [flags]              static UDP port forwarding, rules from FILE
+  udpfwd -c CONFIG [flags]            relays from a YAML config file (SIGHUP reloads it)
+  udpfwd check -c CONFIG              validate CONFIG and print the effective config
+  udpfwd sessions [--admin ADDR]      show a running udpfwd's sessions
 
   LISTEN    ip:port to listen on; [::]:2408 listens on IPv6 and IPv4
   UPSTREAM  host:port of the WARP endpoint, e.g. engage.cloudflareclient.com:2408
@@ -67,8 +71,11 @@ type options struct {
 	socketBuffer int
 	upstreamBind string
 	stateFile    string
+	admin        string
+	configFile   string
 	version      bool
 	args         []string
+	set          map[string]bool // flags given on the command line
 }
 
 func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
@@ -83,6 +90,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.socketBuffer, "socket-buffer", udpio.DefaultSocketBuffer, "receive and send buffer of every socket, in `bytes`")
 	fs.StringVar(&o.upstreamBind, "upstream-bind", "", "local `ip:port` for upstream sockets (port 0: the kernel chooses)")
 	fs.StringVar(&o.stateFile, "state-file", "", "keep sessions in `FILE` so that they survive a restart on the same upstream ports")
+	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz and /sessions on `ip:port` (off unless given)")
+	fs.StringVar(&o.configFile, "c", "", "read relays from the YAML config `FILE`; flags given too override it")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() { printUsage(fs, out) }
 	return fs
@@ -133,24 +142,35 @@ func parse(args []string, out io.Writer) (*options, error) {
 		o.args = append(o.args, args[0])
 		args = args[1:]
 	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	if o.version {
 		return o, nil
 	}
 	if o.debug {
 		o.logLevel = "debug"
+		o.set["log-level"] = true
+	}
+	modes := 0
+	for _, m := range []bool{o.relay, o.forwardFile != "", o.configFile != ""} {
+		if m {
+			modes++
+		}
 	}
 	switch {
-	case o.relay && o.forwardFile != "":
-		return nil, usageError{errors.New("-r and -f cannot be used together")}
+	case modes > 1:
+		return nil, usageError{errors.New("-r, -f and -c cannot be used together")}
+	case o.configFile != "" && len(o.args) != 0:
+		return nil, usageError{fmt.Errorf("unexpected argument %q after -c FILE", o.args[0])}
 	case o.relay && len(o.args) != 2:
 		return nil, usageError{fmt.Errorf("-r needs LISTEN and UPSTREAM, got %d argument(s)", len(o.args))}
 	case o.forwardFile != "" && len(o.args) != 0:
 		return nil, usageError{fmt.Errorf("unexpected argument %q after -f FILE", o.args[0])}
-	case !o.relay && o.forwardFile == "":
+	case modes == 0:
 		if len(o.args) > 0 {
-			return nil, usageError{fmt.Errorf("unexpected argument %q: use -r LISTEN UPSTREAM or -f FILE", o.args[0])}
+			return nil, usageError{fmt.Errorf("unexpected argument %q: use -r LISTEN UPSTREAM, -f FILE or -c CONFIG", o.args[0])}
 		}
-		return nil, usageError{errors.New("use -r LISTEN UPSTREAM or -f FILE")}
+		return nil, usageError{errors.New("use -r LISTEN UPSTREAM, -f FILE or -c CONFIG")}
 	case o.idleTimeout <= 0:
 		return nil, usageError{fmt.Errorf("--idle-timeout %v: must be positive", o.idleTimeout)}
 	case o.socketBuffer <= 0:
@@ -158,6 +178,11 @@ func parse(args []string, out io.Writer) (*options, error) {
 	}
 	if err := (logx.Options{Level: o.logLevel, Format: o.logFormat}).Validate(); err != nil {
 		return nil, usageError{err}
+	}
+	if o.admin != "" {
+		if _, err := relay.ParseAddrPort(o.admin, true); err != nil {
+			return nil, usageError{fmt.Errorf("--admin: %w", err)}
+		}
 	}
 	return o, nil
 }
@@ -168,8 +193,16 @@ func firstLine(err error) error {
 	return errors.New(s)
 }
 
-// configs turns options into relay configurations.
+// configs turns options (and the config file they name) into relay
+// configurations, and fills in the daemon-wide settings the file holds.
 func configs(o *options) ([]relay.Config, error) {
+	if o.configFile != "" {
+		f, err := config.Load(o.configFile)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		return fromFile(f, o)
+	}
 	if o.relay {
 		c := relay.Config{
 			Mode:         relay.ModeWireGuard,
@@ -231,6 +264,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printUsage(newFlagSet(&options{}, stderr), stderr)
 		return exitUsage
 	}
+	switch args[0] {
+	case "sessions":
+		return runSessions(args[1:], stdout, stderr)
+	case "check":
+		return runCheck(args[1:], stdout, stderr)
+	}
 	o, err := parse(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK // usage already printed, as asked
@@ -256,6 +295,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// service manager's stop right after start is still a clean stop.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 
 	d := newDaemon(log, o.stateFile)
 	if err := d.loadState(); err != nil {
@@ -265,21 +306,72 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if o.forwardFile != "" {
 			return fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err)
 		}
-		return err
+		return fmt.Errorf("relay %s: %w", c.Name, err)
 	})
 	if err != nil {
 		return fail(stderr, err)
 	}
+	if err := d.startAdmin(o.admin); err != nil {
+		d.stop()
+		return fail(stderr, err)
+	}
 	d.startSaving()
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("tell systemd we are ready", zap.Error(err))
+	}
 
-	s := <-sig
-	log.Info("shutting down", zap.Stringer("signal", s))
-	go func() {
-		<-sig
-		log.Warn("second signal: exiting now")
-		os.Exit(exitRuntime)
-	}()
-	d.stop()
+	for {
+		select {
+		case <-hup:
+			if o.configFile == "" {
+				log.Info("SIGHUP: nothing to reload without -c CONFIG")
+				continue
+			}
+			sdnotify.Reloading() //nolint:errcheck // best effort
+			d.reload(o)
+			sdnotify.Ready() //nolint:errcheck // best effort
+		case s := <-sig:
+			log.Info("shutting down", zap.Stringer("signal", s))
+			sdnotify.Stopping() //nolint:errcheck // best effort
+			go func() {
+				<-sig
+				log.Warn("second signal: exiting now")
+				os.Exit(exitRuntime)
+			}()
+			d.stop()
+			return exitOK
+		}
+	}
+}
+
+// runCheck is "udpfwd check -c FILE": validate and print the effective
+// configuration. Exit 0 if valid, 2 if not.
+func runCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("udpfwd check", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	file := fs.String("c", "", "the config `FILE` to check")
+	quiet := fs.Bool("q", false, "print nothing when the file is valid")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: udpfwd check -c CONFIG [-q]\n\nValidates CONFIG and prints the effective configuration, defaults filled in.")
+			return exitOK
+		}
+		return fail(stderr, usageError{firstLine(err)})
+	}
+	if *file == "" || fs.NArg() > 0 {
+		return fail(stderr, usageError{errors.New("check needs -c CONFIG and nothing else")})
+	}
+	f, err := config.Load(*file)
+	if err != nil {
+		return fail(stderr, usageError{err})
+	}
+	out, err := f.Effective()
+	if err != nil {
+		return fail(stderr, usageError{err})
+	}
+	if !*quiet {
+		stdout.Write(out)
+	}
 	return exitOK
 }
 
