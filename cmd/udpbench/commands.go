@@ -260,7 +260,8 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 	sizes := fs.String("sizes", "64,1392", "transport datagram sizes, comma-separated")
 	fs.DurationVar(&cfg.PingDuration, "pingpong-duration", 3*time.Second, "measured ping-pong window per size")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 10*time.Second, "max wait for a relay to echo the readiness probe")
-	fs.BoolVar(&cfg.Floor, "floor", true, "measure the kernel floor first (2 s) and show each relay's CPU as a multiple of it")
+	fs.BoolVar(&cfg.Floor, "floor", true, "measure the kernel floor first and show each relay's CPU as a multiple of it")
+	fs.DurationVar(&cfg.FloorTime, "floor-duration", 2*time.Second, "how long to measure the kernel floor")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the temporary directory (configs and relay logs)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
@@ -273,8 +274,8 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 	if err := cfg.Gen.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if cfg.PingDuration <= 0 || cfg.ReadyTimeout <= 0 {
-		return nil, fmt.Errorf("%w: --pingpong-duration and --ready-timeout must be > 0", errUsage)
+	if cfg.PingDuration <= 0 || cfg.ReadyTimeout <= 0 || (cfg.Floor && cfg.FloorTime <= 0) {
+		return nil, fmt.Errorf("%w: --pingpong-duration, --ready-timeout and --floor-duration must be > 0", errUsage)
 	}
 	self, err := os.Executable()
 	if err != nil {

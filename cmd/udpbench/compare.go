@@ -151,7 +151,8 @@ type compareConfig struct {
 	Gen          genConfig     // Size is set per size
 	PingDuration time.Duration // ping-pong measured window
 	ReadyTimeout time.Duration
-	Floor        bool // measure the kernel floor first
+	Floor        bool          // measure the kernel floor first
+	FloorTime    time.Duration // how long
 	KeepDir      bool
 	Self         string // udpbench binary for the echo server and {self}
 	Progress     func(format string, args ...any)
@@ -252,18 +253,23 @@ func waitReady(ctx context.Context, addr *net.UDPAddr, p *childProc, timeout tim
 	return nil
 }
 
-// checkRelays expands every template once with dummy values and checks
-// that its program exists, so a missing binary fails before any run.
-func checkRelays(relays []relaySpec) error {
+// checkRelays expands every template once with stand-in addresses and
+// checks that its program exists, so a missing binary fails before any run
+// (unless the program lives in {dir}, which does not exist yet).
+func checkRelays(relays []relaySpec, self string) error {
 	seen := map[string]bool{}
+	v := templateVars{Listen: "127.0.0.1:1", ListenPort: "1", Upstream: "127.0.0.1:2", UpstreamPort: "2", Dir: "{dir}", Self: self}
 	for _, r := range relays {
 		if seen[r.Name] {
 			return fmt.Errorf("relay %q given twice", r.Name)
 		}
 		seen[r.Name] = true
-		argv, err := expandTemplate(r.Template, templateVars{})
+		argv, err := expandTemplate(r.Template, v)
 		if err != nil {
 			return fmt.Errorf("relay %s: %w", r.Name, err)
+		}
+		if strings.Contains(argv[0], "{dir}") {
+			continue
 		}
 		if _, err := exec.LookPath(argv[0]); err != nil {
 			hint := ""
@@ -291,7 +297,7 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
-	if err := checkRelays(cfg.Relays); err != nil {
+	if err := checkRelays(cfg.Relays, cfg.Self); err != nil {
 		return rep, err
 	}
 	work, err := os.MkdirTemp("", "udpbench-")
@@ -310,7 +316,7 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 			return rep, err
 		}
 		progress("kernel floor: %d-byte datagrams on cpu %d ...", cfg.Sizes[0], cpu)
-		row, err := measureLimit(limitConfig{Size: cfg.Sizes[0], Batch: 64, Duration: 2 * time.Second, SockBuf: cfg.Gen.SockBuf}, cpu, "raw", 64)
+		row, err := measureLimit(limitConfig{Size: cfg.Sizes[0], Batch: 64, Duration: cfg.FloorTime, SockBuf: cfg.Gen.SockBuf}, cpu, "raw", 64)
 		if err != nil {
 			return rep, err
 		}

@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, ok := cmds[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "udpbench: unknown command %q\n\n%s", args[0], usage)
+		writeJSON(stdout, map[string]string{"error": fmt.Sprintf("unknown command %q", args[0])})
 		return 2
 	}
 	report, err := cmd(ctx, args[1:], stdout, stderr)

@@ -107,9 +107,12 @@ func (h *histogram) mean() float64 {
 }
 
 // nearestRank is the 1-based rank of the p-th percentile among n samples:
-// ceil(p/100 * n), at least 1 and at most n.
+// ceil(p/100 * n), at least 1 and at most n. The product is nudged down by
+// a part in 10^9 so binary rounding (99.9/100*10000 = 9990.000000000002)
+// does not push an exact rank up by one.
 func nearestRank(p float64, n uint64) uint64 {
-	r := uint64(math.Ceil(p / 100 * float64(n)))
+	x := p / 100 * float64(n)
+	r := uint64(math.Ceil(x - x*1e-9))
 	return min(max(r, 1), n)
 }
 
