@@ -292,7 +292,8 @@ func checkRelays(relays []relaySpec, self string) error {
 // returned error then says how many failed.
 func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 	rep := compareReport{Mode: "compare", Clients: cfg.Gen.Clients, Window: cfg.Gen.Window, Sizes: cfg.Sizes,
-		DurationS: cfg.Gen.Duration.Seconds(), PingS: cfg.PingDuration.Seconds(), Cores: runtime.NumCPU(), Convention: fwdConvention}
+		DurationS: cfg.Gen.Duration.Seconds(), PingS: cfg.PingDuration.Seconds(), Cores: runtime.NumCPU(), Convention: fwdConvention,
+		Rows: []compareRow{}}
 	progress := cfg.Progress
 	if progress == nil {
 		progress = func(string, ...any) {}

@@ -20,9 +20,9 @@ func compareTestConfig(t *testing.T, relays ...string) compareConfig {
 	o := presetOptions{Self: self}
 	cfg := compareConfig{
 		Sizes: []int{64},
-		Gen: genConfig{Clients: 4, Window: 32, Batch: 32, Duration: 500 * time.Millisecond, Warmup: 200 * time.Millisecond,
+		Gen: genConfig{Clients: 4, Window: 32, Batch: 32, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond,
 			Drain: time.Second, LossTimeout: 200 * time.Millisecond, SockBuf: defaultSockBuf},
-		PingDuration: 300 * time.Millisecond,
+		PingDuration: 200 * time.Millisecond,
 		ReadyTimeout: 10 * time.Second,
 		Self:         self,
 		Progress:     t.Logf,
