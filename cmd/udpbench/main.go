@@ -138,7 +138,7 @@ func genFlags(fs *flag.FlagSet, c *genConfig) {
 	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "measured window per run")
 	fs.DurationVar(&c.Warmup, "warmup", time.Second, "run before the measured window (not counted)")
 	fs.DurationVar(&c.Drain, "drain", time.Second, "max wait for outstanding replies after the window; those never answered are lost")
-	fs.DurationVar(&c.LossTimeout, "loss-timeout", 200*time.Millisecond, "a reply later than this: ping-pong counts the datagram lost, throughput refills its window slot")
+	fs.DurationVar(&c.LossTimeout, "loss-timeout", time.Second, "a reply later than this: ping-pong counts the datagram lost, throughput refills its window slot")
 	fs.IntVar(&c.SockBuf, "sockbuf", defaultSockBuf, "SO_RCVBUF/SO_SNDBUF bytes per socket")
 }
 
