@@ -1,0 +1,173 @@
+// Command udpbench measures UDP relays for udpfwd: a batched echo server, a
+// load generator of WireGuard-shaped datagrams with per-client WARP client
+// IDs (throughput with a window in flight, or ping-pong latency), the
+// kernel's own cost per datagram on this machine, and a side-by-side
+// comparison of relays started from command templates. Every run is
+// bounded; each prints a table for humans and, as the last line of stdout,
+// one JSON object for scripts.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const usage = `udpbench: benchmark tool for UDP relays (udpfwd, nginx stream, socat, ...)
+
+Usage:
+  udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)]
+  udpbench gen     [--target HOST:PORT (default: in-process echo)] [--mode throughput|pingpong|both]
+                   [--clients 8] [--window 64] [--size 64] [--duration 5s] [--warmup 1s] [--drain 1s]
+  udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (last allowed)]
+  udpbench compare [--relay NAME | --relay 'NAME=COMMAND TEMPLATE']... [--sizes 64,1392]
+                   [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
+  udpbench relay   --listen HOST:PORT --upstream HOST:PORT   (naive per-datagram relay, a baseline)
+
+Presets for --relay: udpfwd, nginx, socat, naive. Template placeholders: {listen} {listen_port}
+{upstream} {upstream_port} {dir} {self}. Run "udpbench COMMAND -h" for every flag.
+The last line of stdout is always one JSON object (with "error" set on failure).
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage")
+
+// run executes one subcommand and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) (any, error){
+		"echo":    cmdEcho,
+		"gen":     cmdGen,
+		"limit":   cmdLimit,
+		"compare": cmdCompare,
+		"relay":   cmdRelay,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "udpbench: unknown command %q\n\n%s", args[0], usage)
+		writeJSON(stdout, map[string]string{"error": fmt.Sprintf("unknown command %q", args[0])})
+		return 2
+	}
+	report, err := cmd(ctx, args[1:], stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "udpbench %s: %v\n", args[0], err)
+		if report == nil {
+			report = map[string]string{"mode": args[0]}
+		}
+		writeJSON(stdout, withError(report, err))
+		if errors.Is(err, errUsage) {
+			return 2
+		}
+		return 1
+	}
+	writeJSON(stdout, report)
+	return 0
+}
+
+// withError returns report as a JSON object with an "error" field added.
+func withError(report any, err error) any {
+	b, merr := json.Marshal(report)
+	m := map[string]any{}
+	if merr != nil || json.Unmarshal(b, &m) != nil {
+		m = map[string]any{}
+	}
+	m["error"] = err.Error()
+	return m
+}
+
+// writeJSON prints v as one line.
+func writeJSON(w io.Writer, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		b, _ = json.Marshal(map[string]string{"error": "encoding report: " + err.Error()})
+	}
+	fmt.Fprintf(w, "%s\n", b)
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("udpbench "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags parses args, rejecting positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+// genFlags registers the generator's flags on fs.
+func genFlags(fs *flag.FlagSet, c *genConfig) {
+	fs.IntVar(&c.Clients, "clients", 8, "client sockets, each with its own non-zero client ID")
+	fs.IntVar(&c.Window, "window", 64, "datagrams in flight per client in throughput mode")
+	fs.IntVar(&c.Batch, "batch", 64, "max datagrams per recvmmsg/sendmmsg")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "measured window per run")
+	fs.DurationVar(&c.Warmup, "warmup", time.Second, "run before the measured window (not counted)")
+	fs.DurationVar(&c.Drain, "drain", time.Second, "max wait for outstanding replies after the window; those never answered are lost")
+	fs.DurationVar(&c.LossTimeout, "loss-timeout", time.Second, "a reply later than this: ping-pong counts the datagram lost, throughput refills its window slot")
+	fs.IntVar(&c.SockBuf, "sockbuf", defaultSockBuf, "SO_RCVBUF/SO_SNDBUF bytes per socket")
+}
+
+// sizesFlag parses "64,208,1392".
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%w: size %q: %w", errUsage, f, err)
+		}
+		if err := validateSize(n); err != nil {
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// sleepCtx waits for d (0 = forever) or ctx.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
