@@ -200,6 +200,7 @@ type Relay struct {
 	sub        *eventSubscription
 
 	restore []state.Session
+	readers sync.WaitGroup // the sessions' reader goroutines
 
 	stopResolve context.CancelFunc
 	resolveDone chan struct{}
@@ -270,6 +271,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,
+		Readers:       &r.readers,
 	}
 	if cfg.UpstreamBind != "" {
 		scfg.UpstreamBind, _ = ParseAddrPort(cfg.UpstreamBind, true)
@@ -482,6 +484,14 @@ func (r *Relay) Close() error {
 		}
 		stop(r.listeners...)
 		stop(r.supervisor)
+		// Every session has closed its socket; its reader ends at once.
+		readersDone := make(chan struct{})
+		go func() { r.readers.Wait(); close(readersDone) }()
+		select {
+		case <-readersDone:
+		case <-time.After(stopTimeout):
+			errs = append(errs, errors.New("session readers did not end"))
+		}
 		stop(r.writers...)
 		r.sub.close()
 		if r.ownSystem {

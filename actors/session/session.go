@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -46,6 +48,9 @@ type Config struct {
 	Counters *stats.Counters
 	// Stats is this session's own record, read by the session API.
 	Stats *stats.Session
+	// Readers, if set, counts the session's reader goroutine, so that the
+	// relay can wait for every reader to end when it closes.
+	Readers *sync.WaitGroup
 	// Roam is roaming state saved by an earlier run, to restore.
 	Roam   []byte
 	Logger *zap.Logger
@@ -73,14 +78,14 @@ func (c *Config) Validate() error {
 func Props(cfg Config) *actor.Props {
 	s := &Session{cfg: cfg}
 	return actor.PropsFromProducer(func() actor.Actor { return s },
-		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(s.flush))))
+		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
 }
 
 // checkIdle is the one CheckIdle message every timer sends.
 var checkIdle = &messages.CheckIdle{}
 
-// Session is the actor. Only its own goroutine touches its fields, except
-// readerDone, which the reader goroutine closes.
+// Session is the actor. Only the goroutine processing its mailbox touches
+// its fields, except stopped, which the reader goroutine reads.
 type Session struct {
 	cfg  Config
 	peer roam.Peer
@@ -93,7 +98,10 @@ type Session struct {
 	timer                    *time.Timer
 	idleSent                 bool
 
-	readerDone chan struct{}
+	// stopped is set before the socket is closed, so that a batch the
+	// reader read just before is released instead of sent to a stopped
+	// actor.
+	stopped atomic.Bool
 }
 
 // Receive handles one message.
@@ -118,7 +126,9 @@ func (s *Session) start(ctx actor.Context) {
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
 	s.peer.FromClient(wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
-	s.readerDone = make(chan struct{})
+	if s.cfg.Readers != nil {
+		s.cfg.Readers.Add(1)
+	}
 	go s.read(ctx.ActorSystem().Root, ctx.Self())
 	if s.cfg.IdleTimeout > 0 {
 		root, self := ctx.ActorSystem().Root, ctx.Self()
@@ -126,17 +136,17 @@ func (s *Session) start(ctx actor.Context) {
 	}
 }
 
-// stop closes the socket, which ends the reader, and waits for it, so no
-// goroutine or buffer outlives the session.
+// stop closes the socket, which ends the reader. It does not wait for the
+// reader: with the inline dispatcher stop may run on the reader's own
+// goroutine. The relay waits for every reader (Config.Readers) when it
+// closes.
 func (s *Session) stop() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
 	s.flush()
+	s.stopped.Store(true)
 	s.cfg.Conn.Close()
-	if s.readerDone != nil {
-		<-s.readerDone
-	}
 }
 
 func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
@@ -281,7 +291,9 @@ func (s *Session) info() messages.SessionInfo {
 // read is the reader goroutine. Between bursts it waits without holding
 // buffers, so an idle session costs a parked goroutine and nothing else.
 func (s *Session) read(root *actor.RootContext, self *actor.PID) {
-	defer close(s.readerDone)
+	if s.cfg.Readers != nil {
+		defer s.cfg.Readers.Done()
+	}
 	c := s.cfg.Conn
 	for {
 		if err := c.WaitReadable(); err != nil {
@@ -304,6 +316,10 @@ func (s *Session) read(root *actor.RootContext, self *actor.PID) {
 				break
 			}
 			n := len(b.D)
+			if s.stopped.Load() {
+				b.Release()
+				return
+			}
 			root.Send(self, (*messages.UpstreamDatagrams)(b))
 			if n < udpio.MaxBatch {
 				break // drained: wait again without buffers

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,6 +72,8 @@ type Config struct {
 	SocketOptions udpio.Options
 	Counters      *stats.Counters
 	Logger        *zap.Logger
+	// Readers counts the sessions' reader goroutines.
+	Readers *sync.WaitGroup
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -424,6 +427,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		IdleTimeout: n.idle,
 		Raw:         n.raw,
 		Roam:        n.roam,
+		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
 		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
 			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
