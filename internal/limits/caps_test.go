@@ -127,8 +127,7 @@ func TestCapsTrackedSourcesBounded(t *testing.T) {
 			t.Fatalf("%d limiters kept, bound %d", n, maxTracked)
 		}
 	}
-	// Refilled limiters are dropped first, so a fresh flood source's
-	// limiter survives a sweep while it is still empty.
+	// A source's own limiter, once made, holds it to its rate.
 	if _, ok := c.Admit(victim, 0, 0, now); !ok {
 		t.Fatal("victim's first session refused")
 	}

@@ -47,6 +47,17 @@ func (l Limits) bursts() (datagrams, bytes float64) {
 	return max(datagrams, 1), max(bytes, MaxDatagram)
 }
 
+// Unconfirmed returns the budget a session gives datagrams from client
+// addresses other than its confirmed one, all such addresses together and
+// apart from the client's own limit. Anyone can send datagrams with a
+// victim's client ID; without this budget a flood of them would be
+// forwarded to the upstream from the victim's port and spend the victim's
+// own rate limit. A genuine client needs few datagrams from a new address
+// before it is confirmed (one transport message with a live index moves it
+// at once; otherwise one handshake initiation every 5 s), so 20 per second
+// with bursts of 40 leaves a wide margin.
+func Unconfirmed() Limits { return Limits{DatagramsPerSecond: 20, DatagramBurst: 40} }
+
 // slack absorbs the rounding of refills added up in floating point, so a
 // datagram due exactly now is not refused for a token short by 1e-16.
 const slack = 1e-6

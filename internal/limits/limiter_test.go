@@ -60,6 +60,8 @@ func TestLimiter(t *testing.T) {
 		{"both: the byte bucket binds, and a refusal takes no datagram token",
 			limits.Limits{DatagramsPerSecond: 10, DatagramBurst: 2, BytesPerSecond: 1, ByteBurst: limits.MaxDatagram},
 			[]try{{0, limits.MaxDatagram, true}, {0, 32, false}, {0, 32, false}, {time.Hour, 32, true}, {time.Hour, 32, true}, {time.Hour, 32, false}}},
+		{"unconfirmed budget", limits.Unconfirmed(),
+			cat(n(40, try{0, 148, true}), []try{{0, 148, false}, {50 * time.Millisecond, 148, true}, {50 * time.Millisecond, 148, false}})},
 		{"the clock going back refills nothing", limits.Limits{DatagramsPerSecond: 1, DatagramBurst: 1},
 			[]try{{time.Minute, 32, true}, {0, 32, false}, {time.Minute, 32, false}, {time.Minute + time.Second, 32, true}}},
 	}

@@ -54,8 +54,7 @@
 //     180 s old plus the one-way delay from the relay to the client;
 //     IndexMaxAge = 240 s leaves a minute for that. Normally two or three
 //     indexes are live; the table of 8 absorbs bursts of handshakes (lost
-//     responses, retries, several devices' traffic in tests) without
-//     evicting the current one. Fewer live indexes also means fewer chances
+//     responses and retries) without evicting the current one. Fewer live indexes also means fewer chances
 //     for an attacker guessing a 32-bit index (see Security in the README).
 //   - Pending initiations: at most MaxPending, one per client address (a new
 //     initiation from an address replaces its older one, as wireguard-go
