@@ -10,6 +10,19 @@
 //
 // Adding a policy means adding one actor kind that answers AdmitSession,
 // and listing its Factory in the relay's configuration.
+//
+// The kinds here:
+//   - AllowAll admits everyone (the default).
+//   - ClientIDs and Sources are the allow-lists: by client ID, and by source
+//     CIDR with a deny list.
+//   - Caps and CapsShared hold the relay's session caps and each source's
+//     rate of new sessions, in state shared by every client's actor.
+//   - ClientRate admits everyone and pushes a per-client rate limit to the
+//     session (ApplyLimits) once told it started (SessionStarted).
+//   - Chain combines them. Put the allow-lists first and Caps after them,
+//     so that a refused attempt spends none of its source's rate.
+//
+// Refusals carry a stable reason (messages.Refused*) for logs and metrics.
 package policy
 
 import (

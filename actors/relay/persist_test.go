@@ -59,6 +59,12 @@ func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	defer second.Close()
 	a.to, b.to = second.ListenAddrs()[0], second.ListenAddrs()[0]
 
+	// Restored sessions are admitted again by their policies, then opened.
+	restored := map[string]*messages.SessionRestored{}
+	for range 2 {
+		e := await[*messages.SessionRestored](t, ev)
+		restored[e.Client.String()] = e
+	}
 	// A transport datagram needs a session: these only get through restored.
 	a.send(t, wgtest.Transport(idA, 1, 1, 64))
 	if got := up.next(t); got.from != portA {
@@ -73,11 +79,6 @@ func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 		t.Fatal("B's old port was taken, yet B uses it")
 	}
 	b.mustRecv(t)
-	restored := map[string]*messages.SessionRestored{}
-	for range 2 {
-		e := await[*messages.SessionRestored](t, ev)
-		restored[e.Client.String()] = e
-	}
 	if e := restored[idA.String()]; e == nil || e.Rebound || e.UpstreamLocal != portA {
 		t.Fatalf("A restored as %+v, want on %v", e, portA)
 	}

@@ -93,7 +93,10 @@ type Config struct {
 	// precedence for their direction.
 	SocketBuffer            int
 	ReadBuffer, WriteBuffer int
-	// Policy makes each client's policy actor; nil admits everyone.
+	// Security says who may use the relay and how much (wireguard mode).
+	Security Security
+	// Policy adds an operator's own policy actor after the built-in ones;
+	// nil adds none.
 	Policy policy.Factory
 }
 
@@ -134,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.UpstreamPorts.IsZero() && (c.UpstreamPorts.First == 0 || c.UpstreamPorts.First > c.UpstreamPorts.Last) {
 		return fmt.Errorf("upstream port range %d-%d: want 1 <= first <= last", c.UpstreamPorts.First, c.UpstreamPorts.Last)
+	}
+	if err := c.Security.validate(); err != nil {
+		return err
 	}
 	if c.IdleTimeout < 0 {
 		return fmt.Errorf("idle timeout %v: must be positive", c.IdleTimeout)
@@ -267,7 +273,8 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		Relay:         cfg.Name,
 		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 		IdleTimeout:   cfg.IdleTimeout,
-		Policy:        cfg.Policy,
+		Policy:        cfg.Security.policies(cfg.Policy),
+		MAC1:          cfg.Security.mac1Key(),
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,

@@ -10,6 +10,7 @@
 package session
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -98,6 +100,14 @@ type Session struct {
 	timer                    *time.Timer
 	idleSent                 bool
 
+	// up and down hold the client to the rate its policy pushed
+	// (ApplyLimits), each direction apart; unconfirmed budgets what comes
+	// from client addresses the session has not confirmed (roam package).
+	up, down, unconfirmed limits.Limiter
+	// roamSaved is false when the roaming state changed since it was last
+	// handed to Stats for saving.
+	roamSaved bool
+
 	// stopped is set before the socket is closed, so that a batch the
 	// reader read just before is released instead of sent to a stopped
 	// actor.
@@ -113,6 +123,10 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.fromUpstream(ctx, m.Batch())
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
+	case *messages.ApplyLimits:
+		now := time.Now()
+		s.up.Set(m.Limits(), now)
+		s.down.Set(m.Limits(), now)
 	case *messages.Crash:
 		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
 	case *actor.Started:
@@ -125,7 +139,10 @@ func (s *Session) Receive(ctx actor.Context) {
 func (s *Session) start(ctx actor.Context) {
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
-	s.peer.FromClient(wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
+	s.peer.FollowNewest = s.cfg.Raw
+	s.unconfirmed.Set(limits.Unconfirmed(), now)
+	s.restoreRoam(now)
+	s.saveRoam()
 	if s.cfg.Readers != nil {
 		s.cfg.Readers.Add(1)
 	}
@@ -149,10 +166,42 @@ func (s *Session) stop() {
 	s.cfg.Conn.Close()
 }
 
+// restoreRoam brings back roaming state saved by an earlier run, or starts
+// from the address that opened the session.
+func (s *Session) restoreRoam(now time.Time) {
+	if len(s.cfg.Roam) > 0 {
+		var st roam.State
+		err := json.Unmarshal(s.cfg.Roam, &st)
+		if err == nil {
+			err = s.peer.Restore(st)
+		}
+		if err == nil {
+			return
+		}
+		s.cfg.Logger.Warn("saved roaming state not restored", zap.Error(err))
+	}
+	s.peer.FromClient(now, wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
+}
+
+// saveRoam hands the roaming state to Stats, from which the state file is
+// written. It runs when the state changed: on a handshake or a roam.
+func (s *Session) saveRoam() {
+	if s.cfg.Raw {
+		return
+	}
+	b, err := json.Marshal(s.peer.State())
+	if err != nil {
+		s.cfg.Logger.Warn("encode roaming state", zap.Error(err))
+		return
+	}
+	s.cfg.Stats.SetSaved(b)
+	s.roamSaved = true
+}
+
 func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	now := time.Now()
 	s.lastClient = now
-	bytes := 0
+	bytes, k := 0, 0
 	for i := range b.D {
 		d := &b.D[i]
 		bytes += d.N
@@ -160,9 +209,22 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		if !s.cfg.Raw {
 			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
 		}
-		if from := s.peer.Addr(); s.peer.FromClient(h, d.Addr, b.Via) {
+		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Via) {
 			s.roamed(ctx, from)
 		}
+		if h.Type == wgproto.TypeInitiation {
+			s.roamSaved = false
+		}
+		if reason, drop := s.limitFromClient(now, h, d, b.Via); drop {
+			s.cfg.Counters.Drop(reason, 1)
+			continue // the buffer stays in b and is released with it
+		}
+		b.D[i], b.D[k] = b.D[k], b.D[i]
+		k++
+	}
+	b.D = b.D[:k]
+	if !s.roamSaved {
+		s.saveRoam()
 	}
 	s.cfg.Stats.Move(stats.FromClient, len(b.D), bytes, now)
 	if s.stage == nil {
@@ -213,7 +275,29 @@ func (s *Session) flush() {
 	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, time.Now())
 }
 
+// limitFromClient decides whether a datagram from the client may go on:
+// what comes from an address the session has not confirmed shares a small
+// budget (anyone can send datagrams with a client's ID), and the client's
+// transport data is held to its rate limit. Handshakes are never held to the
+// client's rate: a client over its limit must still be able to re-key.
+func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Datagram, via uint8) (stats.Reason, bool) {
+	if s.cfg.Raw {
+		return 0, false
+	}
+	if !s.peer.Confirmed(d.Addr, via) {
+		if !s.unconfirmed.Allow(now, d.N) {
+			return stats.UnconfirmedRate, true
+		}
+		return 0, false
+	}
+	if h.Type == wgproto.TypeTransport && !s.up.Allow(now, d.N) {
+		return stats.ClientRate, true
+	}
+	return 0, false
+}
+
 func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
+	s.roamSaved = false
 	info := s.info()
 	s.cfg.Stats.SetClientAddr(info.ClientAddr)
 	s.cfg.Counters.Count(stats.ClientRoamed)
@@ -239,10 +323,21 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		if !s.cfg.Raw {
 			h, _ = wgproto.Parse(d.Bytes())
 		}
-		to, via, ok := s.peer.FromUpstream(h)
+		prev := s.peer.Addr()
+		to, via, moved, ok := s.peer.FromUpstream(now, h)
+		if moved {
+			s.roamed(ctx, prev)
+		}
+		if h.Type == wgproto.TypeResponse || h.Type == wgproto.TypeInitiation {
+			s.roamSaved = false // a new index learned
+		}
 		if !ok || int(via) >= len(s.cfg.Writers) {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
 			continue // the buffer stays in b and is released with it
+		}
+		if h.Type == wgproto.TypeTransport && !s.down.Allow(now, d.N) {
+			s.cfg.Counters.Drop(stats.ClientRate, 1)
+			continue
 		}
 		if out != nil && out.Via != via {
 			ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
@@ -262,6 +357,9 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
 	}
 	s.cfg.Stats.Move(stats.ToClient, replies, replyBytes, now)
+	if !s.roamSaved {
+		s.saveRoam()
+	}
 	b.Release()
 }
 

@@ -74,6 +74,10 @@ type Config struct {
 	Logger        *zap.Logger
 	// Readers counts the sessions' reader goroutines.
 	Readers *sync.WaitGroup
+	// MAC1, if set, is the upstream's mac1 key: a handshake initiation is
+	// forwarded only if its mac1 is valid for it (computed with the client
+	// ID zeroed), so junk cannot open sessions or reach the upstream.
+	MAC1 *wgproto.MAC1Key
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -116,8 +120,9 @@ type entry struct {
 // pending is an admission waiting for its policy's answer. It holds the
 // handshake initiation that asked, to forward once admitted.
 type pending struct {
-	first  udpio.Datagram
-	via    uint8
+	first   udpio.Datagram
+	restore *messages.RestoredSession // a saved session to re-open, instead of first
+	via     uint8
 	policy *actor.PID
 	since  time.Time
 }
@@ -133,10 +138,16 @@ type Supervisor struct {
 	perIP    map[netip.Addr]int
 	touched  []*entry
 	drops    [stats.NumReasons]int
+	mac1     *wgproto.MAC1Checker
 }
 
 func newSupervisor(cfg Config) *Supervisor {
+	var mac1 *wgproto.MAC1Checker
+	if cfg.MAC1 != nil {
+		mac1 = wgproto.NewMAC1Checker(*cfg.MAC1)
+	}
 	return &Supervisor{
+		mac1:     mac1,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
 		sessions: make(map[wgproto.ClientID]*entry),
@@ -204,6 +215,10 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 		h, v := wgproto.Parse(d.Bytes())
 		if v != wgproto.OK {
 			s.drops[verdictReason[v]]++
+			continue
+		}
+		if h.Type == wgproto.TypeInitiation && s.mac1 != nil && !s.mac1.Valid(d.Bytes()) {
+			s.drops[stats.BadMAC1]++
 			continue
 		}
 		e := s.sessions[h.Client]
@@ -312,7 +327,7 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 
 func (s *Supervisor) dropPending(ctx actor.Context, client wgproto.ClientID, p *pending) {
 	delete(s.pending, client)
-	udpio.PutBuffer(p.first.Buf)
+	udpio.PutBuffer(p.first.Buf) // nil for a restore: PutBuffer ignores it
 	ctx.Stop(p.policy)
 }
 
@@ -321,9 +336,24 @@ func (s *Supervisor) refused(ctx actor.Context, m *messages.SessionRefused) {
 	if p == nil {
 		return
 	}
-	s.cfg.Counters.Drop(stats.PolicyRefused, 1)
-	s.cfg.Logger.Debug("session refused", zap.Stringer("client", m.Client), zap.String("reason", m.Reason))
+	reason, ok := refusalReason[m.Reason]
+	if !ok {
+		reason = stats.PolicyRefused
+	}
+	s.cfg.Counters.Drop(reason, 1)
+	s.cfg.Logger.Debug("session refused", zap.Stringer("client", m.Client), zap.String("reason", m.Reason),
+		zap.Bool("restored", p.restore != nil))
 	s.dropPending(ctx, m.Client, p)
+}
+
+// refusalReason maps the relay's own policies' reasons to drop reasons.
+var refusalReason = map[string]stats.Reason{
+	messages.RefusedClientNotAllowed: stats.ClientNotAllowed,
+	messages.RefusedSourceDenied:     stats.SourceNotAllowed,
+	messages.RefusedSourceNotAllowed: stats.SourceNotAllowed,
+	messages.RefusedMaxSessions:      stats.MaxSessions,
+	messages.RefusedMaxSessionsPerIP: stats.MaxSessionsPerIP,
+	messages.RefusedNewSessionRate:   stats.NewSessionRate,
 }
 
 func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
@@ -332,6 +362,10 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 		return
 	}
 	delete(s.pending, client)
+	if p.restore != nil {
+		s.reopen(ctx, p)
+		return
+	}
 	conn, err := s.dialUpstream()
 	if err != nil {
 		s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
@@ -342,6 +376,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 	}
 	e := s.spawn(ctx, newSession{client: client, from: p.first.Addr, via: p.via, conn: conn, idle: s.cfg.IdleTimeout})
 	e.policy = p.policy
+	ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
 	b := udpio.GetBatch()
 	b.Via = p.via
 	b.Add(p.first)
@@ -447,34 +482,57 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	return e
 }
 
-// restore re-opens saved sessions, each on its old upstream port if it can
-// still be bound, else on a new one (reported as Rebound).
+// restore re-opens saved sessions. Each is admitted again by its client's
+// policy, as a new one would be (the policies may have changed since it was
+// saved), and then re-opened on its old upstream port if it can still be
+// bound, else on a new one (reported as Rebound).
 func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession) {
 	if s.cfg.Mode != WireGuard {
 		return
 	}
-	for _, r := range saved {
+	for i := range saved {
+		r := &saved[i]
 		info := r.Info
 		if _, taken := s.sessions[info.Client]; taken || info.Client.IsZero() || !info.Upstream.IsValid() {
 			continue
 		}
-		ev := &messages.SessionRestored{Wanted: info.UpstreamLocal}
-		conn, err := udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
-		if err != nil {
-			ev.Rebound, ev.Err = true, err.Error()
-			conn, err = s.dial(info.Upstream)
-			if err != nil {
-				s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
-				s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", info.Client), zap.Error(err))
-				continue
-			}
+		if _, taken := s.pending[info.Client]; taken {
+			continue
 		}
-		e := s.spawn(ctx, newSession{
-			client: info.Client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout,
-			id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+		p := &pending{restore: r, since: time.Now()}
+		p.policy = ctx.Spawn(s.cfg.Policy())
+		s.pending[info.Client] = p
+		ctx.Request(p.policy, &messages.AdmitSession{
+			Client:     info.Client,
+			From:       info.ClientAddr,
+			Live:       len(s.sessions) + len(s.pending) - 1,
+			LiveFromIP: s.perIP[info.ClientAddr.Addr()],
 		})
-		e.policy = ctx.Spawn(s.cfg.Policy())
 	}
+}
+
+// reopen opens an admitted saved session.
+func (s *Supervisor) reopen(ctx actor.Context, p *pending) {
+	r := p.restore
+	info := r.Info
+	ev := &messages.SessionRestored{Wanted: info.UpstreamLocal}
+	conn, err := udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
+	if err != nil {
+		ev.Rebound, ev.Err = true, err.Error()
+		conn, err = s.dial(info.Upstream)
+		if err != nil {
+			s.cfg.Counters.Drop(stats.UpstreamBindFailed, 1)
+			s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", info.Client), zap.Error(err))
+			ctx.Stop(p.policy)
+			return
+		}
+	}
+	e := s.spawn(ctx, newSession{
+		client: info.Client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout,
+		id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+	})
+	e.policy = p.policy
+	ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
 }
 
 // remove forgets a session and stops its policy actor; it reports false if

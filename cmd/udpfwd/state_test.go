@@ -134,8 +134,12 @@ func TestRestartKeepsUpstreamPorts(t *testing.T) {
 		}
 		heard[id] = true
 	}
-	if !strings.Contains(stderr.String(), "session restored") {
-		t.Errorf("the log does not say sessions were restored:\n%s", stderr.String())
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(stderr.String(), "session restored") < len(ids) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the log does not say every session was restored:\n%s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -1,46 +1,339 @@
 // Package roam decides where a session's replies go: the one place that
 // decides whether a datagram from a new client address moves the session.
 // It does no I/O, so it can be tested and fuzzed on its own.
+//
+// # The rule
+//
+// Anyone can send a datagram carrying a victim's 24-bit client ID, so "reply
+// to the newest source" would let one forged datagram take a victim's
+// replies. A Peer moves the reply address only on evidence that the sender
+// took part in the victim's WireGuard session, evidence an off-path attacker
+// does not have:
+//
+//  1. It learns the indexes the upstream assigned to this session: the
+//     sender index (bytes 4..7) of each handshake response (and of each
+//     handshake initiation the upstream itself sends). Only the client, and
+//     whoever sees the upstream's replies, knows them.
+//  2. A transport message (type 4) from a new address moves the session if
+//     its receiver index is a learned, live index. This is how a roaming
+//     client's next keepalive or data packet moves it.
+//  3. A handshake initiation (type 1) from a new address is remembered as
+//     pending. When the upstream's handshake response whose receiver index
+//     equals that initiation's sender index comes back, the response goes
+//     to the pending address and the session moves there: the upstream
+//     itself vouched for that initiation.
+//  4. Everything else from a new address (a forged transport with a guessed
+//     index, a handshake response or cookie sent by a client) is forwarded
+//     upstream but moves nothing: a genuine client's handshake must still
+//     complete, and the upstream drops what is not genuine.
+//
+// The address that opened the session is confirmed from the start.
+//
+// # Cookie replies
+//
+// A cookie reply (type 3) answers an initiation the upstream was too busy
+// to process; its receiver index (bytes 4..7) is that initiation's sender
+// index. A cookie reply matching a pending initiation goes to the pending
+// address, without confirming it and without moving the session. Sending
+// it to the confirmed address instead would make a client that roams while
+// the upstream is under load unable ever to finish a handshake from its new
+// address. It gives the pending address nothing of the victim's: the cookie
+// is encrypted for whoever sent that initiation (keyed by the upstream's
+// public key and the initiation's mac1) and only lets initiations that pass
+// through this same relay session carry a valid mac2; it is smaller than the
+// initiation that asked for it, so it amplifies nothing.
+//
+// # Bounds and ageing
+//
+// A Peer has fixed-size tables and never allocates after it is created:
+//
+//   - Learned indexes: the newest MaxIndexes, each live for IndexMaxAge
+//     after the relay saw it. WireGuard rekeys every 120 s (RekeyAfterTime)
+//     and never sends or accepts on a keypair older than 180 s
+//     (RejectAfterTime), so a genuine client's current index is at most
+//     180 s old plus the one-way delay from the relay to the client;
+//     IndexMaxAge = 240 s leaves a minute for that. Normally two or three
+//     indexes are live; the table of 8 absorbs bursts of handshakes (lost
+//     responses and retries) without evicting the current one. Fewer live indexes also means fewer chances
+//     for an attacker guessing a 32-bit index (see Security in the README).
+//   - Pending initiations: at most MaxPending, one per client address (a new
+//     initiation from an address replaces its older one, as wireguard-go
+//     forgets a handshake's index when it sends the next initiation), each
+//     live for PendingMaxAge. An attacker spraying initiations from one
+//     address occupies one slot; from many addresses it can evict a genuine
+//     roaming client's pending handshake (that client's handshake then
+//     completes only once the flood stops, or it roams by rule 2), but it
+//     cannot grow memory or take the session.
+//
+// If two different addresses have a pending initiation with the same sender
+// index when its response comes (an attacker guessed the index), the
+// response goes to the confirmed address and nothing moves.
 package roam
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
-// Peer tracks a session's client address. The current rule is "follow the
-// newest source": every datagram from the client moves the reply address to
-// where it came from, which is what keeps a roaming client's tunnel alive.
-//
-// A Peer is owned by one session actor and is not safe for concurrent use.
-type Peer struct {
+// Bounds of a Peer's tables; see the package documentation for why.
+const (
+	// MaxIndexes is how many learned upstream indexes a Peer keeps.
+	MaxIndexes = 8
+	// IndexMaxAge is how long a learned index can move the session:
+	// WireGuard's RejectAfterTime (180 s) plus a minute for delays.
+	IndexMaxAge = 240 * time.Second
+	// MaxPending is how many pending initiations a Peer keeps.
+	MaxPending = 8
+	// PendingMaxAge is how long a pending initiation waits for its
+	// response: twice WireGuard's RekeyTimeout (5 s), after which the
+	// initiator has given up on it and sent a new one.
+	PendingMaxAge = 10 * time.Second
+)
+
+// endpoint is a client address together with the listening socket it sent
+// to; replies must leave by the same socket to pass the client's NAT.
+type endpoint struct {
 	addr netip.AddrPort
 	via  uint8
 }
 
-// Addr is the address replies currently go to (the zero value before the
-// first datagram).
-func (p *Peer) Addr() netip.AddrPort { return p.addr }
-
-// Via is the listening socket replies currently leave by.
-func (p *Peer) Via() uint8 { return p.via }
-
-// FromClient records a datagram from the client with header h, sent from
-// from to the relay's listening socket via. It reports whether the reply
-// address moved away from an earlier one.
-func (p *Peer) FromClient(h wgproto.Header, from netip.AddrPort, via uint8) (moved bool) {
-	if p.addr == from && p.via == via {
-		return false
-	}
-	moved = p.addr.IsValid()
-	p.addr, p.via = from, via
-	return moved
+type learnedIndex struct {
+	used  bool
+	index uint32
+	at    time.Time
 }
 
-// FromUpstream records a reply from upstream with header h and returns the
-// address to send it to and the listening socket to send it by; ok is false
-// when there is none.
-func (p *Peer) FromUpstream(h wgproto.Header) (to netip.AddrPort, via uint8, ok bool) {
-	return p.addr, p.via, p.addr.IsValid()
+type pendingInit struct {
+	used  bool
+	index uint32
+	ep    endpoint
+	at    time.Time
+}
+
+// Peer tracks where a session's replies go. Its zero value is ready to use
+// and follows the rules in the package documentation; the address of the
+// first datagram it sees becomes the confirmed address.
+//
+// A Peer is owned by one session actor and is not safe for concurrent use.
+type Peer struct {
+	// FollowNewest makes every datagram's source the reply address,
+	// without any check. It is for the static forward mode, whose datagrams
+	// need not be WireGuard; it must stay false for WARP sessions.
+	FollowNewest bool
+
+	cur     endpoint
+	indexes [MaxIndexes]learnedIndex
+	pending [MaxPending]pendingInit
+}
+
+// Addr is the confirmed address replies go to (the zero value before the
+// first datagram).
+func (p *Peer) Addr() netip.AddrPort { return p.cur.addr }
+
+// Via is the listening socket replies leave by.
+func (p *Peer) Via() uint8 { return p.cur.via }
+
+// Confirmed reports whether from, reached via, is the confirmed address.
+// A session can use it to count datagrams from unconfirmed addresses.
+func (p *Peer) Confirmed(from netip.AddrPort, via uint8) bool {
+	return p.cur == endpoint{from, via}
+}
+
+// FromClient records a datagram from the client with header h, sent from
+// from to the relay's listening socket via, at now (one reading per batch
+// is enough). It reports whether the confirmed address moved. The datagram
+// is forwarded upstream whatever it returns.
+func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, via uint8) (moved bool) {
+	ep := endpoint{from, via}
+	if !p.cur.addr.IsValid() {
+		p.cur = ep // the address that opened the session
+	}
+	if p.FollowNewest {
+		if ep == p.cur {
+			return false
+		}
+		p.cur = ep
+		return true
+	}
+	switch h.Type {
+	case wgproto.TypeTransport:
+		if ep != p.cur && p.knows(now, h.Index) {
+			p.cur = ep
+			return true
+		}
+	case wgproto.TypeInitiation:
+		// Initiations from the confirmed address are remembered too, so a
+		// guessed index from elsewhere is seen as a collision.
+		p.addPending(now, h.Index, ep)
+	}
+	return false
+}
+
+// FromUpstream records a datagram from upstream with header h at now and
+// returns the address to send it to and the listening socket to send it
+// by. moved reports that this datagram confirmed a new address (a handshake
+// response to a pending initiation): the session's address is now to. ok is
+// false when there is no address yet.
+func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort, via uint8, moved, ok bool) {
+	if !p.cur.addr.IsValid() {
+		return netip.AddrPort{}, 0, false, false
+	}
+	if p.FollowNewest {
+		return p.cur.addr, p.cur.via, false, true
+	}
+	switch h.Type {
+	case wgproto.TypeResponse:
+		p.learn(now, h.Index)
+		if ep, found := p.takePending(now, h.Receiver); found && ep != p.cur {
+			p.cur = ep
+			moved = true
+		}
+	case wgproto.TypeInitiation:
+		// The upstream starts a handshake: the client's transport messages
+		// will carry this index once it answers.
+		p.learn(now, h.Index)
+	case wgproto.TypeCookie:
+		if ep, found := p.takePending(now, h.Index); found {
+			return ep.addr, ep.via, false, true
+		}
+	}
+	return p.cur.addr, p.cur.via, moved, true
+}
+
+// knows reports whether index is a live learned index.
+func (p *Peer) knows(now time.Time, index uint32) bool {
+	for i := range p.indexes {
+		l := &p.indexes[i]
+		if l.used && l.index == index && now.Sub(l.at) < IndexMaxAge {
+			return true
+		}
+	}
+	return false
+}
+
+// learn adds index (or refreshes it), in a free slot or else in place of
+// the oldest entry.
+func (p *Peer) learn(now time.Time, index uint32) {
+	slot := 0
+	for i := range p.indexes {
+		l := &p.indexes[i]
+		if l.used && l.index == index {
+			l.at = now
+			return
+		}
+		if s := &p.indexes[slot]; s.used && (!l.used || l.at.Before(s.at)) {
+			slot = i
+		}
+	}
+	p.indexes[slot] = learnedIndex{used: true, index: index, at: now}
+}
+
+// addPending remembers an initiation: one entry per endpoint, else a free
+// or expired slot, else the oldest entry.
+func (p *Peer) addPending(now time.Time, index uint32, ep endpoint) {
+	slot, free := -1, -1
+	for i := range p.pending {
+		e := &p.pending[i]
+		if e.used && e.ep == ep {
+			slot = i
+			break
+		}
+		if free < 0 && (!e.used || now.Sub(e.at) >= PendingMaxAge) {
+			free = i
+		}
+	}
+	if slot < 0 {
+		slot = free
+	}
+	if slot < 0 {
+		slot = 0
+		for i := range p.pending {
+			if p.pending[i].at.Before(p.pending[slot].at) {
+				slot = i
+			}
+		}
+	}
+	p.pending[slot] = pendingInit{used: true, index: index, ep: ep, at: now}
+}
+
+// takePending removes the live pending initiations with sender index index
+// and returns their endpoint; found is false if there is none, or if
+// several endpoints claim the index (a collision nobody can settle).
+func (p *Peer) takePending(now time.Time, index uint32) (ep endpoint, found bool) {
+	ambiguous := false
+	for i := range p.pending {
+		e := &p.pending[i]
+		if !e.used || e.index != index {
+			continue
+		}
+		if now.Sub(e.at) < PendingMaxAge {
+			if found && e.ep != ep {
+				ambiguous = true
+			}
+			ep, found = e.ep, true
+		}
+		*e = pendingInit{}
+	}
+	if ambiguous {
+		return endpoint{}, false
+	}
+	return ep, found
+}
+
+// State is what a Peer knows that is worth keeping across a restart: the
+// confirmed address and the learned indexes. Pending initiations are not
+// kept; they live for seconds and the client retries. It encodes as JSON.
+type State struct {
+	// Addr is the confirmed client address.
+	Addr netip.AddrPort `json:"addr"`
+	// Via is the listening socket, by the relay's order of listeners.
+	Via uint8 `json:"via"`
+	// Indexes are the learned upstream indexes, oldest first.
+	Indexes []LearnedIndex `json:"indexes,omitempty"`
+}
+
+// LearnedIndex is one upstream index and when the relay saw it.
+type LearnedIndex struct {
+	Index   uint32    `json:"index"`
+	Learned time.Time `json:"learned"`
+}
+
+// State returns the Peer's state for persistence. It allocates; call it
+// when saving, not per datagram.
+func (p *Peer) State() State {
+	s := State{Addr: p.cur.addr, Via: p.cur.via}
+	for _, l := range p.indexes {
+		if l.used {
+			s.Indexes = append(s.Indexes, LearnedIndex{Index: l.index, Learned: l.at})
+		}
+	}
+	slices.SortFunc(s.Indexes, func(a, b LearnedIndex) int { return a.Learned.Compare(b.Learned) })
+	return s
+}
+
+// ErrNoAddress is returned by Restore for a state without a valid address.
+var ErrNoAddress = errors.New("roam: state has no client address")
+
+// Restore replaces the Peer's state with s, as saved by State. Of more than
+// MaxIndexes indexes it keeps the newest; indexes too old to move the
+// session are kept but age out as usual. Pending initiations are cleared.
+// FollowNewest is left as it is.
+func (p *Peer) Restore(s State) error {
+	if !s.Addr.IsValid() {
+		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
+	}
+	p.cur = endpoint{s.Addr, s.Via}
+	p.indexes = [MaxIndexes]learnedIndex{}
+	p.pending = [MaxPending]pendingInit{}
+	idx := slices.Clone(s.Indexes)
+	slices.SortStableFunc(idx, func(a, b LearnedIndex) int { return b.Learned.Compare(a.Learned) })
+	for i, l := range idx[:min(len(idx), MaxIndexes)] {
+		p.indexes[i] = learnedIndex{used: true, index: l.Index, at: l.Learned}
+	}
+	return nil
 }
