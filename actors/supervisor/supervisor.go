@@ -123,8 +123,8 @@ type pending struct {
 	first   udpio.Datagram
 	restore *messages.RestoredSession // a saved session to re-open, instead of first
 	via     uint8
-	policy *actor.PID
-	since  time.Time
+	policy  *actor.PID
+	since   time.Time
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
