@@ -49,6 +49,12 @@ func fromFile(f *config.File, o *options) ([]relay.Config, error) {
 		if o.set["upstream-bind"] {
 			c.UpstreamBind = o.upstreamBind
 		}
+		if c.Mode == relay.ModeWireGuard {
+			c.Security = securityFromFile(&r.Security)
+			if err := o.security.apply(&c.Security, o.set); err != nil {
+				return nil, usageError{err}
+			}
+		}
 		if err := c.Validate(); err != nil {
 			return nil, usageError{err}
 		}

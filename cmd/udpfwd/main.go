@@ -76,6 +76,7 @@ type options struct {
 	version      bool
 	args         []string
 	set          map[string]bool // flags given on the command line
+	security     securityFlags
 }
 
 func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
@@ -92,6 +93,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.stateFile, "state-file", "", "keep sessions in `FILE` so that they survive a restart on the same upstream ports")
 	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz and /sessions on `ip:port` (off unless given)")
 	fs.StringVar(&o.configFile, "c", "", "read relays from the YAML config `FILE`; flags given too override it")
+	o.security.register(fs)
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.Usage = func() { printUsage(fs, out) }
 	return fs
@@ -211,6 +213,9 @@ func configs(o *options) ([]relay.Config, error) {
 			UpstreamBind: o.upstreamBind,
 			IdleTimeout:  o.idleTimeout,
 			SocketBuffer: o.socketBuffer,
+		}
+		if err := o.security.apply(&c.Security, o.set); err != nil {
+			return nil, usageError{err}
 		}
 		if err := c.Validate(); err != nil {
 			return nil, usageError{err}
