@@ -255,24 +255,13 @@ func (s *Session) flush() {
 	}
 	s.stage = nil
 	defer b.Release()
-	if len(b.D) == 0 {
-		return
+	w := s.cfg.Conn.WriteAll(b)
+	if w.Dropped > 0 {
+		s.cfg.Counters.Drop(stats.UpstreamSendError, w.Dropped)
+		s.cfg.Logger.Debug("send upstream", zap.Error(w.Err))
 	}
-	bytes := 0
-	for i := range b.D {
-		bytes += b.D[i].N
-	}
-	sent, failed, err := s.cfg.Conn.WriteBatch(b, b.D)
-	if failed > 0 {
-		s.cfg.Counters.Drop(stats.UpstreamSendError, failed)
-		s.cfg.Logger.Debug("send upstream", zap.Error(err))
-		bytes = 0 // which ones failed is not known; count datagrams only
-	}
-	if lost := len(b.D) - sent - failed; lost > 0 { // the socket was closed
-		s.cfg.Counters.Drop(stats.UpstreamSendError, lost)
-	}
-	s.cfg.Counters.Move(stats.ToUpstream, sent, bytes)
-	s.cfg.Stats.Move(stats.ToUpstream, sent, bytes, time.Now())
+	s.cfg.Counters.Move(stats.ToUpstream, w.Sent, w.Bytes)
+	s.cfg.Stats.Move(stats.ToUpstream, w.Sent, w.Bytes, time.Now())
 }
 
 // limitFromClient decides whether a datagram from the client may go on:

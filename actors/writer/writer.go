@@ -61,19 +61,11 @@ func (w *Writer) flush() {
 	if len(b.D) == 0 {
 		return
 	}
-	bytes := 0
-	for i := range b.D {
-		bytes += b.D[i].N
+	r := w.cfg.Conn.WriteAll(b)
+	if r.Dropped > 0 {
+		w.cfg.Counters.Drop(stats.ClientSendError, r.Dropped)
+		w.cfg.Logger.Debug("send to client", zap.Error(r.Err))
 	}
-	sent, failed, err := w.cfg.Conn.WriteBatch(b, b.D)
-	if failed > 0 {
-		bytes = 0 // which ones failed is not known; count datagrams only
-		w.cfg.Counters.Drop(stats.ClientSendError, failed)
-		w.cfg.Logger.Debug("send to client", zap.Error(err))
-	}
-	if lost := len(b.D) - sent - failed; lost > 0 { // the socket was closed
-		w.cfg.Counters.Drop(stats.ClientSendError, lost)
-	}
-	w.cfg.Counters.Move(stats.ToClient, sent, bytes)
+	w.cfg.Counters.Move(stats.ToClient, r.Sent, r.Bytes)
 	b.Reset()
 }

@@ -299,6 +299,32 @@ func (c *Conn) WriteBatch(scratch *Batch, ds []Datagram) (sent, failed int, err 
 	return sent, failed, err
 }
 
+// Written is what WriteAll did with a batch.
+type Written struct {
+	Sent    int   // datagrams the kernel took
+	Dropped int   // datagrams refused, or not sent because the socket closed
+	Bytes   int   // bytes sent (all of them, or 0 if some were refused: which is not known)
+	Err     error // the first error
+}
+
+// WriteAll sends every datagram of b with as few sendmmsg calls as
+// possible, using b's own scratch space, and says what became of them.
+func (c *Conn) WriteAll(b *Batch) Written {
+	var w Written
+	if len(b.D) == 0 {
+		return w
+	}
+	for i := range b.D {
+		w.Bytes += b.D[i].N
+	}
+	sent, failed, err := c.WriteBatch(b, b.D)
+	w.Sent, w.Dropped, w.Err = sent, len(b.D)-sent, err
+	if failed > 0 {
+		w.Bytes = 0
+	}
+	return w
+}
+
 // IsTransient reports whether a read or write error concerns one datagram or
 // an earlier ICMP error rather than the socket: the caller should go on.
 func IsTransient(err error) bool {
