@@ -206,6 +206,7 @@ type Relay struct {
 	sub        *eventSubscription
 
 	restore []state.Session
+	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error)
 	readers sync.WaitGroup // the sessions' reader goroutines
 
 	stopResolve context.CancelFunc
@@ -220,6 +221,12 @@ type Option func(*Relay)
 // WithSystem runs the relay's actors in an existing actor system (several
 // relays in one process share one); Close then leaves the system running.
 func WithSystem(s *actor.ActorSystem) Option { return func(r *Relay) { r.system = s } }
+
+// WithLookup replaces the system resolver for the upstream's hostname (for
+// tests, or a resolver of the operator's choosing).
+func WithLookup(f func(ctx context.Context, network, host string) ([]netip.Addr, error)) Option {
+	return func(r *Relay) { r.lookup = f }
+}
 
 // NewSystem returns an actor system that logs through l.
 func NewSystem(l *zap.Logger) *actor.ActorSystem {
@@ -288,7 +295,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 	switch cfg.Mode {
 	case ModeForward:
 		scfg.Mode = supervisor.Forward
-		up, err := resolve(context.Background(), host, port)
+		up, err := r.resolve(context.Background(), host, port)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
@@ -373,13 +380,17 @@ func unwrapSyscall(err error) error {
 
 // resolve looks host up and picks one address: the literal itself, else the
 // first IPv4 address (a VPS without IPv6 is common), else the first IPv6.
-func resolve(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
+func (r *Relay) resolve(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return netip.AddrPortFrom(a.Unmap(), port), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	lookup := net.DefaultResolver.LookupNetIP
+	if r.lookup != nil {
+		lookup = r.lookup
+	}
+	addrs, err := lookup(ctx, "ip", host)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -399,7 +410,7 @@ func (r *Relay) resolveLoop(ctx context.Context, host string, port uint16) {
 	defer close(r.resolveDone)
 	var last netip.AddrPort
 	for {
-		ap, err := resolve(ctx, host, port)
+		ap, err := r.resolve(ctx, host, port)
 		wait := r.cfg.ResolveInterval
 		switch {
 		case err != nil && ctx.Err() != nil:

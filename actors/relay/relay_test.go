@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -491,4 +492,68 @@ func portFree(ap netip.AddrPort) bool {
 	}
 	c.Close()
 	return true
+}
+
+func TestHealthy(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", false)
+	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Healthy(); err != nil {
+		t.Fatalf("a running relay is unhealthy: %v", err)
+	}
+	r.Close()
+	if err := r.Healthy(); err == nil {
+		t.Fatal("a closed relay is healthy")
+	}
+}
+
+// A hostname upstream is looked up again on an interval: a new address
+// applies to new sessions, existing ones keep theirs, and the change is
+// counted.
+func TestUpstreamReResolved(t *testing.T) {
+	// One name, one port: the two upstreams are two loopback addresses.
+	first := newUpstream(t, "127.0.0.1:0", false)
+	port := first.addr().Port()
+	alt := newUpstream(t, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port).String(), false)
+	var mu sync.Mutex
+	answer := netip.MustParseAddr("127.0.0.1")
+	lookup := func(context.Context, string, string) ([]netip.Addr, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return []netip.Addr{answer}, nil
+	}
+	r, err := relay.Start(relay.Config{
+		Listen:          []string{"127.0.0.1:0"},
+		Upstream:        fmt.Sprintf("warp.example:%d", port),
+		ResolveInterval: 20 * time.Millisecond,
+	}, zaptest.NewLogger(t), relay.WithLookup(lookup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	eventually(t, "the first lookup", func() bool {
+		c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+		c.send(t, wgtest.Initiation(idA, 1))
+		select {
+		case <-first.in:
+			return true
+		case <-time.After(20 * time.Millisecond):
+			return false
+		}
+	})
+	mu.Lock()
+	answer = netip.MustParseAddr("127.0.0.2")
+	mu.Unlock()
+	eventually(t, "the change to be counted", func() bool { return r.Counters().Events(stats.UpstreamChanged) == 1 })
+	c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	c.send(t, wgtest.Initiation(idB, 2))
+	if got := alt.next(t); wgproto.ClientID(got.data[1:4]) != idB {
+		t.Fatal("the new session did not go to the new address")
+	}
+	c.send(t, wgtest.Transport(idA, 1, 1, 64))
+	if got := first.next(t); wgproto.ClientID(got.data[1:4]) != idA {
+		t.Fatal("the existing session left its upstream")
+	}
 }
