@@ -45,6 +45,13 @@ type bed struct {
 // udpfwd with the idle timeout idle (zero: its default) in front of it.
 func newBed(t *testing.T, idle time.Duration, mtu int) *bed {
 	t.Helper()
+	return newBedWith(t, idle, mtu, nil)
+}
+
+// newBedWith is newBed with udpfwd's security settings, which sec (if not
+// nil) chooses once the edge, and so its public key, exists.
+func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Edge) relay.Security) *bed {
+	t.Helper()
 	// Registered first, so it runs after every other cleanup. The actor
 	// system's dead-letter log throttle keeps a goroutine for a second
 	// after a dead letter; it ends by itself.
@@ -56,11 +63,15 @@ func newBed(t *testing.T, idle time.Duration, mtu int) *bed {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { edge.Close() })
-	r, err := relay.Start(relay.Config{
+	cfg := relay.Config{
 		Listen:      []string{"127.0.0.1:0"},
 		Upstream:    edge.Addr().String(),
 		IdleTimeout: idle,
-	}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	}
+	if sec != nil {
+		cfg.Security = sec(edge)
+	}
+	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}

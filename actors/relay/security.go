@@ -2,6 +2,7 @@ package relay
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 
 	"golang.org/x/time/rate"
@@ -39,20 +40,24 @@ type Security struct {
 	ClientRate limits.Limits
 }
 
-// validate checks the values.
+// validate checks the values. Rates must be finite: a NaN rate compares
+// false with everything, so the limiters would let everything through.
 func (s *Security) validate() error {
 	switch {
 	case s.MaxSessions < 0:
-		return fmt.Errorf("max sessions %d: must be positive", s.MaxSessions)
+		return fmt.Errorf("max sessions %d: must not be negative", s.MaxSessions)
 	case s.MaxSessionsPerIP < 0:
-		return fmt.Errorf("max sessions per IP %d: must be positive", s.MaxSessionsPerIP)
-	case s.NewSessionsPerIP < 0 || s.NewSessionsPerIPBurst < 0:
-		return fmt.Errorf("new sessions per IP %v (burst %d): must be positive", s.NewSessionsPerIP, s.NewSessionsPerIPBurst)
-	case s.ClientRate.DatagramsPerSecond < 0 || s.ClientRate.BytesPerSecond < 0:
-		return fmt.Errorf("client rate: must be positive")
+		return fmt.Errorf("max sessions per IP %d: must not be negative", s.MaxSessionsPerIP)
+	case !validRate(s.NewSessionsPerIP) || s.NewSessionsPerIPBurst < 0:
+		return fmt.Errorf("new sessions per IP %v (burst %d): want a finite rate and a burst, neither negative", s.NewSessionsPerIP, s.NewSessionsPerIPBurst)
+	case !validRate(s.ClientRate.DatagramsPerSecond) || !validRate(s.ClientRate.BytesPerSecond):
+		return fmt.Errorf("client rate %v datagrams/s, %v bytes/s: want finite rates, not negative", s.ClientRate.DatagramsPerSecond, s.ClientRate.BytesPerSecond)
 	}
 	return nil
 }
+
+// validRate reports whether r is a finite rate >= 0 (false for NaN).
+func validRate(r float64) bool { return r >= 0 && !math.IsInf(r, 1) }
 
 // maxSessions is the session cap in force.
 func (s *Security) maxSessions() int {

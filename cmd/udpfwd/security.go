@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -99,12 +100,21 @@ func (f *securityFlags) apply(s *relay.Security, set map[string]bool) error {
 		s.MaxSessions = f.maxSessions
 	}
 	if set["max-sessions-per-ip"] {
+		if f.maxSessionsPerIP < 0 {
+			return fmt.Errorf("--max-sessions-per-ip %d: must not be negative", f.maxSessionsPerIP)
+		}
 		s.MaxSessionsPerIP = f.maxSessionsPerIP
 	}
 	if set["new-sessions-per-ip"] {
+		if r := f.newSessionsPerIP; !(r >= 0) || math.IsInf(r, 1) {
+			return fmt.Errorf("--new-sessions-per-ip %v: want a finite number >= 0", r)
+		}
 		s.NewSessionsPerIP = f.newSessionsPerIP
 	}
 	if set["new-sessions-per-ip-burst"] {
+		if f.newSessionsBurst < 0 {
+			return fmt.Errorf("--new-sessions-per-ip-burst %d: must not be negative", f.newSessionsBurst)
+		}
 		s.NewSessionsPerIPBurst = f.newSessionsBurst
 	}
 	if set["client-rate"] {
@@ -140,8 +150,8 @@ func parseRate(s string) (limits.Limits, error) {
 	var l limits.Limits
 	pps, bps, hasBytes := strings.Cut(s, ",")
 	n, err := strconv.ParseFloat(strings.TrimSpace(pps), 64)
-	if err != nil || n < 0 {
-		return l, fmt.Errorf("datagrams per second %q is not a number >= 0", pps)
+	if err != nil || !(n >= 0) || math.IsInf(n, 1) { // !(n >= 0) is true for NaN too
+		return l, fmt.Errorf("datagrams per second %q is not a finite number >= 0", pps)
 	}
 	l.DatagramsPerSecond = n
 	if hasBytes {
