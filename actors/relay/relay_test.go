@@ -533,9 +533,9 @@ func TestUpstreamReResolved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	a := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
 	eventually(t, "the first lookup", func() bool {
-		c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-		c.send(t, wgtest.Initiation(idA, 1))
+		a.send(t, wgtest.Initiation(idA, 1))
 		select {
 		case <-first.in:
 			return true
@@ -552,7 +552,7 @@ func TestUpstreamReResolved(t *testing.T) {
 	if got := alt.next(t); wgproto.ClientID(got.data[1:4]) != idB {
 		t.Fatal("the new session did not go to the new address")
 	}
-	c.send(t, wgtest.Transport(idA, 1, 1, 64))
+	a.send(t, wgtest.Transport(idA, 1, 1, 64))
 	if got := first.next(t); wgproto.ClientID(got.data[1:4]) != idA {
 		t.Fatal("the existing session left its upstream")
 	}

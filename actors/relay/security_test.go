@@ -348,14 +348,15 @@ func testHijack(t *testing.T, withKey bool) {
 	if withKey {
 		wantBadMAC1 = st.initiations - st.validMAC1
 	}
-	// The budget for unconfirmed addresses (limits.Unconfirmed: bursts of
-	// 40, then 20/s) bounds what got through, however late the relay read.
+	// Forged transports from an unconfirmed address are dropped outright;
+	// the budget for an unconfirmed source (limits.Unconfirmed: bursts of
+	// 40, then 20/s) bounds the rest, however late the relay read.
 	unconfirmed := limits.Unconfirmed()
 	budget := func() uint64 {
 		return uint64(float64(unconfirmed.DatagramBurst) + unconfirmed.DatagramsPerSecond*time.Since(attackStart).Seconds() + 1)
 	}
 	forwarded := func() uint64 {
-		return uint64(st.sent()) - k.Dropped(stats.BadMAC1) - k.Dropped(stats.UnconfirmedRate)
+		return uint64(st.sent()) - k.Dropped(stats.BadMAC1) - k.Dropped(stats.UnconfirmedRate) - k.Dropped(stats.UnconfirmedTransport)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, waitTimeout)
 	defer wcancel()
@@ -365,8 +366,8 @@ func testHijack(t *testing.T, withKey bool) {
 		t.Fatalf("%v: %d dropped for bad mac1 (want %d), %d forwarded upstream (budget %d)",
 			err, k.Dropped(stats.BadMAC1), wantBadMAC1, forwarded(), budget())
 	}
-	t.Logf("udpfwd dropped %d forged initiations for a bad mac1 and %d forged datagrams over the unconfirmed budget",
-		k.Dropped(stats.BadMAC1), k.Dropped(stats.UnconfirmedRate))
+	t.Logf("udpfwd dropped %d forged initiations for a bad mac1, %d forged transports from an unconfirmed address and %d forged datagrams over the unconfirmed budget",
+		k.Dropped(stats.BadMAC1), k.Dropped(stats.UnconfirmedTransport), k.Dropped(stats.UnconfirmedRate))
 	if t.Failed() {
 		return
 	}
@@ -1061,5 +1062,67 @@ func TestSecurityConfigRefused(t *testing.T) {
 	}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid security refused: %v", err)
+	}
+}
+
+// Someone who knows a client ID cannot lock the client out: forged
+// datagrams from their address spend only their own budget, so the
+// client's handshake from a new network still reaches the upstream; and
+// they do not keep the client's session alive.
+func TestSecurityNoLockout(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	up := newUpstream(t, "127.0.0.1:0", false)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), idle)
+	ev := watchEvents(t, r)
+	wifi := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	wifi.send(t, wgtest.Initiation(idA, 1))
+	sessionPort := up.next(t).from
+	opened := await[*messages.SessionOpened](t, ev)
+
+	// The attacker: far over any budget, transports and initiations.
+	attacker := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	for i := 0; i < 300; i++ {
+		attacker.send(t, wgtest.Transport(idA, uint32(i), uint64(i), 64))
+		attacker.send(t, wgtest.Initiation(idA, uint32(1000+i)))
+	}
+	eventually(t, "the attacker's budget to run out", func() bool {
+		return r.Counters().Dropped(stats.UnconfirmedRate) > 0 && r.Counters().Dropped(stats.UnconfirmedTransport) == 300
+	})
+	// The client moves to another network (another address) and
+	// hand-shakes from there: its initiation reaches the upstream.
+	cell := newClient(t, "127.0.0.2:0", r.ListenAddrs()[0])
+	genuine := wgtest.Initiation(idA, 777777)
+	cell.send(t, genuine)
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		got := up.next(t)
+		if bytes.Equal(got.data, genuine) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client's handshake from a new network did not reach the upstream")
+		}
+	}
+
+	// Forged datagrams every 20 ms do not keep the session from expiring,
+	// while the upstream keeps talking: only the client's side can expire.
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := uint64(0); ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				attacker.conn.WriteToUDPAddrPort(wgtest.Transport(idA, 5, i, 64), attacker.to)
+				up.conn.WriteToUDPAddrPort(wgtest.Transport(idA, 1, i, 64), sessionPort)
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	expired := await[*messages.SessionExpired](t, ev)
+	if expired.Session != opened.Session || expired.Side != "client" {
+		t.Fatalf("expired %+v, want the client side of %v", expired, opened.Session)
 	}
 }

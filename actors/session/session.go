@@ -102,8 +102,10 @@ type Session struct {
 
 	// up and down hold the client to the rate its policy pushed
 	// (ApplyLimits), each direction apart; unconfirmed budgets what comes
-	// from client addresses the session has not confirmed (roam package).
-	up, down, unconfirmed limits.Limiter
+	// from client addresses the session has not confirmed (roam package),
+	// each source apart.
+	up, down    limits.Limiter
+	unconfirmed unconfirmedBudgets
 	// roamSaved is false when the roaming state changed since it was last
 	// handed to Stats for saving.
 	roamSaved bool
@@ -140,7 +142,6 @@ func (s *Session) start(ctx actor.Context) {
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
 	s.peer.FollowNewest = s.cfg.Raw
-	s.unconfirmed.Set(limits.Unconfirmed(), now)
 	s.restoreRoam(now)
 	s.saveRoam()
 	if s.cfg.Readers != nil {
@@ -200,7 +201,6 @@ func (s *Session) saveRoam() {
 
 func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	now := time.Now()
-	s.lastClient = now
 	bytes, k := 0, 0
 	for i := range b.D {
 		d := &b.D[i]
@@ -215,7 +215,13 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		if h.Type == wgproto.TypeInitiation {
 			s.roamSaved = false
 		}
-		if reason, drop := s.limitFromClient(now, h, d, b.Via); drop {
+		confirmed := s.cfg.Raw || s.peer.Confirmed(d.Addr, b.Via)
+		if confirmed {
+			// Only the client itself keeps the session alive: datagrams
+			// anyone can send with its ID do not.
+			s.lastClient = now
+		}
+		if reason, drop := s.limitFromClient(now, h, d, confirmed); drop {
 			s.cfg.Counters.Drop(reason, 1)
 			continue // the buffer stays in b and is released with it
 		}
@@ -264,17 +270,24 @@ func (s *Session) flush() {
 	s.cfg.Stats.Move(stats.ToUpstream, w.Sent, w.Bytes, time.Now())
 }
 
-// limitFromClient decides whether a datagram from the client may go on:
-// what comes from an address the session has not confirmed shares a small
-// budget (anyone can send datagrams with a client's ID), and the client's
-// transport data is held to its rate limit. Handshakes are never held to the
-// client's rate: a client over its limit must still be able to re-key.
-func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Datagram, via uint8) (stats.Reason, bool) {
+// limitFromClient decides whether a datagram from the client may go on.
+// From an address the session has not confirmed: a transport message is
+// dropped (one with a learned index would have confirmed the address, so
+// this one cannot be the client's), and anything else — a handshake from a
+// client on a new network — gets a small budget per source address, so
+// that nobody who knows the client ID can spend the client's. From the
+// confirmed address, transport data is held to the client's rate limit;
+// handshakes never are: a client over its limit must still be able to
+// re-key.
+func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Datagram, confirmed bool) (stats.Reason, bool) {
 	if s.cfg.Raw {
 		return 0, false
 	}
-	if !s.peer.Confirmed(d.Addr, via) {
-		if !s.unconfirmed.Allow(now, d.N) {
+	if !confirmed {
+		if h.Type == wgproto.TypeTransport {
+			return stats.UnconfirmedTransport, true
+		}
+		if !s.unconfirmed.allow(now, d.Addr.Addr(), d.N) {
 			return stats.UnconfirmedRate, true
 		}
 		return 0, false

@@ -225,7 +225,6 @@ func (d *daemon) startAdmin(addr string) error {
 	d.mu.Lock()
 	d.admin, d.adminAddr = srv, addr
 	d.mu.Unlock()
-	d.log.Info("admin listener started", zap.String("addr", srv.Addr()))
 	return nil
 }
 

@@ -14,28 +14,29 @@ type Reason uint8
 
 // Drop reasons. Names are stable: they become metric label values.
 const (
-	BadType            Reason = iota // byte 0 is not a WireGuard type (or shorter than 4 bytes)
-	BadSize                          // size wrong for the WireGuard type
-	ZeroClientID                     // client ID bytes 1..3 are zero
-	Oversize                         // larger than the relay's buffers; the kernel truncated it
-	UnknownClient                    // not a handshake initiation, and no session for its client ID
-	AdmissionPending                 // a session for this client ID is being admitted
-	PolicyRefused                    // a policy refused to open a session (an operator's own policy, or one that failed)
-	UpstreamUnresolved               // the upstream hostname has no address yet
-	UpstreamBindFailed               // no upstream socket could be opened for a new session
-	ForeignSource                    // arrived on an upstream socket from another address than the upstream
-	NoPeer                           // a reply from upstream, but no client address to send it to
-	UpstreamSendError                // the kernel refused to send it upstream
-	ClientSendError                  // the kernel refused to send it to the client
-	SessionGone                      // its session ended while it was queued
-	BadMAC1                          // a handshake initiation whose mac1 is not valid for the upstream's key
-	UnconfirmedRate                  // from an unconfirmed client address, over the budget for those
-	ClientRate                       // over the client's rate limit
-	ClientNotAllowed                 // refused: the client ID is not on the allow-list
-	SourceNotAllowed                 // refused: the source address is denied or on no allow-list
-	MaxSessions                      // refused: the relay holds its maximum of sessions
-	MaxSessionsPerIP                 // refused: the source holds its maximum of sessions
-	NewSessionRate                   // refused: the source opens sessions too fast
+	BadType              Reason = iota // byte 0 is not a WireGuard type (or shorter than 4 bytes)
+	BadSize                            // size wrong for the WireGuard type
+	ZeroClientID                       // client ID bytes 1..3 are zero
+	Oversize                           // larger than the relay's buffers; the kernel truncated it
+	UnknownClient                      // not a handshake initiation, and no session for its client ID
+	AdmissionPending                   // a session for this client ID is being admitted
+	PolicyRefused                      // a policy refused to open a session (an operator's own policy, or one that failed)
+	UpstreamUnresolved                 // the upstream hostname has no address yet
+	UpstreamBindFailed                 // no upstream socket could be opened for a new session
+	ForeignSource                      // arrived on an upstream socket from another address than the upstream
+	NoPeer                             // a reply from upstream, but no client address to send it to
+	UpstreamSendError                  // the kernel refused to send it upstream
+	ClientSendError                    // the kernel refused to send it to the client
+	SessionGone                        // its session ended while it was queued
+	BadMAC1                            // a handshake initiation whose mac1 is not valid for the upstream's key
+	UnconfirmedRate                    // from an unconfirmed client address, over the budget for those
+	UnconfirmedTransport               // a transport message from an unconfirmed address, without a learned index: never the client's
+	ClientRate                         // over the client's rate limit
+	ClientNotAllowed                   // refused: the client ID is not on the allow-list
+	SourceNotAllowed                   // refused: the source address is denied or on no allow-list
+	MaxSessions                        // refused: the relay holds its maximum of sessions
+	MaxSessionsPerIP                   // refused: the source holds its maximum of sessions
+	NewSessionRate                     // refused: the source opens sessions too fast
 	numReasons
 )
 
@@ -43,28 +44,29 @@ const (
 const NumReasons = int(numReasons)
 
 var reasonNames = [NumReasons]string{
-	BadType:            "bad_type",
-	BadSize:            "bad_size",
-	ZeroClientID:       "zero_client_id",
-	Oversize:           "oversize",
-	UnknownClient:      "unknown_client",
-	AdmissionPending:   "admission_pending",
-	PolicyRefused:      "policy_refused",
-	UpstreamUnresolved: "upstream_unresolved",
-	UpstreamBindFailed: "upstream_bind_failed",
-	ForeignSource:      "foreign_source",
-	NoPeer:             "no_peer",
-	UpstreamSendError:  "upstream_send_error",
-	ClientSendError:    "client_send_error",
-	SessionGone:        "session_gone",
-	BadMAC1:            "bad_mac1",
-	UnconfirmedRate:    "unconfirmed_rate",
-	ClientRate:         "client_rate",
-	ClientNotAllowed:   "client_not_allowed",
-	SourceNotAllowed:   "source_not_allowed",
-	MaxSessions:        "max_sessions",
-	MaxSessionsPerIP:   "max_sessions_per_ip",
-	NewSessionRate:     "new_session_rate",
+	BadType:              "bad_type",
+	BadSize:              "bad_size",
+	ZeroClientID:         "zero_client_id",
+	Oversize:             "oversize",
+	UnknownClient:        "unknown_client",
+	AdmissionPending:     "admission_pending",
+	PolicyRefused:        "policy_refused",
+	UpstreamUnresolved:   "upstream_unresolved",
+	UpstreamBindFailed:   "upstream_bind_failed",
+	ForeignSource:        "foreign_source",
+	NoPeer:               "no_peer",
+	UpstreamSendError:    "upstream_send_error",
+	ClientSendError:      "client_send_error",
+	SessionGone:          "session_gone",
+	BadMAC1:              "bad_mac1",
+	UnconfirmedRate:      "unconfirmed_rate",
+	UnconfirmedTransport: "unconfirmed_transport",
+	ClientRate:           "client_rate",
+	ClientNotAllowed:     "client_not_allowed",
+	SourceNotAllowed:     "source_not_allowed",
+	MaxSessions:          "max_sessions",
+	MaxSessionsPerIP:     "max_sessions_per_ip",
+	NewSessionRate:       "new_session_rate",
 }
 
 func (r Reason) String() string {
