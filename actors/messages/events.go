@@ -14,7 +14,7 @@ type SessionInfo struct {
 	Relay   string    // the relay's name
 	Session uuid.UUID // unique per session, for logs and the session API
 	Client  wgproto.ClientID
-	// ClientAddr is where the client's replies go (its newest address).
+	// ClientAddr is where the client's replies go (its confirmed address).
 	ClientAddr netip.AddrPort
 	// UpstreamLocal is the session's own upstream socket address: the
 	// stable source port the upstream sees.

@@ -23,7 +23,7 @@ import (
 type Session struct {
 	ID     uuid.UUID
 	Client wgproto.ClientID
-	// ClientAddr is where replies go: the client's newest address.
+	// ClientAddr is where replies go: the client's confirmed address.
 	ClientAddr netip.AddrPort
 	// UpstreamLocal is the session's upstream socket: the stable source
 	// address and port the upstream sees.
