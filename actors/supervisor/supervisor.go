@@ -112,7 +112,6 @@ type entry struct {
 	policy   *actor.PID
 	info     messages.SessionInfo
 	openedBy netip.Addr     // the client IP that opened it, for per-IP counts
-	lastFrom netip.AddrPort // the newest address a datagram came from
 	out      *udpio.Batch   // datagrams being routed to it in this batch
 	stats    *stats.Session
 }
@@ -230,7 +229,6 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 			s.admit(ctx, h.Client, d, in.Via)
 			continue
 		}
-		e.lastFrom = d.Addr
 		if e.out == nil {
 			e.out = udpio.GetBatch()
 			e.out.Via = in.Via
@@ -274,9 +272,6 @@ func (s *Supervisor) routeForward(ctx routeContext, in *udpio.Batch) {
 		k++
 	}
 	in.D = in.D[:k]
-	if k > 0 {
-		e.lastFrom = in.D[k-1].Addr
-	}
 	s.flushDrops()
 	ctx.Send(e.pid, (*messages.ClientDatagrams)(in))
 }
@@ -467,7 +462,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
 			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
 	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, info: info, openedBy: from.Addr(), lastFrom: from, stats: st}
+	e := &entry{pid: pid, info: info, openedBy: from.Addr(), stats: st}
 	s.sessions[client] = e
 	s.cfg.Counters.SetLive(len(s.sessions))
 	s.byPID[pid.Id] = e
@@ -584,7 +579,7 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 	if s.remove(stopWith(ctx), e) {
 		// Not expired and not failed: stopped from outside.
 		info := e.info
-		info.ClientAddr = e.lastFrom
+		info.ClientAddr = e.stats.ClientAddr()
 		s.cfg.Counters.Count(stats.SessionClosed)
 		ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
 	}
@@ -610,7 +605,7 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 	}
 	if s.remove(sup.StopChildren, e) {
 		info := e.info
-		info.ClientAddr = e.lastFrom
+		info.ClientAddr = e.stats.ClientAddr()
 		s.cfg.Counters.Count(stats.SessionFailed)
 		system.EventStream.Publish(&messages.SessionFailed{SessionInfo: info, Reason: fmt.Sprint(reason)})
 	}
@@ -629,7 +624,7 @@ func (s *Supervisor) stopping(ctx actor.Context) {
 	for _, e := range s.sessions {
 		if s.remove(noStop, e) {
 			info := e.info
-			info.ClientAddr = e.lastFrom
+			info.ClientAddr = e.stats.ClientAddr()
 			s.cfg.Counters.Count(stats.SessionClosed)
 			ctx.ActorSystem().EventStream.Publish(&messages.SessionClosed{SessionInfo: info})
 		}

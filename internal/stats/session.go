@@ -48,6 +48,13 @@ func (s *Session) SetClientAddr(a netip.AddrPort) {
 	s.mu.Unlock()
 }
 
+// ClientAddr returns where the session's replies go.
+func (s *Session) ClientAddr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.clientAddr
+}
+
 // SetSaved records the session's state to persist (its roaming state),
 // which it updates when that changes; b must not be modified afterwards.
 func (s *Session) SetSaved(b []byte) {
