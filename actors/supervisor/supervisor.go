@@ -111,8 +111,8 @@ type entry struct {
 	pid      *actor.PID
 	policy   *actor.PID
 	info     messages.SessionInfo
-	openedBy netip.Addr     // the client IP that opened it, for per-IP counts
-	out      *udpio.Batch   // datagrams being routed to it in this batch
+	openedBy netip.Addr   // the client IP that opened it, for per-IP counts
+	out      *udpio.Batch // datagrams being routed to it in this batch
 	stats    *stats.Session
 }
 
