@@ -212,9 +212,6 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Via) {
 			s.roamed(ctx, from)
 		}
-		if h.Type == wgproto.TypeInitiation {
-			s.roamSaved = false
-		}
 		confirmed := s.cfg.Raw || s.peer.Confirmed(d.Addr, b.Via)
 		if confirmed {
 			// Only the client itself keeps the session alive: datagrams
