@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
@@ -133,11 +134,14 @@ func (c *client) mustRecv(t *testing.T) []byte {
 // startRelay starts a WireGuard-mode relay in front of up.
 func startRelay(t *testing.T, listen string, up netip.AddrPort, idle time.Duration) *relay.Relay {
 	t.Helper()
-	r, err := relay.Start(relay.Config{
-		Listen:      []string{listen},
-		Upstream:    up.String(),
-		IdleTimeout: idle,
-	}, zaptest.NewLogger(t))
+	return startConfig(t, relay.Config{Listen: []string{listen}, Upstream: up.String(), IdleTimeout: idle})
+}
+
+// startConfig starts a relay with cfg, checks at the end of the test that
+// no message reached a stopped actor, and closes it.
+func startConfig(t *testing.T, cfg relay.Config) *relay.Relay {
+	t.Helper()
+	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest"
-
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/limits"
@@ -34,18 +31,7 @@ import (
 // in front of up, listening on every address of listen.
 func startSecured(t *testing.T, up netip.AddrPort, sec relay.Security, listen ...string) *relay.Relay {
 	t.Helper()
-	r, err := relay.Start(relay.Config{Listen: listen, Upstream: up.String(), Security: sec},
-		zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noDeadLetters(t, r)
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return r
+	return startConfig(t, relay.Config{Listen: listen, Upstream: up.String(), Security: sec})
 }
 
 // listenerFor returns the relay's listening address of from's family.

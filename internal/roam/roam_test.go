@@ -377,13 +377,20 @@ func TestAllocs(t *testing.T) {
 	}
 }
 
-func BenchmarkFromClientTransport(b *testing.B) {
+// learnedPeer is a Peer opened from endpoint A that has learned
+// MaxIndexes indexes (100..), the steady state of a long session.
+func learnedPeer() (*roam.Peer, []ep) {
 	eps := endpoints(0)
-	var p roam.Peer
+	p := &roam.Peer{}
 	p.FromClient(t0, ini(1), eps[A].addr, eps[A].via)
 	for i := range roam.MaxIndexes {
 		p.FromUpstream(t0, resp(uint32(100+i), 1))
 	}
+	return p, eps
+}
+
+func BenchmarkFromClientTransport(b *testing.B) {
+	p, eps := learnedPeer()
 	b.ReportAllocs()
 	for b.Loop() {
 		p.FromClient(t0, tr(107), eps[A].addr, eps[A].via)
@@ -391,12 +398,7 @@ func BenchmarkFromClientTransport(b *testing.B) {
 }
 
 func BenchmarkFromClientRoamingAttempt(b *testing.B) {
-	eps := endpoints(0)
-	var p roam.Peer
-	p.FromClient(t0, ini(1), eps[A].addr, eps[A].via)
-	for i := range roam.MaxIndexes {
-		p.FromUpstream(t0, resp(uint32(100+i), 1))
-	}
+	p, eps := learnedPeer()
 	b.ReportAllocs()
 	for b.Loop() {
 		p.FromClient(t0, tr(99), eps[C].addr, eps[C].via)
