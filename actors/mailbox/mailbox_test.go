@@ -163,3 +163,131 @@ func TestSendAllocs(t *testing.T) {
 		t.Fatalf("a send to an idle actor allocates %v times, want 0", allocs)
 	}
 }
+
+// TestOnEmptyWhenCountLags forces the interleaving in which a flush was
+// once lost: a sender has queued its message but not yet counted it when
+// the processing goroutine takes, handles and runs dry on it, and the
+// sender counts it just before that goroutine goes idle. The message must
+// still be flushed: the writer and the sessions hold datagrams until
+// OnEmpty, and a ping-pong client sends nothing more until it gets its
+// reply.
+func TestOnEmptyWhenCountLags(t *testing.T) {
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+	var pending atomic.Int64
+	inHandler, hold := make(chan struct{}), make(chan struct{})
+	pushed, releaseSender := make(chan struct{}), make(chan struct{})
+	atIdle, releaseProcessor := make(chan struct{}), make(chan struct{})
+	var armSender, armProcessor atomic.Bool
+	restore := mailbox.SetTestHooks(func() {
+		if armSender.CompareAndSwap(true, false) {
+			close(pushed)
+			<-releaseSender
+		}
+	}, func() {
+		if armProcessor.CompareAndSwap(true, false) {
+			close(atIdle)
+			<-releaseProcessor
+		}
+	})
+	defer restore()
+
+	system := actor.NewActorSystem()
+	pid := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*msg); ok {
+			pending.Add(1)
+			if m.n == 1 {
+				close(inHandler)
+				<-hold
+			}
+		}
+	}, actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(func() { pending.Store(0) }))), actor.WithDispatcher(mailbox.Inline())))
+	defer system.Root.Stop(pid)
+
+	processorDone, senderDone := make(chan struct{}), make(chan struct{})
+	go func() { // the processing goroutine: message 1 runs inline in it
+		defer close(processorDone)
+		system.Root.Send(pid, &msg{n: 1})
+	}()
+	wait(inHandler, "message 1 to be handled")
+	armSender.Store(true)
+	go func() { // the sender: queues message 2, pauses before counting it
+		defer close(senderDone)
+		system.Root.Send(pid, &msg{n: 2})
+	}()
+	wait(pushed, "message 2 to be queued")
+	armProcessor.Store(true)
+	close(hold) // the processor handles message 2 and runs dry
+	wait(atIdle, "the processor to run dry")
+	close(releaseSender) // the sender counts message 2; the mailbox is still running
+	wait(senderDone, "the sender to return")
+	close(releaseProcessor)
+	wait(processorDone, "the processor to go idle")
+	if n := pending.Load(); n != 0 {
+		t.Fatalf("%d message(s) handled but never flushed", n)
+	}
+}
+
+// TestOnEmptyAfterEveryBurst checks that the last message of a burst is
+// flushed without another message arriving to trigger it: the writer and
+// the sessions coalesce datagrams until OnEmpty, so a flush that waits for
+// the next message holds a reply until the client's next datagram (seen as
+// a ping-pong datagram lost after 1 s). Each round two goroutines post one
+// message each to an inline actor at the same moment, then the test waits
+// for both to be flushed.
+func TestOnEmptyAfterEveryBurst(t *testing.T) {
+	system := actor.NewActorSystem()
+	var pending, flushed atomic.Int64
+	flushedCh := make(chan struct{}, 1)
+	flush := func() {
+		if n := pending.Swap(0); n > 0 {
+			flushed.Add(n)
+			select {
+			case flushedCh <- struct{}{}:
+			default:
+			}
+		}
+	}
+	pid := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*msg); ok {
+			pending.Add(1)
+		}
+	}, actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(flush))), actor.WithDispatcher(mailbox.Inline())))
+	defer system.Root.Stop(pid)
+
+	rounds := 20000
+	if racecheck.Enabled {
+		rounds = 3000
+	}
+	m := &msg{}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for round := 1; round <= rounds; round++ {
+		start = make(chan struct{})
+		for range 2 {
+			wg.Add(1)
+			go func(start chan struct{}) {
+				defer wg.Done()
+				<-start
+				system.Root.Send(pid, m)
+			}(start)
+		}
+		close(start)
+		wg.Wait()
+		want := int64(2 * round)
+		deadline := time.After(2 * time.Second)
+		for flushed.Load() < want {
+			select {
+			case <-flushedCh:
+			case <-deadline:
+				t.Fatalf("round %d: %d of %d messages flushed; the rest wait for a message that never comes", round, flushed.Load(), want)
+			}
+		}
+	}
+}
