@@ -1064,6 +1064,8 @@ func TestSecurityNoLockout(t *testing.T) {
 	wifi.send(t, wgtest.Initiation(idA, 1))
 	sessionPort := up.next(t).from
 	opened := await[*messages.SessionOpened](t, ev)
+	up.sendTo(t, sessionPort, wgtest.Response(idA, 50000, 1)) // the handshake completes; no forged index below matches
+	wifi.mustRecv(t)
 
 	// The attacker: far over any budget, transports and initiations.
 	attacker := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])

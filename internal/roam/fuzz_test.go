@@ -52,9 +52,10 @@ func evs(events ...[]byte) []byte {
 // index or an initiation and ignores every bound), so it is a superset of
 // what the Peer may do: the Peer must never send a reply outside it.
 type fuzzModel struct {
-	opened  bool
-	legit   [fuzzEndpoints]bool
-	learned map[uint32]bool
+	opened   bool
+	answered bool // the upstream has sent a response: the rules apply
+	legit    [fuzzEndpoints]bool
+	learned  map[uint32]bool
 	// inits[i] has bit k set if endpoint k sent an initiation with sender
 	// index i.
 	inits map[uint32]uint32
@@ -132,6 +133,7 @@ func FuzzPeer(f *testing.F) {
 			case fuzzUpstream:
 				switch typ {
 				case wgproto.TypeResponse:
+					m.answered = m.answered || m.opened // before opening it is not seen
 					m.learned[index] = true
 					for k := range fuzzEndpoints {
 						if m.inits[receiver]&(1<<k) != 0 {
@@ -173,7 +175,9 @@ func FuzzPeer(f *testing.F) {
 
 			default: // a client endpoint
 				k := who
-				if !m.opened {
+				if !m.opened || !m.answered {
+					// The address that opens the session, and before the
+					// first response any address, may receive replies.
 					m.opened, m.legit[k] = true, true
 				}
 				switch typ {

@@ -29,6 +29,20 @@
 //
 // The address that opened the session is confirmed from the start.
 //
+// # Before the upstream has answered
+//
+// The rules rest on the upstream speaking WireGuard. Until it has sent its
+// first handshake response in this session, a Peer follows the newest
+// client address, as plain forwarding does (it still records initiations,
+// so that the response goes to the address whose initiation it answers).
+// Nothing is lost by this: before a response there is no WireGuard session
+// whose replies could be taken, and a genuine session's first response
+// comes one round trip after it opens. An upstream that never answers
+// handshakes (an echo server under a load generator, a test harness) gets
+// the roaming a user expects: replies follow the client to wherever it
+// sends from now. From the first response on, the rules above hold for
+// the rest of the session, across restarts.
+//
 // # Cookie replies
 //
 // A cookie reply (type 3) answers an initiation the upstream was too busy
@@ -126,9 +140,10 @@ type Peer struct {
 	// need not be WireGuard; it must stay false for WARP sessions.
 	FollowNewest bool
 
-	cur     endpoint
-	indexes [MaxIndexes]learnedIndex
-	pending [MaxPending]pendingInit
+	cur      endpoint
+	answered bool // the upstream has sent a handshake response
+	indexes  [MaxIndexes]learnedIndex
+	pending  [MaxPending]pendingInit
 }
 
 // Addr is the confirmed address replies go to (the zero value before the
@@ -153,7 +168,10 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 	if !p.cur.addr.IsValid() {
 		p.cur = ep // the address that opened the session
 	}
-	if p.FollowNewest {
+	if p.FollowNewest || !p.answered {
+		if !p.FollowNewest && h.Type == wgproto.TypeInitiation {
+			p.addPending(now, h.Index, ep)
+		}
 		if ep == p.cur {
 			return false
 		}
@@ -188,6 +206,7 @@ func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort,
 	}
 	switch h.Type {
 	case wgproto.TypeResponse:
+		p.answered = true
 		p.learn(now, h.Index)
 		if ep, found := p.takePending(now, h.Receiver); found && ep != p.cur {
 			p.cur = ep
@@ -293,6 +312,11 @@ type State struct {
 	Addr netip.AddrPort `json:"addr"`
 	// Via is the listening socket, by the relay's order of listeners.
 	Via uint8 `json:"via"`
+	// Answered records that the upstream has sent a handshake response, so
+	// a new address must be confirmed (see the package documentation).
+	// States saved before it existed count as answered if they hold
+	// learned indexes.
+	Answered bool `json:"answered,omitempty"`
 	// Indexes are the learned upstream indexes, oldest first.
 	Indexes []LearnedIndex `json:"indexes,omitempty"`
 }
@@ -306,7 +330,7 @@ type LearnedIndex struct {
 // State returns the Peer's state for persistence. It allocates; call it
 // when saving, not per datagram.
 func (p *Peer) State() State {
-	s := State{Addr: p.cur.addr, Via: p.cur.via}
+	s := State{Addr: p.cur.addr, Via: p.cur.via, Answered: p.answered}
 	for _, l := range p.indexes {
 		if l.used {
 			s.Indexes = append(s.Indexes, LearnedIndex{Index: l.index, Learned: l.at})
@@ -328,6 +352,7 @@ func (p *Peer) Restore(s State) error {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
 	}
 	p.cur = endpoint{s.Addr, s.Via}
+	p.answered = s.Answered || len(s.Indexes) > 0
 	p.indexes = [MaxIndexes]learnedIndex{}
 	p.pending = [MaxPending]pendingInit{}
 	idx := slices.Clone(s.Indexes)

@@ -243,8 +243,73 @@ func TestRules(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// Each scenario starts in a session opened by A whose upstream
+			// has answered a handshake, where the rules apply.
+			eps := endpoints(roam.MaxPending)
 			var p roam.Peer
-			run(t, &p, endpoints(roam.MaxPending), tt.steps)
+			if err := p.Restore(roam.State{Addr: eps[A].addr, Via: eps[A].via, Answered: true}); err != nil {
+				t.Fatal(err)
+			}
+			run(t, &p, eps, tt.steps)
+		})
+	}
+}
+
+// TestBeforeTheFirstResponse: until the upstream has answered a handshake
+// the session follows the newest address; the first response ends that.
+func TestBeforeTheFirstResponse(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"an echo upstream: replies follow every move", []step{
+			c(A, ini(1), false), u(ini(1), A, false), c(A, tr(5), false), u(tr(5), A, false),
+			c(B, tr(5), true), u(tr(5), B, false), c(A1, tr(5), true), u(tr(5), A1, false),
+			c(C, wgproto.Header{}, true), c(B, ini(2), true), u(ini(2), B, false),
+		}},
+		{"the first response goes to the address whose initiation it answers, then the rules hold", []step{
+			c(A, ini(1), false), c(C, ini(9), true), c(C, tr(5), false),
+			u(resp(100, 1), A, true),
+			c(C, tr(5), false), c(C, ini(3), false), u(tr(7), A, false),
+			c(B, tr(100), true), u(tr(7), B, false),
+		}},
+		{"a response to nobody's initiation ends following too", []step{
+			c(A, tr(5), false), u(resp(100, 42), A, false),
+			c(C, tr(5), false), u(tr(7), A, false),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p roam.Peer
+			run(t, &p, endpoints(0), tt.steps)
+		})
+	}
+}
+
+// TestAnsweredSurvivesRestore: a restored session keeps the rules; states
+// saved before Answered existed count as answered when they hold indexes.
+func TestAnsweredSurvivesRestore(t *testing.T) {
+	eps := endpoints(0)
+	for _, tt := range []struct {
+		name     string
+		st       roam.State
+		followed bool
+	}{
+		{"answered", roam.State{Addr: eps[A].addr, Answered: true}, false},
+		{"older state with indexes", roam.State{Addr: eps[A].addr, Indexes: []roam.LearnedIndex{{Index: 100, Learned: t0}}}, false},
+		{"never answered", roam.State{Addr: eps[A].addr}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var p roam.Peer
+			if err := p.Restore(tt.st); err != nil {
+				t.Fatal(err)
+			}
+			if moved := p.FromClient(t0, tr(5), eps[C].addr, eps[C].via); moved != tt.followed {
+				t.Fatalf("a transport from a new address moved=%v, want %v", moved, tt.followed)
+			}
+			if got := p.State().Answered; got == tt.followed {
+				t.Fatalf("State().Answered = %v", got)
+			}
 		})
 	}
 }
