@@ -157,6 +157,32 @@ func TestRoamingKeepsUpstreamPort(t *testing.T) {
 	}
 }
 
+// TestRoamingWithAnEchoUpstream: an upstream that never answers a
+// handshake (an echo server under a load generator) still sees roaming:
+// a generator run again with the same client ID from a new port gets its
+// replies at once, through the same upstream port.
+func TestRoamingWithAnEchoUpstream(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	first := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	first.send(t, wgtest.Initiation(idA, 1))
+	first.mustRecv(t)
+	from := up.next(t).from
+	second := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	for i, d := range [][]byte{wgtest.Initiation(idA, 2), wgtest.Transport(idA, 9, 0, 64)} {
+		second.send(t, d)
+		if got := second.mustRecv(t); !bytes.Equal(got, d) {
+			t.Fatalf("datagram %d: the new port got %x, want its echo", i, got)
+		}
+		if got := up.next(t); got.from != from {
+			t.Fatalf("datagram %d left from %v, want the session's port %v", i, got.from, from)
+		}
+	}
+	if _, ok := first.recv(50 * time.Millisecond); ok {
+		t.Fatal("the old port still gets replies")
+	}
+}
+
 func TestDrops(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", false)
 	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
