@@ -252,7 +252,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 	var cfg compareConfig
 	genFlags(fs, &cfg.Gen)
 	var relays relayList
-	fs.Var(&relays, "relay", "relay to run: a preset name ("+strings.Join(presetNames, ", ")+") or 'NAME=COMMAND TEMPLATE'; repeatable; ratios are against the first (default: udpfwd, nginx, socat)")
+	fs.Var(&relays, "relay", "relay to run: a preset name ("+strings.Join(presetNames, ", ")+") or 'NAME=COMMAND TEMPLATE'; repeatable; ratios are against the first (default: udpfwd, nginx, socat, direct)")
 	var po presetOptions
 	fs.StringVar(&po.UdpfwdBin, "udpfwd-bin", "udpfwd", "udpfwd binary for the udpfwd preset")
 	fs.StringVar(&po.NginxBin, "nginx-bin", "nginx", "nginx binary for the nginx preset")
@@ -283,7 +283,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 	}
 	cfg.Self, po.Self = self, self
 	if len(relays.values) == 0 {
-		relays.values = []string{"udpfwd", "nginx", "socat"}
+		relays.values = []string{"udpfwd", "nginx", "socat", "direct"}
 	}
 	for _, s := range relays.values {
 		r, err := parseRelayFlag(s, po)
@@ -310,7 +310,7 @@ func printCompare(w io.Writer, rep compareReport) {
 	}
 	first := ""
 	for _, r := range rep.Rows {
-		if r.Error == "" {
+		if r.Error == "" && !r.Direct {
 			first = r.Relay
 			break
 		}
@@ -326,12 +326,22 @@ func printCompare(w io.Writer, rep compareReport) {
 		if r.FloorX > 0 {
 			floorX = fmt.Sprintf("%.1f", r.FloorX)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f\t%s\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t\n",
+		cpu, rss, cpuX, rssX := fmt.Sprintf("%.2f", r.RelayUsPerFwd), fmt.Sprintf("%.1f", r.PeakRSSMB), fmt.Sprintf("%.2f", r.CPUx), fmt.Sprintf("%.2f", r.RSSx)
+		if r.Direct { // no relay: nothing of its own to show
+			cpu, rss, cpuX, rssX = "-", "-", "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%s\t%s\t%.2f\t%.2f\t%s\t%.2f\t%s\t\n",
 			r.Relay, r.Size, r.PPS, r.Mbps, r.LossPct, r.RTT.P50Us, r.RTT.P90Us, r.RTT.P99Us, r.RTT.P999Us,
-			r.RelayUsPerFwd, floorX, r.PeakRSSMB, r.GenCores, r.PPSx, r.CPUx, r.P99x, r.RSSx)
+			cpu, floorX, rss, r.GenCores, r.PPSx, cpuX, r.P99x, rssX)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "PPS, MBIT/S, LOSS, CPU, GEN CORES: throughput run; RTT: ping-pong run (1 in flight per client). Ratios (x) are against %s at the same size.\n", first)
+	for _, r := range rep.Rows {
+		if r.Direct && r.Error == "" {
+			fmt.Fprintf(w, "%s: no relay, the clients talk to the echo server: the most any relay could reach with this generator and echo on this machine.\n", r.Relay)
+			break
+		}
+	}
 	fmt.Fprintf(w, "Convention: %s.\n", rep.Convention)
 	for _, r := range rep.Rows {
 		if r.Error != "" {

@@ -20,6 +20,10 @@ type relaySpec struct {
 	Name     string
 	Template string
 	setup    func(v templateVars) error
+	// Direct runs no relay: the clients talk to the echo server itself.
+	// Its row is the most any relay could reach with this generator and
+	// echo server on this machine.
+	Direct bool
 }
 
 // presetOptions are the binaries the presets run.
@@ -29,7 +33,7 @@ type presetOptions struct {
 
 // presetNames lists the built-in relays in the order `compare` runs them
 // by default (udpfwd first: ratios are against the first relay).
-var presetNames = []string{"udpfwd", "nginx", "socat", "naive"}
+var presetNames = []string{"udpfwd", "nginx", "socat", "direct", "naive"}
 
 // preset returns the built-in relay called name.
 func preset(name string, o presetOptions) (relaySpec, bool) {
@@ -48,6 +52,8 @@ func preset(name string, o presetOptions) (relaySpec, bool) {
 		return relaySpec{Name: name, Template: shellQuote(o.SocatBin) + " -T 600 UDP4-LISTEN:{listen_port},bind=127.0.0.1,fork,reuseaddr UDP4:{upstream}"}, true
 	case "naive":
 		return relaySpec{Name: name, Template: shellQuote(o.Self) + " relay --listen {listen} --upstream {upstream}"}, true
+	case "direct":
+		return relaySpec{Name: name, Direct: true}, true
 	}
 	return relaySpec{}, false
 }
@@ -175,6 +181,8 @@ type compareRow struct {
 	FloorX        float64 `json:"floor_x,omitempty"`
 	PingUsPerFwd  float64 `json:"pingpong_relay_us_per_fwd"`
 	PeakRSSMB     float64 `json:"peak_rss_mb"`
+	// Direct: no relay ran; the relay's columns are empty.
+	Direct bool `json:"direct,omitempty"`
 	Procs         int     `json:"procs"`
 	GenCores      float64 `json:"gen_cores"`
 	GenUsPerRT    float64 `json:"gen_us_per_rt"`
@@ -264,6 +272,9 @@ func checkRelays(relays []relaySpec, self string) error {
 			return fmt.Errorf("relay %q given twice", r.Name)
 		}
 		seen[r.Name] = true
+		if r.Direct {
+			continue
+		}
 		argv, err := expandTemplate(r.Template, v)
 		if err != nil {
 			return fmt.Errorf("relay %s: %w", r.Name, err)
@@ -366,44 +377,67 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 // compareRelay starts relay r, runs every size through it (throughput,
 // then ping-pong) and stops it.
 func compareRelay(ctx context.Context, cfg compareConfig, r relaySpec, work string, echo *childProc, echoAddr *net.UDPAddr) (rows []compareRow, err error) {
+	var proc *childProc // nil for the direct row
+	target := echoAddr
+	if !r.Direct {
+		if proc, target, err = startRelay(ctx, cfg, r, work, echoAddr); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if serr := proc.stop(2 * time.Second); serr != nil && err == nil {
+				err = serr
+			}
+		}()
+	} else {
+		cfg.Progress("%s: no relay, the clients talk to the echo server on %v", r.Name, echoAddr)
+	}
+	return runSizes(ctx, cfg, r, target, proc, echo)
+}
+
+// startRelay writes relay r's files into its directory under work, starts
+// it in front of echoAddr and waits until it forwards; it returns the
+// process and the address it listens on.
+func startRelay(ctx context.Context, cfg compareConfig, r relaySpec, work string, echoAddr *net.UDPAddr) (*childProc, *net.UDPAddr, error) {
 	dir := filepath.Join(work, r.Name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: %w", r.Name, err)
+		return nil, nil, fmt.Errorf("%s: %w", r.Name, err)
 	}
 	port, err := freeUDPPort()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	listen := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
 	v := templateVars{Listen: listen.String(), ListenPort: strconv.Itoa(port), Upstream: echoAddr.String(),
 		UpstreamPort: strconv.Itoa(echoAddr.Port), Dir: dir, Self: cfg.Self}
 	if r.setup != nil {
 		if err := r.setup(v); err != nil {
-			return nil, fmt.Errorf("%s: %w", r.Name, err)
+			return nil, nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
 	}
 	argv, err := expandTemplate(r.Template, v)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", r.Name, err)
+		return nil, nil, fmt.Errorf("%s: %w", r.Name, err)
 	}
 	cfg.Progress("%s: %s", r.Name, strings.Join(argv, " "))
 	proc, err := startChild(r.Name, argv, filepath.Join(dir, "relay.log"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer func() {
-		if serr := proc.stop(2 * time.Second); serr != nil && err == nil {
-			err = serr
-		}
-	}()
 	if err := waitReady(ctx, listen, proc, cfg.ReadyTimeout); err != nil {
-		return nil, err
+		proc.stop(2 * time.Second)
+		return nil, nil, err
 	}
+	return proc, listen, nil
+}
+
+// runSizes runs every size through target (throughput, then ping-pong);
+// proc is the relay, nil for the direct row.
+func runSizes(ctx context.Context, cfg compareConfig, r relaySpec, target *net.UDPAddr, proc, echo *childProc) (rows []compareRow, err error) {
 	maxSize := 0
 	for _, s := range cfg.Sizes {
 		maxSize = max(maxSize, s)
 	}
-	cs, err := openClients(listen, cfg.Gen.Clients, cfg.Gen.Batch, cfg.Gen.SockBuf, maxSize)
+	cs, err := openClients(target, cfg.Gen.Clients, cfg.Gen.Batch, cfg.Gen.SockBuf, maxSize)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +449,7 @@ func compareRelay(ctx context.Context, cfg compareConfig, r relaySpec, work stri
 	for _, size := range cfg.Sizes {
 		gc := cfg.Gen
 		gc.Size = size
-		row := compareRow{Relay: r.Name, Size: size}
+		row := compareRow{Relay: r.Name, Size: size, Direct: r.Direct}
 
 		cfg.Progress("%s: %d bytes, throughput %v ...", r.Name, size, gc.Duration)
 		tp, tpCPU, err := sampledRun(ctx, cs, "throughput", gc, proc, echo)
@@ -448,6 +482,9 @@ func compareRelay(ctx context.Context, cfg compareConfig, r relaySpec, work stri
 		}
 		rows = append(rows, row)
 	}
+	if proc == nil {
+		return rows, nil
+	}
 	peak, _, err := sampleTrees("/proc", proc.pid())
 	if err != nil {
 		return rows, fmt.Errorf("%s: %w", r.Name, err)
@@ -460,7 +497,8 @@ func compareRelay(ctx context.Context, cfg compareConfig, r relaySpec, work stri
 }
 
 // sampledRun runs one generator run and returns the CPU time the relay's
-// and the echo server's process trees used during its measured window.
+// (nil: none) and the echo server's process trees used during its measured
+// window.
 func sampledRun(ctx context.Context, cs *clientSet, mode string, gc genConfig, relay, echo *childProc) (runResult, runCPU, error) {
 	type snap struct {
 		trees    []treeSample
@@ -469,14 +507,18 @@ func sampledRun(ctx context.Context, cs *clientSet, mode string, gc genConfig, r
 	var before, after snap
 	var sampleErr error
 	sample := func(into *snap) {
-		t, k, err := sampleTrees("/proc", relay.pid(), echo.pid())
+		pids := []int{echo.pid()}
+		if relay != nil {
+			pids = append(pids, relay.pid())
+		}
+		t, k, err := sampleTrees("/proc", pids...)
 		if err != nil && sampleErr == nil {
 			sampleErr = err
 		}
 		*into = snap{t, k}
 	}
 	res, err := cs.run(ctx, mode, gc, runHooks{start: func() { sample(&before) }, end: func() { sample(&after) }})
-	if !relay.running() {
+	if relay != nil && !relay.running() {
 		return res, runCPU{}, relay.exitError()
 	}
 	if err != nil {
@@ -485,11 +527,14 @@ func sampledRun(ctx context.Context, cs *clientSet, mode string, gc genConfig, r
 	if sampleErr != nil {
 		return res, runCPU{}, sampleErr
 	}
-	return res, runCPU{
-		relay:    after.trees[0].CPU - before.trees[0].CPU,
-		echo:     after.trees[1].CPU - before.trees[1].CPU,
+	cpu := runCPU{
+		echo:     after.trees[0].CPU - before.trees[0].CPU,
 		softirqd: after.softirqd - before.softirqd,
-	}, nil
+	}
+	if relay != nil {
+		cpu.relay = after.trees[1].CPU - before.trees[1].CPU
+	}
+	return res, cpu, nil
 }
 
 // runCPU is CPU time used during a run's measured window.
@@ -510,6 +555,9 @@ func addRatios(rows []compareRow, floor *limitRow) {
 			r.FloorX = r.RelayUsPerFwd / floor.CPUUsPerDgram
 		}
 		f, ok := first[r.Size]
+		if !ok && r.Direct {
+			continue // ratios are against a relay
+		}
 		if !ok {
 			first[r.Size] = r
 			f = r
@@ -536,7 +584,7 @@ func addWarnings(rows []compareRow, cores int) {
 		if r.Error != "" {
 			continue
 		}
-		if r.GenCores >= r.RelayCores {
+		if r.GenCores >= r.RelayCores && !r.Direct {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("generator used %.2f cores, the relay %.2f: the generator may bound pps here, compare CPU per datagram instead", r.GenCores, r.RelayCores))
 		}
 		if total := r.GenCores + r.EchoCores + r.RelayCores; total >= 0.9*float64(cores) {

@@ -52,17 +52,22 @@ func assertNoChildren(t *testing.T) {
 }
 
 func TestCompareWithBuiltInRelay(t *testing.T) {
-	cfg := compareTestConfig(t, "naive", "copy={self} relay --listen {listen} --upstream {upstream}")
+	cfg := compareTestConfig(t, "naive", "copy={self} relay --listen {listen} --upstream {upstream}", "direct")
 	cfg.Floor, cfg.FloorTime = true, 150*time.Millisecond
 	rep, err := runCompare(context.Background(), cfg)
 	assertNoChildren(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 2 || rep.Rows[0].Relay != "naive" || rep.Rows[1].Relay != "copy" {
-		t.Fatalf("rows %+v: want naive then copy", rep.Rows)
+	if len(rep.Rows) != 3 || rep.Rows[0].Relay != "naive" || rep.Rows[1].Relay != "copy" || rep.Rows[2].Relay != "direct" {
+		t.Fatalf("rows %+v: want naive, copy, direct", rep.Rows)
 	}
-	for _, r := range rep.Rows {
+	// The direct row: datagrams flow without a relay, which costs nothing.
+	if d := rep.Rows[2]; !d.Direct || d.Error != "" || d.Throughput.Answered == 0 || d.PingPong.Answered == 0 ||
+		d.RelayCPUSec != 0 || d.PeakRSSMB != 0 || d.PPSx <= 0 || d.EchoCores <= 0 {
+		t.Errorf("direct row %+v: want answers, no relay CPU or RSS, a pps ratio and the echo's CPU", d)
+	}
+	for _, r := range rep.Rows[:2] {
 		tp := r.Throughput
 		if r.Error != "" || tp.Answered == 0 || r.PPS <= 0 || r.PingPong.Answered == 0 {
 			t.Errorf("%s: error %q, answered %d, ping-pong answered %d: datagrams did not flow", r.Relay, r.Error, tp.Answered, r.PingPong.Answered)
@@ -88,7 +93,7 @@ func TestCompareWithBuiltInRelay(t *testing.T) {
 	}
 	var out strings.Builder
 	printCompare(&out, rep)
-	for _, want := range []string{"RELAY", "naive", "copy", "Convention:", "kernel floor"} {
+	for _, want := range []string{"RELAY", "naive", "copy", "Convention:", "kernel floor", "direct: no relay"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

@@ -33,7 +33,8 @@ Usage:
                    [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
   udpbench relay   --listen HOST:PORT --upstream HOST:PORT   (naive per-datagram relay, a baseline)
 
-Presets for --relay: udpfwd, nginx, socat, naive. Template placeholders: {listen} {listen_port}
+Presets for --relay: udpfwd, nginx, socat, direct (no relay: the bound for any relay), naive.
+Template placeholders: {listen} {listen_port}
 {upstream} {upstream_port} {dir} {self}. Run "udpbench COMMAND -h" for every flag.
 The last line of stdout is always one JSON object (with "error" set on failure).
 `
