@@ -182,7 +182,7 @@ type compareRow struct {
 	PingUsPerFwd  float64 `json:"pingpong_relay_us_per_fwd"`
 	PeakRSSMB     float64 `json:"peak_rss_mb"`
 	// Direct: no relay ran; the relay's columns are empty.
-	Direct bool `json:"direct,omitempty"`
+	Direct        bool    `json:"direct,omitempty"`
 	Procs         int     `json:"procs"`
 	GenCores      float64 `json:"gen_cores"`
 	GenUsPerRT    float64 `json:"gen_us_per_rt"`
