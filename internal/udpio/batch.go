@@ -68,6 +68,10 @@ type Batch struct {
 	hdrs  [MaxBatch]unix.Mmsghdr
 	iovs  [MaxBatch]unix.Iovec
 	names [MaxBatch]unix.RawSockaddrInet6
+	// For writes with UDP GSO: each message's control buffer (one
+	// UDP_SEGMENT option) and how many datagrams the message carries.
+	ctrl [MaxBatch][gsoControlSize]byte
+	segs [MaxBatch]int
 }
 
 var batchPool = sync.Pool{New: func() any {

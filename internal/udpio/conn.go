@@ -25,6 +25,9 @@ type Options struct {
 	// net.core.rmem_max / wmem_max unless the process may use the *FORCE
 	// variants (root or CAP_NET_ADMIN), which are tried first.
 	ReadBuffer, WriteBuffer int
+	// NoGSO sends every datagram as its own message, never several as one
+	// UDP GSO message (see WriteBatch).
+	NoGSO bool
 }
 
 // Conn is a UDP socket that reads and writes batches of datagrams with
@@ -40,6 +43,11 @@ type Conn struct {
 	local  netip.AddrPort
 
 	foreign int // datagrams from other sources discarded by ReadBatch; reader-owned
+
+	// Writer-owned: whether WriteBatch may send runs of datagrams as one
+	// UDP GSO message, and how many messages it has handed to the kernel.
+	gso      bool
+	messages uint64
 
 	// The functions handed to RawConn.Read and Write are bound once, so
 	// that a system call allocates no closure. rd belongs to the reading
@@ -140,7 +148,20 @@ func newConn(uc *net.UDPConn, remote netip.AddrPort, opt Options) (*Conn, error)
 		return nil, fmt.Errorf("configure socket: %w", err)
 	}
 	c.v6 = domain == unix.AF_INET6
+	c.gso = !opt.NoGSO && gsoSupported(rc)
 	return c, nil
+}
+
+// gsoSupported reports whether the kernel knows UDP_SEGMENT (Linux 4.18
+// and later), as wireguard-go and quic-go check it.
+func gsoSupported(rc syscall.RawConn) bool {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		_, err = unix.GetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT)
+	}); cerr != nil {
+		return false
+	}
+	return err == nil
 }
 
 // setBuffer asks for size with the privileged option first and falls back
@@ -261,21 +282,26 @@ func (c *Conn) TakeForeign() int {
 // first such error in err; the rest are still sent. sent+failed == len(ds)
 // unless the socket is closed, which returns an error wrapping net.ErrClosed.
 // scratch provides the system-call space; it may be the batch that holds ds.
+//
+// Runs of datagrams to the same address, all of one size but the last,
+// which may be shorter, go as one message with UDP generic segmentation
+// offload (UDP_SEGMENT, as wireguard-go and quic-go send): the kernel cuts
+// the message into the same datagrams, unchanged and in order, after one
+// trip through the stack instead of one per datagram. If the kernel refuses
+// such a message, its datagrams are sent one by one; if it says the device
+// cannot segment (EIO), the socket stops using GSO.
 func (c *Conn) WriteBatch(scratch *Batch, ds []Datagram) (sent, failed int, err error) {
+	plain := 0 // how many of ds, from the front, must go one per message
 	for len(ds) > 0 {
-		m := min(len(ds), MaxBatch)
-		for i := 0; i < m; i++ {
-			d := &ds[i]
-			scratch.iovs[i].Base = &d.Buf[0]
-			scratch.iovs[i].SetLen(d.N)
-			h := &scratch.hdrs[i].Hdr
-			*h = unix.Msghdr{}
-			h.Iov = &scratch.iovs[i]
-			h.SetIovlen(1)
-			if !c.remote.IsValid() {
-				h.Name = (*byte)(unsafe.Pointer(&scratch.names[i]))
-				h.Namelen = c.addrPortToSockaddr(d.Addr, &scratch.names[i])
+		m, used := 0, 0 // messages, datagrams in them (one iovec each)
+		for end := min(len(ds), MaxBatch); used < end; {
+			k := 1
+			if c.gso && used >= plain {
+				k = gsoRun(ds[used:end])
 			}
+			c.buildMessage(scratch, m, ds[used:used+k], used)
+			m++
+			used += k
 		}
 		c.wr.op, c.wr.hdrs, c.wr.vlen = unix.SYS_SENDMMSG, &scratch.hdrs[0], m
 		werr := c.rc.Write(c.wr.fn)
@@ -285,18 +311,91 @@ func (c *Conn) WriteBatch(scratch *Batch, ds []Datagram) (sent, failed int, err 
 			return sent, failed, werr
 		}
 		if operr != 0 {
+			k := scratch.segs[0]
+			if k > 1 {
+				// The first message was a GSO run: send its datagrams
+				// one by one, each with its own verdict.
+				if operr == unix.EIO {
+					c.gso = false
+				}
+				plain = k
+				continue
+			}
 			// The first datagram failed: skip it, keep the rest.
 			if err == nil {
 				err = os.NewSyscallError("sendmmsg", operr)
 			}
 			failed++
 			ds = ds[1:]
+			plain = max(0, plain-1)
 			continue
 		}
-		sent += n
-		ds = ds[n:]
+		c.messages += uint64(n)
+		k := 0
+		for i := 0; i < n; i++ {
+			k += scratch.segs[i]
+		}
+		sent += k
+		ds = ds[k:]
+		plain = max(0, plain-k)
 	}
 	return sent, failed, err
+}
+
+// GSO limits: the kernel takes at most 64 segments per message on older
+// kernels (UDP_MAX_SEGMENTS), and a message must fit one IP datagram's
+// length field with its headers.
+const (
+	maxGSOSegments = 64
+	maxGSOBytes    = 65535 - 40 - 8 - 64 // minus IPv6 and UDP headers, and slack
+	gsoControlSize = 32                  // >= unix.CmsgSpace(2) on every platform
+)
+
+// gsoRun returns how many datagrams from the front of ds can go as one GSO
+// message: same address, the first one's size, the last may be shorter.
+func gsoRun(ds []Datagram) int {
+	size := ds[0].N
+	total, k := size, 1
+	for k < len(ds) && k < maxGSOSegments {
+		d := &ds[k]
+		if d.Addr != ds[0].Addr || d.N > size || d.N == 0 || total+d.N > maxGSOBytes {
+			break
+		}
+		total += d.N
+		k++
+		if d.N < size {
+			break // a shorter datagram ends the run
+		}
+	}
+	return k
+}
+
+// buildMessage fills message m of scratch with ds, whose first datagram is
+// number first of this write (its iovec slot).
+func (c *Conn) buildMessage(scratch *Batch, m int, ds []Datagram, first int) {
+	for i := range ds {
+		scratch.iovs[first+i].Base = &ds[i].Buf[0]
+		scratch.iovs[first+i].SetLen(ds[i].N)
+	}
+	h := &scratch.hdrs[m].Hdr
+	*h = unix.Msghdr{}
+	h.Iov = &scratch.iovs[first]
+	h.SetIovlen(len(ds))
+	if !c.remote.IsValid() {
+		h.Name = (*byte)(unsafe.Pointer(&scratch.names[m]))
+		h.Namelen = c.addrPortToSockaddr(ds[0].Addr, &scratch.names[m])
+	}
+	scratch.segs[m] = len(ds)
+	if len(ds) > 1 {
+		ctrl := scratch.ctrl[m][:unix.CmsgSpace(2)]
+		clear(ctrl)
+		cm := (*unix.Cmsghdr)(unsafe.Pointer(&ctrl[0]))
+		cm.Level, cm.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		cm.SetLen(unix.CmsgLen(2))
+		*(*uint16)(unsafe.Pointer(&ctrl[unix.CmsgLen(0)])) = uint16(ds[0].N)
+		h.Control = &ctrl[0]
+		h.SetControllen(len(ctrl))
+	}
 }
 
 // Written is what WriteAll did with a batch.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"github.com/udpfwd/udpfwd/internal/racecheck"
 	"net"
 	"net/netip"
@@ -278,4 +279,160 @@ func BenchmarkWriteReadBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*udpio.MaxBatch)/b.Elapsed().Seconds(), "datagrams/s")
+}
+
+// TestWriteBatchGSO: runs of same-size datagrams to one address go as one
+// GSO message each, and arrive as the same datagrams, unchanged and in
+// order; with NoGSO every datagram is its own message.
+func TestWriteBatchGSO(t *testing.T) {
+	type run struct {
+		to   int // destination 0 or 1, or -1 for a refused address
+		n    int
+		size int
+		last int // size of one more, shorter datagram ending the run (0: none)
+	}
+	runs := []run{
+		{0, 20, 1392, 100}, // one message: a shorter last datagram ends it
+		{1, 10, 64, 0},     // another destination: another message
+		{-1, 3, 64, 0},     // refused as a run, then one by one
+		{0, 5, 64, 0},
+		{1, 25, 1392, 0}, // 25 × 1392 bytes: one message
+	}
+	const wantGSOMessages = 4 // one per run but the refused one
+	wantPlain := 0
+	for _, r := range runs {
+		if r.to >= 0 {
+			wantPlain += r.n + min(r.last, 1)
+		}
+	}
+	for _, fam := range []struct{ name, any, loop string }{{"ipv4", "127.0.0.1:0", "127.0.0.1"}, {"ipv6", "[::1]:0", "::1"}} {
+		for _, noGSO := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/NoGSO=%v", fam.name, noGSO), func(t *testing.T) {
+				dst := []*udpio.Conn{listen(t, fam.any), listen(t, fam.any)}
+				c, err := udpio.Listen(netip.MustParseAddrPort(fam.any), udpio.Options{NoGSO: noGSO})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if !noGSO && !c.GSO() {
+					t.Skip("this kernel has no UDP GSO")
+				}
+				b := udpio.GetBatch()
+				defer b.Release()
+				want := [2][][]byte{}
+				seq := 0
+				add := func(to, size int) {
+					buf := udpio.GetBuffer()
+					for j := range size {
+						buf[j] = byte(seq*7 + j)
+					}
+					seq++
+					addr := netip.AddrPortFrom(netip.MustParseAddr(fam.loop), 0) // port 0: refused
+					if to >= 0 {
+						addr = dst[to].LocalAddr()
+						want[to] = append(want[to], bytes.Clone(buf[:size]))
+					}
+					b.Add(udpio.Datagram{Buf: buf, N: size, Addr: addr})
+				}
+				for _, r := range runs {
+					for range r.n {
+						add(r.to, r.size)
+					}
+					if r.last > 0 {
+						add(r.to, r.last)
+					}
+				}
+				sent, failed, err := c.WriteBatch(b, b.D)
+				if sent != len(b.D)-3 || failed != 3 || err == nil {
+					t.Fatalf("WriteBatch = %d sent, %d failed, %v; want %d, 3, an error", sent, failed, err, len(b.D)-3)
+				}
+				wantMessages := uint64(wantGSOMessages)
+				if noGSO {
+					wantMessages = uint64(wantPlain)
+				}
+				if got := c.Messages(); got != wantMessages {
+					t.Errorf("%d messages handed to the kernel, want %d", got, wantMessages)
+				}
+				for k, d := range dst {
+					var got [][]byte
+					for len(got) < len(want[k]) {
+						r := readWithin(t, d)
+						for i := range r.D {
+							got = append(got, bytes.Clone(r.D[i].Bytes()))
+						}
+						r.Release()
+					}
+					for i := range want[k] {
+						if !bytes.Equal(got[i], want[k][i]) {
+							t.Fatalf("destination %d, datagram %d: %d bytes, want %d, in order and unchanged", k, i, len(got[i]), len(want[k][i]))
+						}
+					}
+					if extra, ok := tryRead(d); ok {
+						t.Fatalf("destination %d got %d datagrams more than sent", k, extra)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestGSORunLimits: a run is cut at 64 datagrams and at the IP length limit.
+func TestGSORunLimits(t *testing.T) {
+	dst := listen(t, "127.0.0.1:0")
+	c := listen(t, "127.0.0.1:0")
+	if !c.GSO() {
+		t.Skip("this kernel has no UDP GSO")
+	}
+	for _, tt := range []struct {
+		n, size      int
+		wantMessages uint64
+	}{
+		{64, 32, 1},   // 64 segments: one message
+		{64, 1392, 2}, // 89 KB: over 64 KB, two messages
+		{47, 1392, 2}, // 65 424 bytes: just over the limit
+		{46, 1392, 1},
+	} {
+		b := udpio.GetBatch()
+		for range tt.n {
+			b.Add(udpio.Datagram{Buf: udpio.GetBuffer(), N: tt.size, Addr: dst.LocalAddr()})
+		}
+		before := c.Messages()
+		if sent, _, err := c.WriteBatch(b, b.D); sent != tt.n {
+			t.Fatalf("%d × %d: sent %d: %v", tt.n, tt.size, sent, err)
+		}
+		b.Release()
+		if got := c.Messages() - before; got != tt.wantMessages {
+			t.Errorf("%d × %d bytes: %d messages, want %d", tt.n, tt.size, got, tt.wantMessages)
+		}
+		for n := 0; n < tt.n; {
+			r := readWithin(t, dst)
+			for i := range r.D {
+				if r.D[i].N != tt.size {
+					t.Fatalf("%d × %d: got a %d-byte datagram", tt.n, tt.size, r.D[i].N)
+				}
+			}
+			n += len(r.D)
+			r.Release()
+		}
+	}
+}
+
+// tryRead reports whether a datagram is queued on c, reading it.
+func tryRead(c *udpio.Conn) (int, bool) {
+	ch := make(chan int, 1)
+	go func() {
+		if c.WaitReadable() == nil {
+			b := udpio.GetBatch()
+			if c.ReadBatch(b) == nil {
+				ch <- len(b.D)
+			}
+			b.Release()
+		}
+	}()
+	select {
+	case n := <-ch:
+		return n, true
+	case <-time.After(50 * time.Millisecond):
+		return 0, false
+	}
 }
