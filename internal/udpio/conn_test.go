@@ -305,11 +305,15 @@ func TestWriteBatchGSO(t *testing.T) {
 			wantPlain += r.n + min(r.last, 1)
 		}
 	}
-	for _, fam := range []struct{ name, any, loop string }{{"ipv4", "127.0.0.1:0", "127.0.0.1"}, {"ipv6", "[::1]:0", "::1"}} {
+	for _, fam := range []struct{ name, any, loop, sender string }{
+		{"ipv4", "127.0.0.1:0", "127.0.0.1", "127.0.0.1:0"},
+		{"ipv6", "[::1]:0", "::1", "[::1]:0"},
+		{"dual-stack sender, ipv4 receivers", "127.0.0.1:0", "127.0.0.1", "[::]:0"},
+	} {
 		for _, noGSO := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/NoGSO=%v", fam.name, noGSO), func(t *testing.T) {
 				dst := []*udpio.Conn{listen(t, fam.any), listen(t, fam.any)}
-				c, err := udpio.Listen(netip.MustParseAddrPort(fam.any), udpio.Options{NoGSO: noGSO})
+				c, err := udpio.Listen(netip.MustParseAddrPort(fam.sender), udpio.Options{NoGSO: noGSO})
 				if err != nil {
 					t.Fatal(err)
 				}
