@@ -24,6 +24,9 @@ func cmdEcho(ctx context.Context, args []string, stdout, stderr io.Writer) (any,
 	if *batch < 1 || *batch > 1024 || *duration < 0 {
 		return nil, fmt.Errorf("%w: --batch 1..1024 and --duration >= 0", errUsage)
 	}
+	if err := checkAddr("--listen", *listen); err != nil {
+		return nil, err
+	}
 	e, err := startEcho(*listen, *sockBuf, *batch)
 	if err != nil {
 		return nil, err
@@ -52,6 +55,12 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) (any
 	if *listen == "" || *upstream == "" {
 		return nil, fmt.Errorf("%w: --listen and --upstream are required", errUsage)
 	}
+	if err := checkAddr("--listen", *listen); err != nil {
+		return nil, err
+	}
+	if err := checkAddr("--upstream", *upstream); err != nil {
+		return nil, err
+	}
 	if *duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, *duration)
@@ -60,6 +69,14 @@ func cmdRelay(ctx context.Context, args []string, stdout, stderr io.Writer) (any
 	fmt.Fprintf(stdout, "udpbench relay: %s -> %s\n", *listen, *upstream)
 	err := runNaiveRelay(ctx, *listen, *upstream, *sockBuf)
 	return map[string]string{"mode": "relay", "listen": *listen, "upstream": *upstream}, err
+}
+
+// checkAddr reports an address flag that is not host:port as a usage error.
+func checkAddr(flag, addr string) error {
+	if _, err := net.ResolveUDPAddr("udp", addr); err != nil {
+		return fmt.Errorf("%w: %s: %w", errUsage, flag, err)
+	}
+	return nil
 }
 
 // genReport is the JSON last line of `udpbench gen`.
@@ -291,6 +308,9 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		cfg.Relays = append(cfg.Relays, r)
+	}
+	if err := checkRelays(cfg.Relays, cfg.Self); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err) // a template or binary the user gave
 	}
 	cfg.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "udpbench compare: "+format+"\n", a...) }
 	rep, err := runCompare(ctx, cfg)

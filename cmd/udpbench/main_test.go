@@ -60,12 +60,14 @@ func TestFlagValidation(t *testing.T) {
 		{"limit bad size", []string{"limit", "--size", "40"}, "multiple of 16"},
 		{"limit bad api", []string{"limit", "--api", "dpdk", "--duration", "1ms"}, "--api"},
 		{"relay needs addresses", []string{"relay"}, "required"},
+		{"relay bad upstream", []string{"relay", "--listen", "127.0.0.1:0", "--upstream", "x"}, "--upstream"},
+		{"echo bad listen", []string{"echo", "--listen", "nope"}, "--listen"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, obj := runCLI(t, tt.args...)
-			if code == 0 {
-				t.Fatalf("exit status 0, want failure")
+			if code != 2 {
+				t.Fatalf("exit status %d, want 2 (usage)", code)
 			}
 			msg, _ := obj["error"].(string)
 			if !strings.Contains(msg, tt.wantErr) {
