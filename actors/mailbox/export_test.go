@@ -1,8 +1,8 @@
 package mailbox
 
-// SetTestHooks installs the test hooks and returns a function that removes
-// them. Install them before the goroutines that use the mailbox start.
-func SetTestHooks(afterPush, beforeIdle func()) (restore func()) {
-	testHookAfterPush, testHookBeforeIdle = afterPush, beforeIdle
-	return func() { testHookAfterPush, testHookBeforeIdle = nil, nil }
+// WithTestHooks makes the mailbox call afterPush in a sender between
+// queueing and counting its message, and beforeIdle in the processing
+// goroutine just before it goes idle.
+func WithTestHooks(afterPush, beforeIdle func()) Option {
+	return func(m *Mailbox) { m.testAfterPush, m.testBeforeIdle = afterPush, beforeIdle }
 }

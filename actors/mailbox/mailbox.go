@@ -41,11 +41,6 @@ const inlineThroughput = 300
 // one sending to them.
 func Inline() actor.Dispatcher { return actor.NewSynchronizedDispatcher(inlineThroughput) }
 
-// Test hooks (nil outside tests) that pause a sender between queueing and
-// counting its message, and the processing goroutine just before it goes
-// idle: the interleaving in which a flush was once lost.
-var testHookAfterPush, testHookBeforeIdle func()
-
 // Option configures a mailbox.
 type Option func(*Mailbox)
 
@@ -78,13 +73,18 @@ type Mailbox struct {
 	dispatcher   actor.Dispatcher
 	process      func() // m.processMessages, bound once
 	onEmpty      func()
+
+	// Test hooks (nil outside tests) that pause a sender between queueing
+	// and counting its message, and the processing goroutine just before
+	// it goes idle: the interleaving in which a flush was once lost.
+	testAfterPush, testBeforeIdle func()
 }
 
 // PostUserMessage queues a user message.
 func (m *Mailbox) PostUserMessage(message any) {
 	m.user.push(message)
-	if testHookAfterPush != nil {
-		testHookAfterPush()
+	if m.testAfterPush != nil {
+		m.testAfterPush()
 	}
 	m.userMessages.Add(1)
 	m.schedule()
@@ -125,8 +125,8 @@ func (m *Mailbox) processMessages() {
 		if m.run() && m.onEmpty != nil {
 			m.safeOnEmpty()
 		}
-		if testHookBeforeIdle != nil {
-			testHookBeforeIdle()
+		if m.testBeforeIdle != nil {
+			m.testBeforeIdle()
 		}
 		m.status.Store(idle)
 		sys, user := m.sysMessages.Load(), m.userMessages.Load()

@@ -185,7 +185,7 @@ func TestOnEmptyWhenCountLags(t *testing.T) {
 	pushed, releaseSender := make(chan struct{}), make(chan struct{})
 	atIdle, releaseProcessor := make(chan struct{}), make(chan struct{})
 	var armSender, armProcessor atomic.Bool
-	restore := mailbox.SetTestHooks(func() {
+	hooks := mailbox.WithTestHooks(func() {
 		if armSender.CompareAndSwap(true, false) {
 			close(pushed)
 			<-releaseSender
@@ -196,7 +196,6 @@ func TestOnEmptyWhenCountLags(t *testing.T) {
 			<-releaseProcessor
 		}
 	})
-	defer restore()
 
 	system := actor.NewActorSystem()
 	pid := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
@@ -207,7 +206,7 @@ func TestOnEmptyWhenCountLags(t *testing.T) {
 				<-hold
 			}
 		}
-	}, actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(func() { pending.Store(0) }))), actor.WithDispatcher(mailbox.Inline())))
+	}, actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(func() { pending.Store(0) }), hooks)), actor.WithDispatcher(mailbox.Inline())))
 	defer system.Root.Stop(pid)
 
 	processorDone, senderDone := make(chan struct{}), make(chan struct{})
