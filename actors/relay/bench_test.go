@@ -239,11 +239,7 @@ func BenchmarkRelayPingPong(b *testing.B) {
 // Opening 1 000 sessions a second loses no datagram of an existing session
 // (each new session binds a socket and spawns actors in the supervisor).
 func TestSessionChurnKeepsExistingTraffic(t *testing.T) {
-	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
-	old := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	old.send(t, wgtest.Initiation(idA, 1))
-	old.mustRecv(t)
+	_, r, old := openEchoSession(t)
 
 	// 1 000 new client IDs a second for 1.5 s, from another socket.
 	const rate, seconds = 1000, 1.5

@@ -15,6 +15,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
 
 // waitTimeout bounds every wait in these tests.
@@ -132,6 +133,19 @@ func (c *client) mustRecv(t *testing.T) []byte {
 }
 
 // startRelay starts a WireGuard-mode relay in front of up.
+// openEchoSession starts an echoing upstream and a relay in front of it on
+// IPv4 loopback, and opens idA's session from a new client: its initiation
+// has been echoed back.
+func openEchoSession(t *testing.T) (*upstream, *relay.Relay, *client) {
+	t.Helper()
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	c.send(t, wgtest.Initiation(idA, 1))
+	c.mustRecv(t)
+	return up, r, c
+}
+
 func startRelay(t *testing.T, listen string, up netip.AddrPort, idle time.Duration) *relay.Relay {
 	t.Helper()
 	return startConfig(t, relay.Config{Listen: []string{listen}, Upstream: up.String(), IdleTimeout: idle})

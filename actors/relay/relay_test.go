@@ -162,11 +162,7 @@ func TestRoamingKeepsUpstreamPort(t *testing.T) {
 // a generator run again with the same client ID from a new port gets its
 // replies at once, through the same upstream port.
 func TestRoamingWithAnEchoUpstream(t *testing.T) {
-	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
-	first := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	first.send(t, wgtest.Initiation(idA, 1))
-	first.mustRecv(t)
+	up, r, first := openEchoSession(t)
 	from := up.next(t).from
 	second := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
 	for i, d := range [][]byte{wgtest.Initiation(idA, 2), wgtest.Transport(idA, 9, 0, 64)} {
