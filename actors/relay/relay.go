@@ -93,6 +93,11 @@ type Config struct {
 	// precedence for their direction.
 	SocketBuffer            int
 	ReadBuffer, WriteBuffer int
+	// NoGSO sends every datagram as its own message. By default runs of
+	// same-size datagrams to one address go as one UDP GSO message (see
+	// udpio.Conn.WriteBatch); this is the switch for a network path that
+	// mishandles them.
+	NoGSO bool
 	// Security says who may use the relay and how much (wireguard mode).
 	Security Security
 	// Policy adds an operator's own policy actor after the built-in ones;
@@ -250,7 +255,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		r.system = NewSystem(l)
 		r.ownSystem = true
 	}
-	sockOpts := udpio.Options{ReadBuffer: cfg.SocketBuffer, WriteBuffer: cfg.SocketBuffer}
+	sockOpts := udpio.Options{ReadBuffer: cfg.SocketBuffer, WriteBuffer: cfg.SocketBuffer, NoGSO: cfg.NoGSO}
 	if cfg.ReadBuffer > 0 {
 		sockOpts.ReadBuffer = cfg.ReadBuffer
 	}

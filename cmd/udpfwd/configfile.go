@@ -33,6 +33,7 @@ func fromFile(f *config.File, o *options) ([]relay.Config, error) {
 			UpstreamPorts:   relay.PortRange{First: r.UpstreamPorts.First, Last: r.UpstreamPorts.Last},
 			ReadBuffer:      r.ReadBuffer,
 			WriteBuffer:     r.WriteBuffer,
+			NoGSO:           r.NoGSO,
 		}
 		for _, l := range r.Listen {
 			c.Listen = append(c.Listen, l.String())
@@ -45,6 +46,9 @@ func fromFile(f *config.File, o *options) ([]relay.Config, error) {
 		}
 		if o.set["socket-buffer"] {
 			c.ReadBuffer, c.WriteBuffer = o.socketBuffer, o.socketBuffer
+		}
+		if o.set["no-gso"] {
+			c.NoGSO = o.noGSO
 		}
 		if o.set["upstream-bind"] {
 			c.UpstreamBind = o.upstreamBind

@@ -69,6 +69,7 @@ type options struct {
 	logLevel     string
 	logFormat    string
 	socketBuffer int
+	noGSO        bool
 	upstreamBind string
 	stateFile    string
 	admin        string
@@ -89,6 +90,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "console", "`format`: console or json")
 	fs.IntVar(&o.socketBuffer, "socket-buffer", udpio.DefaultSocketBuffer, "receive and send buffer of every socket, in `bytes`")
+	fs.BoolVar(&o.noGSO, "no-gso", false, "send every datagram as its own message, without UDP GSO (for a path that mishandles it)")
 	fs.StringVar(&o.upstreamBind, "upstream-bind", "", "local `ip:port` for upstream sockets (port 0: the kernel chooses)")
 	fs.StringVar(&o.stateFile, "state-file", "", "keep sessions in `FILE` so that they survive a restart on the same upstream ports")
 	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz and /sessions on `ip:port` (off unless given)")
@@ -213,6 +215,7 @@ func configs(o *options) ([]relay.Config, error) {
 			UpstreamBind: o.upstreamBind,
 			IdleTimeout:  o.idleTimeout,
 			SocketBuffer: o.socketBuffer,
+			NoGSO:        o.noGSO,
 		}
 		if err := o.security.apply(&c.Security, o.set); err != nil {
 			return nil, usageError{err}
@@ -240,6 +243,7 @@ func configs(o *options) ([]relay.Config, error) {
 			Upstream:     r.Dest,
 			UpstreamBind: r.Out.String(),
 			SocketBuffer: o.socketBuffer,
+			NoGSO:        o.noGSO,
 		}
 		if err := c.Validate(); err != nil {
 			return nil, usageError{fmt.Errorf("%s:%d: %w", o.forwardFile, r.Line, err)}

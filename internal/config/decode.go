@@ -26,7 +26,7 @@ var schema = map[string][]string{
 	"":    {"log", "admin", "state_file", "relays"},
 	"log": {"level", "format"},
 	"relays[]": {"name", "mode", "listen", "upstream", "idle_timeout", "resolve_interval",
-		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "security"},
+		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "security"},
 	"relays[].security": {"upstream_public_key", "allow_clients", "allow_cidrs", "deny_cidrs",
 		"max_sessions", "max_sessions_per_ip", "new_sessions_per_ip", "new_sessions_per_ip_burst", "client_rate"},
 	"relays[].security.client_rate": {"datagrams_per_second", "bytes_per_second"},
@@ -396,6 +396,17 @@ func (d *decoder) relay(n *yaml.Node, at string, r *Relay) {
 		case "write_buffer":
 			if b, ok := d.size(v, path, true); ok {
 				r.WriteBuffer = int(b)
+			}
+		case "gso":
+			if s, ok := d.scalar(v, path); ok {
+				switch s {
+				case "true":
+					r.NoGSO = false
+				case "false":
+					r.NoGSO = true
+				default:
+					d.errAt(v, path, nil, "%q: want true or false", s)
+				}
 			}
 		case "security":
 			d.security(v, path, &r.Security)

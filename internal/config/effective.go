@@ -35,6 +35,7 @@ type outRelay struct {
 	UpstreamPorts   *string      `yaml:"upstream_ports,omitempty"`
 	ReadBuffer      any          `yaml:"read_buffer"`
 	WriteBuffer     any          `yaml:"write_buffer"`
+	GSO             bool         `yaml:"gso"`
 	Security        *outSecurity `yaml:"security,omitempty"`
 }
 
@@ -90,6 +91,7 @@ func outRelayOf(r *Relay) outRelay {
 		Upstream:    r.Upstream,
 		ReadBuffer:  sizeValue(int64(r.ReadBuffer)),
 		WriteBuffer: sizeValue(int64(r.WriteBuffer)),
+		GSO:         !r.NoGSO,
 	}
 	for _, l := range r.Listen {
 		o.Listen = append(o.Listen, l.String())

@@ -115,6 +115,9 @@ type Relay struct {
 	// ReadBuffer and WriteBuffer are SO_RCVBUF and SO_SNDBUF of every
 	// socket of the relay, in bytes.
 	ReadBuffer, WriteBuffer int
+	// NoGSO sends every datagram as its own message, without UDP generic
+	// segmentation offload (the file's "gso: false").
+	NoGSO bool
 	// Security holds the relay's admission policies (wireguard mode only).
 	Security Security
 }
@@ -169,7 +172,7 @@ func (r *Relay) Equal(o *Relay) bool {
 	return r.Name == o.Name && r.Mode == o.Mode && slices.Equal(r.Listen, o.Listen) && r.Upstream == o.Upstream &&
 		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
 		r.UpstreamPorts == o.UpstreamPorts && r.ReadBuffer == o.ReadBuffer && r.WriteBuffer == o.WriteBuffer &&
-		r.Security.Equal(&o.Security)
+		r.NoGSO == o.NoGSO && r.Security.Equal(&o.Security)
 }
 
 // Equal reports whether s and o set the same policies.

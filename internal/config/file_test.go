@@ -35,6 +35,7 @@ relays:
     upstream_ports: 40000-40999
     read_buffer: 8MiB
     write_buffer: 1048576
+    gso: false
     security:
       upstream_public_key: ` + warpKey + `
       allow_clients: [qBoV, 0a0b0c, "1,2,3", [4, 5, 6], 0x070809]
@@ -79,6 +80,7 @@ func TestParseFull(t *testing.T) {
 		{"upstream_ports", w.UpstreamPorts == config.PortRange{First: 40000, Last: 40999}},
 		{"read_buffer", w.ReadBuffer == 8<<20},
 		{"write_buffer", w.WriteBuffer == 1<<20},
+		{"gso", w.NoGSO},
 		{"upstream_public_key", w.Security.UpstreamPublicKey.String() == warpKey},
 		{"allow_clients", slices.Equal(w.Security.AllowClients, ids)},
 		{"allow_cidrs", slices.Equal(w.Security.AllowCIDRs, []netip.Prefix{
@@ -184,6 +186,7 @@ func TestParseErrors(t *testing.T) {
 		{"buffer in MB", relayAt[:len(relayAt)-14] + "    read_buffer: 4MB\n", 5, "relays[0].read_buffer", "write KiB, MiB or GiB"},
 		{"buffer garbage", relayAt[:len(relayAt)-14] + "    write_buffer: lots\n", 5, "relays[0].write_buffer", "is not a size"},
 		{"buffer zero", relayAt[:len(relayAt)-14] + "    write_buffer: 0\n", 5, "relays[0].write_buffer", "must be more than 0"},
+		{"gso not a boolean", relayAt[:len(relayAt)-14] + "    gso: maybe\n", 5, "relays[0].gso", "want true or false"},
 		{"buffer too large", relayAt[:len(relayAt)-14] + "    read_buffer: 4GiB\n", 5, "relays[0].read_buffer", "too large"},
 		{"public key short", relayAt + "      upstream_public_key: abc=\n", 6, "relays[0].security.upstream_public_key", "want 32 bytes in base64"},
 		{"public key zero", relayAt + "      upstream_public_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", 6, "relays[0].security.upstream_public_key", "all zero"},
@@ -438,7 +441,7 @@ func TestEffectiveShowsDefaultsAndModeKeys(t *testing.T) {
 			t.Errorf("forward relay shows %s:\n%s", key, fwd)
 		}
 	}
-	for _, want := range []string{"idle_timeout: 1m30s", "resolve_interval: 1h30m", "read_buffer: 8MiB", "write_buffer: 1MiB",
+	for _, want := range []string{"idle_timeout: 1m30s", "resolve_interval: 1h30m", "read_buffer: 8MiB", "write_buffer: 1MiB", "gso: false", "gso: true",
 		"upstream_ports: 40000-40999", "bytes_per_second: 10MiB", "new_sessions_per_ip: 0.5", `- "010203"`, "upstream_bind: '[::]:5300'"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("effective config lacks %q:\n%s", want, s)
