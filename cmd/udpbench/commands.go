@@ -309,9 +309,6 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 		}
 		cfg.Relays = append(cfg.Relays, r)
 	}
-	if err := checkRelays(cfg.Relays, cfg.Self); err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err) // a template or binary the user gave
-	}
 	cfg.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "udpbench compare: "+format+"\n", a...) }
 	rep, err := runCompare(ctx, cfg)
 	printCompare(stdout, rep)

@@ -310,7 +310,7 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 		progress = func(string, ...any) {}
 	}
 	if err := checkRelays(cfg.Relays, cfg.Self); err != nil {
-		return rep, err
+		return rep, fmt.Errorf("%w: %w", errUsage, err) // a template or binary the user gave
 	}
 	work, err := os.MkdirTemp("", "udpbench-")
 	if err != nil {
