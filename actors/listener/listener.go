@@ -20,9 +20,10 @@ import (
 // closes it when it stops.
 type Config struct {
 	Conn *udpio.Conn
-	// Via is this socket's number in its relay; batches carry it so that
-	// replies leave by the socket the client used.
-	Via      uint8
+	// Index is this socket's index among the relay's listening sockets;
+	// batches carry it (udpio.Batch.Listener) so that replies leave by the
+	// socket the client used.
+	Index    uint8
 	Target   *actor.PID // receives *messages.ClientDatagrams
 	Counters *stats.Counters
 	Logger   *zap.Logger
@@ -77,11 +78,11 @@ func (l *Listener) read(root *actor.RootContext) {
 			continue
 		}
 		bytes := 0
-		for i := range b.D {
-			bytes += b.D[i].N
+		for i := range b.Datagrams {
+			bytes += b.Datagrams[i].N
 		}
-		l.cfg.Counters.Move(stats.FromClient, len(b.D), bytes)
-		b.Via = l.cfg.Via
+		l.cfg.Counters.Move(stats.FromClient, len(b.Datagrams), bytes)
+		b.Listener = l.cfg.Index
 		root.Send(l.cfg.Target, (*messages.ClientDatagrams)(b))
 	}
 }

@@ -41,7 +41,7 @@ func batchEcho(tb testing.TB) netip.AddrPort {
 				}
 				continue
 			}
-			c.WriteBatch(b, b.D)
+			c.WriteBatch(b, b.Datagrams)
 			b.Release()
 		}
 	}()
@@ -79,7 +79,7 @@ func roundTrip(tb testing.TB, c *udpio.Conn, to netip.AddrPort, ds [][]byte) {
 		copy(buf[:], d)
 		out.Add(udpio.Datagram{Buf: buf, N: len(d), Addr: to})
 	}
-	c.WriteBatch(out, out.D)
+	c.WriteBatch(out, out.Datagrams)
 	out.Release()
 	in := udpio.GetBatch()
 	defer in.Release()
@@ -87,7 +87,7 @@ func roundTrip(tb testing.TB, c *udpio.Conn, to netip.AddrPort, ds [][]byte) {
 		if err := c.ReadBatch(in); err != nil {
 			tb.Fatal(err)
 		}
-		got += len(in.D)
+		got += len(in.Datagrams)
 	}
 }
 
@@ -155,7 +155,7 @@ func BenchmarkIdleSessions(b *testing.B) {
 				copy(buf[:], init)
 				out.Add(udpio.Datagram{Buf: buf, N: len(init), Addr: to})
 			}
-			c.WriteBatch(out, out.D)
+			c.WriteBatch(out, out.Datagrams)
 			out.Release()
 			// Pace the burst so the listening socket's buffer holds it.
 			for r.Counters().Live() < i*9/10 {

@@ -99,6 +99,6 @@ func deadLetter(e *actor.DeadLetterEvent, c *stats.Counters) {
 	default:
 		return
 	}
-	c.Drop(stats.SessionGone, len(b.D))
+	c.Drop(stats.SessionGone, len(b.Datagrams))
 	b.Release()
 }

@@ -335,7 +335,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 	}
 	for i, c := range conns {
 		r.listeners = append(r.listeners, r.system.Root.Spawn(listener.Props(listener.Config{
-			Conn: c, Via: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
+			Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
 		})))
 	}
 

@@ -37,10 +37,11 @@ type Config struct {
 	// Conn is the session's upstream socket, connected to the upstream.
 	Conn *udpio.Conn
 	// Writers send replies to clients, one per listening socket of the
-	// relay, indexed by udpio.Batch.Via.
+	// relay, indexed by udpio.Batch.Listener.
 	Writers []*actor.PID
-	// Via is the listening socket the session's first datagram came by.
-	Via uint8
+	// Listener is the index of the listening socket the session's first
+	// datagram came by.
+	Listener uint8
 	// IdleTimeout ends the session when either direction has been silent
 	// for this long. Zero means never (static forward mode).
 	IdleTimeout time.Duration
@@ -181,7 +182,7 @@ func (s *Session) restoreRoam(now time.Time) {
 		}
 		s.cfg.Logger.Warn("saved roaming state not restored", zap.Error(err))
 	}
-	s.peer.FromClient(now, wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Via)
+	s.peer.FromClient(now, wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Listener)
 }
 
 // saveRoam hands the roaming state to Stats, from which the state file is
@@ -202,17 +203,17 @@ func (s *Session) saveRoam() {
 func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	now := time.Now()
 	bytes, k := 0, 0
-	for i := range b.D {
-		d := &b.D[i]
+	for i := range b.Datagrams {
+		d := &b.Datagrams[i]
 		bytes += d.N
 		var h wgproto.Header
 		if !s.cfg.Raw {
 			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
 		}
-		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Via) {
+		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) {
 			s.roamed(ctx, from)
 		}
-		confirmed := s.cfg.Raw || s.peer.Confirmed(d.Addr, b.Via)
+		confirmed := s.cfg.Raw || s.peer.Confirmed(d.Addr, b.Listener)
 		if confirmed {
 			// Only the client itself keeps the session alive: datagrams
 			// anyone can send with its ID do not.
@@ -222,14 +223,14 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 			s.cfg.Counters.Drop(reason, 1)
 			continue // the buffer stays in b and is released with it
 		}
-		b.D[i], b.D[k] = b.D[k], b.D[i]
+		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
 		k++
 	}
-	b.D = b.D[:k]
+	b.Datagrams = b.Datagrams[:k]
 	if !s.roamSaved {
 		s.saveRoam()
 	}
-	s.cfg.Stats.Move(stats.FromClient, len(b.D), bytes, now)
+	s.cfg.Stats.Move(stats.FromClient, len(b.Datagrams), bytes, now)
 	if s.stage == nil {
 		// The common case: nothing staged, so this batch becomes the stage.
 		s.stage = b
@@ -238,7 +239,7 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		}
 		return
 	}
-	for len(b.D) > 0 {
+	for len(b.Datagrams) > 0 {
 		if s.stage == nil {
 			s.stage = udpio.GetBatch()
 		}
@@ -308,16 +309,16 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	now := time.Now()
 	s.lastUpstream = now
 	bytes := 0
-	for i := range b.D {
-		bytes += b.D[i].N
+	for i := range b.Datagrams {
+		bytes += b.Datagrams[i].N
 	}
-	s.cfg.Counters.Move(stats.FromUpstream, len(b.D), bytes)
-	s.cfg.Stats.Move(stats.FromUpstream, len(b.D), bytes, now)
+	s.cfg.Counters.Move(stats.FromUpstream, len(b.Datagrams), bytes)
+	s.cfg.Stats.Move(stats.FromUpstream, len(b.Datagrams), bytes, now)
 	replies, replyBytes := 0, 0
 	// Replies leave in batches by listening socket; almost always one.
 	var out *udpio.Batch
-	for i := range b.D {
-		d := &b.D[i]
+	for i := range b.Datagrams {
+		d := &b.Datagrams[i]
 		var h wgproto.Header
 		if !s.cfg.Raw {
 			h, _ = wgproto.Parse(d.Bytes())
@@ -338,13 +339,13 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 			s.cfg.Counters.Drop(stats.ClientRate, 1)
 			continue
 		}
-		if out != nil && out.Via != via {
-			ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
+		if out != nil && out.Listener != via {
+			ctx.Send(s.cfg.Writers[out.Listener], (*messages.ClientReplies)(out))
 			out = nil
 		}
 		if out == nil {
 			out = udpio.GetBatch()
-			out.Via = via
+			out.Listener = via
 		}
 		d.Addr = to
 		replies++
@@ -353,7 +354,7 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		d.Buf = nil
 	}
 	if out != nil {
-		ctx.Send(s.cfg.Writers[out.Via], (*messages.ClientReplies)(out))
+		ctx.Send(s.cfg.Writers[out.Listener], (*messages.ClientReplies)(out))
 	}
 	s.cfg.Stats.Move(stats.ToClient, replies, replyBytes, now)
 	if !s.roamSaved {
@@ -412,7 +413,7 @@ func (s *Session) read(root *actor.RootContext, self *actor.PID) {
 				}
 				break
 			}
-			n := len(b.D)
+			n := len(b.Datagrams)
 			if s.stopped.Load() {
 				b.Release()
 				return

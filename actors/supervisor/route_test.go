@@ -26,7 +26,7 @@ type sink struct {
 
 func (k *sink) Send(pid *actor.PID, m any) {
 	b := m.(*messages.ClientDatagrams).Batch()
-	k.datagrams[pid] += len(b.D)
+	k.datagrams[pid] += len(b.Datagrams)
 	k.messages++
 	b.Release()
 }
@@ -72,11 +72,11 @@ func TestRouteSplitsByClient(t *testing.T) {
 	b := fill(tmpl)
 	buf := udpio.GetBuffer()
 	copy(buf[:], wgtest.Transport(wgproto.ClientID{}, 1, 1, 64))
-	b.D[0] = udpio.Datagram{Buf: buf, N: 64}
+	b.Datagrams[0] = udpio.Datagram{Buf: buf, N: 64}
 	buf2 := udpio.GetBuffer()
 	copy(buf2[:], wgtest.Transport(wgproto.ClientID{7, 7, 7}, 1, 1, 64))
-	udpio.PutBuffer(b.D[1].Buf)
-	b.D[1] = udpio.Datagram{Buf: buf2, N: 64}
+	udpio.PutBuffer(b.Datagrams[1].Buf)
+	b.Datagrams[1] = udpio.Datagram{Buf: buf2, N: 64}
 	s.route(k, b)
 	if k.messages != 8 {
 		t.Errorf("sent %d messages, want one per session (8)", k.messages)

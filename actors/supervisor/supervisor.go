@@ -65,7 +65,7 @@ type Config struct {
 	// ForwardConn is the pre-bound upstream socket of Forward mode.
 	ForwardConn *udpio.Conn
 	// Writers send replies to clients, one per listening socket, indexed
-	// by udpio.Batch.Via.
+	// by udpio.Batch.Listener.
 	Writers       []*actor.PID
 	IdleTimeout   time.Duration
 	Policy        policy.Factory // nil means policy.AllowAll
@@ -119,11 +119,11 @@ type entry struct {
 // pending is an admission waiting for its policy's answer. It holds the
 // handshake initiation that asked, to forward once admitted.
 type pending struct {
-	first   udpio.Datagram
-	restore *messages.RestoredSession // a saved session to re-open, instead of first
-	via     uint8
-	policy  *actor.PID
-	since   time.Time
+	first    udpio.Datagram
+	restore  *messages.RestoredSession // a saved session to re-open, instead of first
+	listener uint8
+	policy   *actor.PID
+	since    time.Time
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -205,8 +205,8 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 		s.routeForward(ctx, in)
 		return
 	}
-	for i := range in.D {
-		d := &in.D[i]
+	for i := range in.Datagrams {
+		d := &in.Datagrams[i]
 		if d.Truncated {
 			s.drops[stats.Oversize]++
 			continue
@@ -226,12 +226,12 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 				s.drops[stats.UnknownClient]++
 				continue
 			}
-			s.admit(ctx, h.Client, d, in.Via)
+			s.admit(ctx, h.Client, d, in.Listener)
 			continue
 		}
 		if e.out == nil {
 			e.out = udpio.GetBatch()
-			e.out.Via = in.Via
+			e.out.Listener = in.Listener
 			s.touched = append(s.touched, e)
 		}
 		e.out.Add(*d)
@@ -239,7 +239,7 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 		if e.out.Full() {
 			ctx.Send(e.pid, (*messages.ClientDatagrams)(e.out))
 			e.out = udpio.GetBatch()
-			e.out.Via = in.Via
+			e.out.Listener = in.Listener
 		}
 	}
 	s.flushDrops() // before the datagrams move on, so counts are never behind them
@@ -257,21 +257,21 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 func (s *Supervisor) routeForward(ctx routeContext, in *udpio.Batch) {
 	e := s.sessions[wgproto.ClientID{}]
 	if e == nil { // the session has failed: forward mode has no other
-		s.drops[stats.SessionGone] += len(in.D)
+		s.drops[stats.SessionGone] += len(in.Datagrams)
 		in.Release()
 		s.flushDrops()
 		return
 	}
 	k := 0
-	for i := range in.D {
-		if in.D[i].Truncated {
+	for i := range in.Datagrams {
+		if in.Datagrams[i].Truncated {
 			s.drops[stats.Oversize]++
 			continue
 		}
-		in.D[i], in.D[k] = in.D[k], in.D[i]
+		in.Datagrams[i], in.Datagrams[k] = in.Datagrams[k], in.Datagrams[i]
 		k++
 	}
-	in.D = in.D[:k]
+	in.Datagrams = in.Datagrams[:k]
 	s.flushDrops()
 	ctx.Send(e.pid, (*messages.ClientDatagrams)(in))
 }
@@ -293,7 +293,7 @@ func (s *Supervisor) flushDrops() {
 
 // admit asks a new policy actor whether client may open a session, and
 // keeps its initiation until the answer comes.
-func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.Datagram, via uint8) {
+func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.Datagram, listener uint8) {
 	if !s.upstream.IsValid() {
 		s.drops[stats.UpstreamUnresolved]++
 		return
@@ -308,7 +308,7 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 		udpio.PutBuffer(p.first.Buf)
 		ctx.Send(p.policy, &actor.PoisonPill{})
 	}
-	p := &pending{first: *d, via: via, since: time.Now()}
+	p := &pending{first: *d, listener: listener, since: time.Now()}
 	d.Buf = nil // moved into the pending admission
 	p.policy = ctx.Spawn(s.cfg.Policy())
 	s.pending[client] = p
@@ -369,11 +369,11 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 		ctx.Stop(p.policy)
 		return
 	}
-	e := s.spawn(ctx, newSession{client: client, from: p.first.Addr, via: p.via, conn: conn, idle: s.cfg.IdleTimeout})
+	e := s.spawn(ctx, newSession{client: client, from: p.first.Addr, listener: p.listener, conn: conn, idle: s.cfg.IdleTimeout})
 	e.policy = p.policy
 	ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
 	b := udpio.GetBatch()
-	b.Via = p.via
+	b.Listener = p.listener
 	b.Add(p.first)
 	ctx.Send(e.pid, (*messages.ClientDatagrams)(b))
 }
@@ -419,16 +419,16 @@ func (s *Supervisor) openForward(ctx actor.Context) {
 
 // newSession describes a session to spawn.
 type newSession struct {
-	client  wgproto.ClientID
-	from    netip.AddrPort // the client's address
-	via     uint8          // the listening socket it came by
-	conn    *udpio.Conn    // its upstream socket, bound and connected
-	idle    time.Duration
-	raw     bool                      // forward mode: no WireGuard parsing
-	id      uuid.UUID                 // zero: a new one
-	created time.Time                 // zero: now
-	roam    []byte                    // saved roaming state, if restored
-	restore *messages.SessionRestored // published instead of SessionOpened
+	client   wgproto.ClientID
+	from     netip.AddrPort // the client's address
+	listener uint8          // the index of the listening socket it came by
+	conn     *udpio.Conn    // its upstream socket, bound and connected
+	idle     time.Duration
+	raw      bool                      // forward mode: no WireGuard parsing
+	id       uuid.UUID                 // zero: a new one
+	created  time.Time                 // zero: now
+	roam     []byte                    // saved roaming state, if restored
+	restore  *messages.SessionRestored // published instead of SessionOpened
 }
 
 func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
@@ -453,7 +453,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Info:        info,
 		Conn:        conn,
 		Writers:     s.cfg.Writers,
-		Via:         n.via,
+		Listener:    n.listener,
 		IdleTimeout: n.idle,
 		Raw:         n.raw,
 		Roam:        n.roam,

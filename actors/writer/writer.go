@@ -44,7 +44,7 @@ func (w *Writer) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.ClientReplies:
 		b := m.Batch()
-		for len(b.D) > 0 {
+		for len(b.Datagrams) > 0 {
 			w.stage.Take(b)
 			if w.stage.Full() {
 				w.flush()
@@ -58,7 +58,7 @@ func (w *Writer) Receive(ctx actor.Context) {
 
 func (w *Writer) flush() {
 	b := w.stage
-	if len(b.D) == 0 {
+	if len(b.Datagrams) == 0 {
 		return
 	}
 	r := w.cfg.Conn.WriteAll(b)

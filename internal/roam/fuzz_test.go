@@ -90,7 +90,7 @@ func FuzzPeer(f *testing.F) {
 		now := t0
 		endpointOf := func() int {
 			for k, e := range eps {
-				if e.addr == p.Addr() && e.via == p.Via() {
+				if e.addr == p.Addr() && e.listener == p.Listener() {
 					return k
 				}
 			}
@@ -152,7 +152,7 @@ func FuzzPeer(f *testing.F) {
 				}
 				dest := -1
 				for k, e := range eps {
-					if e.addr == to && e.via == via {
+					if e.addr == to && e.listener == via {
 						dest = k
 					}
 				}
@@ -188,7 +188,7 @@ func FuzzPeer(f *testing.F) {
 				case wgproto.TypeInitiation:
 					m.inits[index] |= 1 << k
 				}
-				moved := p.FromClient(now, h, eps[k].addr, eps[k].via)
+				moved := p.FromClient(now, h, eps[k].addr, eps[k].listener)
 				after := endpointOf()
 				if moved != (after != before && before >= 0) || (moved && after != k) {
 					t.Fatalf("event %d: moved=%v but the session went from endpoint %d to %d (sender %d)", i/4, moved, before, after, k)

@@ -109,11 +109,12 @@ const (
 	PendingMaxAge = 10 * time.Second
 )
 
-// endpoint is a client address together with the listening socket it sent
-// to; replies must leave by the same socket to pass the client's NAT.
+// endpoint is a client address together with the index of the relay's
+// listening socket it sent to; replies must leave by the same socket to pass
+// the client's NAT.
 type endpoint struct {
-	addr netip.AddrPort
-	via  uint8
+	addr     netip.AddrPort
+	listener uint8
 }
 
 type learnedIndex struct {
@@ -150,21 +151,22 @@ type Peer struct {
 // first datagram).
 func (p *Peer) Addr() netip.AddrPort { return p.cur.addr }
 
-// Via is the listening socket replies leave by.
-func (p *Peer) Via() uint8 { return p.cur.via }
+// Listener is the index of the listening socket replies leave by.
+func (p *Peer) Listener() uint8 { return p.cur.listener }
 
-// Confirmed reports whether from, reached via, is the confirmed address.
+// Confirmed reports whether from, on the listening socket of index
+// listener, is the confirmed address.
 // A session can use it to count datagrams from unconfirmed addresses.
-func (p *Peer) Confirmed(from netip.AddrPort, via uint8) bool {
-	return p.cur == endpoint{from, via}
+func (p *Peer) Confirmed(from netip.AddrPort, listener uint8) bool {
+	return p.cur == endpoint{from, listener}
 }
 
 // FromClient records a datagram from the client with header h, sent from
-// from to the relay's listening socket via, at now (one reading per batch
-// is enough). It reports whether the confirmed address moved. The datagram
-// is forwarded upstream whatever it returns.
-func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, via uint8) (moved bool) {
-	ep := endpoint{from, via}
+// from to the relay's listening socket of index listener, at now (one
+// reading per batch is enough). It reports whether the confirmed address
+// moved. The datagram is forwarded upstream whatever it returns.
+func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, listener uint8) (moved bool) {
+	ep := endpoint{from, listener}
 	if !p.cur.addr.IsValid() {
 		p.cur = ep // the address that opened the session
 	}
@@ -193,16 +195,16 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 }
 
 // FromUpstream records a datagram from upstream with header h at now and
-// returns the address to send it to and the listening socket to send it
-// by. moved reports that this datagram confirmed a new address (a handshake
+// returns the address to send it to and the index of the listening socket
+// to send it by. moved reports that this datagram confirmed a new address (a handshake
 // response to a pending initiation): the session's address is now to. ok is
 // false when there is no address yet.
-func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort, via uint8, moved, ok bool) {
+func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort, listener uint8, moved, ok bool) {
 	if !p.cur.addr.IsValid() {
 		return netip.AddrPort{}, 0, false, false
 	}
 	if p.FollowNewest {
-		return p.cur.addr, p.cur.via, false, true
+		return p.cur.addr, p.cur.listener, false, true
 	}
 	switch h.Type {
 	case wgproto.TypeResponse:
@@ -218,10 +220,10 @@ func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort,
 		p.learn(now, h.Index)
 	case wgproto.TypeCookie:
 		if ep, found := p.takePending(now, h.Index); found {
-			return ep.addr, ep.via, false, true
+			return ep.addr, ep.listener, false, true
 		}
 	}
-	return p.cur.addr, p.cur.via, moved, true
+	return p.cur.addr, p.cur.listener, moved, true
 }
 
 // knows reports whether index is a live learned index.
@@ -310,8 +312,9 @@ func (p *Peer) takePending(now time.Time, index uint32) (ep endpoint, found bool
 type State struct {
 	// Addr is the confirmed client address.
 	Addr netip.AddrPort `json:"addr"`
-	// Via is the listening socket, by the relay's order of listeners.
-	Via uint8 `json:"via"`
+	// Listener is the index of the listening socket, by the relay's order
+	// of listeners. Its key stays "via" so that saved states still load.
+	Listener uint8 `json:"via"`
 	// Answered records that the upstream has sent a handshake response, so
 	// a new address must be confirmed (see the package documentation).
 	// States saved before it existed count as answered if they hold
@@ -330,7 +333,7 @@ type LearnedIndex struct {
 // State returns the Peer's state for persistence. It allocates; call it
 // when saving, not per datagram.
 func (p *Peer) State() State {
-	s := State{Addr: p.cur.addr, Via: p.cur.via, Answered: p.answered}
+	s := State{Addr: p.cur.addr, Listener: p.cur.listener, Answered: p.answered}
 	for _, l := range p.indexes {
 		if l.used {
 			s.Indexes = append(s.Indexes, LearnedIndex{Index: l.index, Learned: l.at})
@@ -351,7 +354,7 @@ func (p *Peer) Restore(s State) error {
 	if !s.Addr.IsValid() {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
 	}
-	p.cur = endpoint{s.Addr, s.Via}
+	p.cur = endpoint{s.Addr, s.Listener}
 	p.answered = s.Answered || len(s.Indexes) > 0
 	p.indexes = [MaxIndexes]learnedIndex{}
 	p.pending = [MaxPending]pendingInit{}

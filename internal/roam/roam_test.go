@@ -23,8 +23,8 @@ const (
 )
 
 type ep struct {
-	addr netip.AddrPort
-	via  uint8
+	addr     netip.AddrPort
+	listener uint8
 }
 
 // endpoints returns A, B, C, A1 and then n more distinct addresses.
@@ -82,14 +82,14 @@ func run(t *testing.T, p *roam.Peer, eps []ep, steps []step) {
 				t.Fatalf("step %d (%v from upstream): no address", i, s.h.Type)
 			}
 			want := eps[s.to]
-			if to != want.addr || via != want.via || moved != s.moved {
+			if to != want.addr || via != want.listener || moved != s.moved {
 				t.Fatalf("step %d (%v %d/%d from upstream): to %v via %d moved %v, want %v via %d moved %v",
-					i, s.h.Type, s.h.Index, s.h.Receiver, to, via, moved, want.addr, want.via, s.moved)
+					i, s.h.Type, s.h.Index, s.h.Receiver, to, via, moved, want.addr, want.listener, s.moved)
 			}
 			continue
 		}
 		from := eps[s.from]
-		if moved := p.FromClient(now, s.h, from.addr, from.via); moved != s.moved {
+		if moved := p.FromClient(now, s.h, from.addr, from.listener); moved != s.moved {
 			t.Fatalf("step %d (%v %d from endpoint %d): moved %v, want %v", i, s.h.Type, s.h.Index, s.from, moved, s.moved)
 		}
 	}
@@ -247,7 +247,7 @@ func TestRules(t *testing.T) {
 			// has answered a handshake, where the rules apply.
 			eps := endpoints(roam.MaxPending)
 			var p roam.Peer
-			if err := p.Restore(roam.State{Addr: eps[A].addr, Via: eps[A].via, Answered: true}); err != nil {
+			if err := p.Restore(roam.State{Addr: eps[A].addr, Listener: eps[A].listener, Answered: true}); err != nil {
 				t.Fatal(err)
 			}
 			run(t, &p, eps, tt.steps)
@@ -304,7 +304,7 @@ func TestAnsweredSurvivesRestore(t *testing.T) {
 			if err := p.Restore(tt.st); err != nil {
 				t.Fatal(err)
 			}
-			if moved := p.FromClient(t0, tr(5), eps[C].addr, eps[C].via); moved != tt.followed {
+			if moved := p.FromClient(t0, tr(5), eps[C].addr, eps[C].listener); moved != tt.followed {
 				t.Fatalf("a transport from a new address moved=%v, want %v", moved, tt.followed)
 			}
 			if got := p.State().Answered; got == tt.followed {
@@ -327,9 +327,9 @@ func TestNoAddressYet(t *testing.T) {
 func TestConfirmed(t *testing.T) {
 	eps := endpoints(0)
 	var p roam.Peer
-	p.FromClient(t0, ini(1), eps[A].addr, eps[A].via)
+	p.FromClient(t0, ini(1), eps[A].addr, eps[A].listener)
 	for i, want := range []bool{A: true, B: false, C: false, A1: false} {
-		if got := p.Confirmed(eps[i].addr, eps[i].via); got != want {
+		if got := p.Confirmed(eps[i].addr, eps[i].listener); got != want {
 			t.Errorf("Confirmed(endpoint %d) = %v, want %v", i, got, want)
 		}
 	}
@@ -353,7 +353,7 @@ func TestStateRoundTrip(t *testing.T) {
 		c(B, ini(3), false), // pending: not saved
 	})
 	st := p.State()
-	if st.Addr != eps[A1].addr || st.Via != eps[A1].via || len(st.Indexes) != 2 ||
+	if st.Addr != eps[A1].addr || st.Listener != eps[A1].listener || len(st.Indexes) != 2 ||
 		st.Indexes[0].Index != 100 || st.Indexes[1].Index != 101 {
 		t.Fatalf("State = %+v", st)
 	}
@@ -394,7 +394,7 @@ func TestRestore(t *testing.T) {
 	}{
 		{"no address", roam.State{Indexes: idx}, roam.ErrNoAddress, nil},
 		{"no indexes", roam.State{Addr: a}, nil, nil},
-		{"newest kept", roam.State{Addr: a, Via: 2, Indexes: idx}, nil, []uint32{103, 104, 105, 106, 107, 108, 109, 110}},
+		{"newest kept", roam.State{Addr: a, Listener: 2, Indexes: idx}, nil, []uint32{103, 104, 105, 106, 107, 108, 109, 110}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -407,7 +407,7 @@ func TestRestore(t *testing.T) {
 				return
 			}
 			got := p.State()
-			if got.Addr != tt.st.Addr || got.Via != tt.st.Via || len(got.Indexes) != len(tt.indexes) {
+			if got.Addr != tt.st.Addr || got.Listener != tt.st.Listener || len(got.Indexes) != len(tt.indexes) {
 				t.Fatalf("State = %+v after Restore(%+v)", got, tt.st)
 			}
 			for i, l := range got.Indexes {
@@ -423,19 +423,19 @@ func TestAllocs(t *testing.T) {
 	eps := endpoints(roam.MaxPending)
 	var p roam.Peer
 	now := t0
-	p.FromClient(now, ini(1), eps[A].addr, eps[A].via)
+	p.FromClient(now, ini(1), eps[A].addr, eps[A].listener)
 	i := uint32(0)
 	n := testing.AllocsPerRun(1000, func() {
 		i++
 		now = now.Add(time.Millisecond)
 		e := eps[int(i)%len(eps)]
-		p.FromClient(now, tr(100+i%4), eps[A].addr, eps[A].via)
-		p.FromClient(now, ini(i), e.addr, e.via)
-		p.FromClient(now, tr(i), e.addr, e.via)
+		p.FromClient(now, tr(100+i%4), eps[A].addr, eps[A].listener)
+		p.FromClient(now, ini(i), e.addr, e.listener)
+		p.FromClient(now, tr(i), e.addr, e.listener)
 		p.FromUpstream(now, tr(1))
 		p.FromUpstream(now, resp(100+i, i))
 		p.FromUpstream(now, cookie(i))
-		p.Confirmed(e.addr, e.via)
+		p.Confirmed(e.addr, e.listener)
 	})
 	if n != 0 {
 		t.Fatalf("%v allocations per round, want 0", n)
@@ -447,7 +447,7 @@ func TestAllocs(t *testing.T) {
 func learnedPeer() (*roam.Peer, []ep) {
 	eps := endpoints(0)
 	p := &roam.Peer{}
-	p.FromClient(t0, ini(1), eps[A].addr, eps[A].via)
+	p.FromClient(t0, ini(1), eps[A].addr, eps[A].listener)
 	for i := range roam.MaxIndexes {
 		p.FromUpstream(t0, resp(uint32(100+i), 1))
 	}
@@ -458,7 +458,7 @@ func BenchmarkFromClientTransport(b *testing.B) {
 	p, eps := learnedPeer()
 	b.ReportAllocs()
 	for b.Loop() {
-		p.FromClient(t0, tr(107), eps[A].addr, eps[A].via)
+		p.FromClient(t0, tr(107), eps[A].addr, eps[A].listener)
 	}
 }
 
@@ -466,14 +466,14 @@ func BenchmarkFromClientRoamingAttempt(b *testing.B) {
 	p, eps := learnedPeer()
 	b.ReportAllocs()
 	for b.Loop() {
-		p.FromClient(t0, tr(99), eps[C].addr, eps[C].via)
+		p.FromClient(t0, tr(99), eps[C].addr, eps[C].listener)
 	}
 }
 
 func BenchmarkFromUpstream(b *testing.B) {
 	eps := endpoints(0)
 	var p roam.Peer
-	p.FromClient(t0, ini(1), eps[A].addr, eps[A].via)
+	p.FromClient(t0, ini(1), eps[A].addr, eps[A].listener)
 	b.ReportAllocs()
 	for b.Loop() {
 		p.FromUpstream(t0, tr(1))

@@ -57,12 +57,24 @@ func (d *Datagram) Bytes() []byte { return d.Buf[:d.N] }
 // Batch is a pooled batch of up to MaxBatch datagrams together with the
 // system-call scratch space to read or write them at once. Use GetBatch and
 // Release; a Batch must not be used by two goroutines at once.
+//
+// The invariant between store and Datagrams: Datagrams is always a window
+// of the batch's own store array, never of another array, so appending never
+// allocates. A batch being filled (by ReadBatch, Add, or Take as the
+// destination) has Datagrams = store[:n]; Take as the source advances it to
+// store[k:n], and such a batch is only drained and released, never filled
+// again. Every buffer in store belongs to the batch, whether its datagram is
+// inside Datagrams or not, and Reset returns them all. So code that drops a
+// datagram may simply leave it behind in store (outside Datagrams, as the
+// relay's filters do by swapping the kept ones to the front), and code that
+// moves one out must copy it and set the Buf left in store to nil.
 type Batch struct {
-	// D holds the datagrams in use.
-	D []Datagram
-	// Via tells which of a relay's listening sockets the datagrams came
-	// from, or are to leave by; the relay numbers its sockets.
-	Via uint8
+	// Datagrams holds the datagrams in use: a window of store (see above).
+	Datagrams []Datagram
+	// Listener is the index of the relay's listening socket the datagrams
+	// came by, or are to leave by (the relay numbers its listening sockets,
+	// and their listener and writer actors, in the order it opens them).
+	Listener uint8
 
 	store [MaxBatch]Datagram
 	hdrs  [MaxBatch]unix.Mmsghdr
@@ -76,7 +88,7 @@ type Batch struct {
 
 var batchPool = sync.Pool{New: func() any {
 	b := new(Batch)
-	b.D = b.store[:0]
+	b.Datagrams = b.store[:0]
 	return b
 }}
 
@@ -86,25 +98,25 @@ func GetBatch() *Batch { return batchPool.Get().(*Batch) }
 // Add appends a datagram, taking over its buffer. It reports false, and takes
 // nothing, when the batch is full.
 func (b *Batch) Add(d Datagram) bool {
-	if len(b.D) == MaxBatch {
+	if len(b.Datagrams) == MaxBatch {
 		return false
 	}
-	b.D = append(b.D, d)
+	b.Datagrams = append(b.Datagrams, d)
 	return true
 }
 
 // Full reports whether no more datagrams fit.
-func (b *Batch) Full() bool { return len(b.D) == MaxBatch }
+func (b *Batch) Full() bool { return len(b.Datagrams) == MaxBatch }
 
 // Take moves datagrams from the front of src to the end of b, as many as
 // fit, and returns how many it moved. src keeps the rest.
 func (b *Batch) Take(src *Batch) int {
-	n := min(MaxBatch-len(b.D), len(src.D))
+	n := min(MaxBatch-len(b.Datagrams), len(src.Datagrams))
 	for i := 0; i < n; i++ {
-		b.D = append(b.D, src.D[i])
-		src.D[i].Buf = nil
+		b.Datagrams = append(b.Datagrams, src.Datagrams[i])
+		src.Datagrams[i].Buf = nil
 	}
-	src.D = src.D[n:]
+	src.Datagrams = src.Datagrams[n:]
 	return n
 }
 
@@ -117,8 +129,8 @@ func (b *Batch) Reset() {
 		}
 		b.store[i] = Datagram{}
 	}
-	b.D = b.store[:0]
-	b.Via = 0
+	b.Datagrams = b.store[:0]
+	b.Listener = 0
 }
 
 // Release returns every buffer the batch still holds, and the batch itself,

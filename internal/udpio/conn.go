@@ -212,7 +212,7 @@ func (c *Conn) WaitReadable() error {
 }
 
 // ReadBatch reads at least one and at most MaxBatch datagrams into b,
-// attaching pooled buffers as needed; b.D holds what was read. It blocks until
+// attaching pooled buffers as needed; b.Datagrams holds what was read. It blocks until
 // a datagram arrives. On a connected socket datagrams from any other source
 // are discarded. Errors that the kernel reports for an earlier send (such as
 // ECONNREFUSED after an ICMP port unreachable) are returned to the caller,
@@ -238,11 +238,11 @@ func (c *Conn) ReadBatch(b *Batch) error {
 		err := c.rc.Read(c.rd.fn)
 		n, operr := c.rd.n, c.rd.errno
 		if err != nil {
-			b.D = b.store[:0]
+			b.Datagrams = b.store[:0]
 			return err
 		}
 		if operr != 0 {
-			b.D = b.store[:0]
+			b.Datagrams = b.store[:0]
 			return os.NewSyscallError("recvmmsg", operr)
 		}
 		k := 0
@@ -261,7 +261,7 @@ func (c *Conn) ReadBatch(b *Batch) error {
 			k++
 		}
 		if k > 0 {
-			b.D = b.store[:k]
+			b.Datagrams = b.store[:k]
 			return nil
 		}
 	}
@@ -410,14 +410,14 @@ type Written struct {
 // possible, using b's own scratch space, and says what became of them.
 func (c *Conn) WriteAll(b *Batch) Written {
 	var w Written
-	if len(b.D) == 0 {
+	if len(b.Datagrams) == 0 {
 		return w
 	}
-	for i := range b.D {
-		w.Bytes += b.D[i].N
+	for i := range b.Datagrams {
+		w.Bytes += b.Datagrams[i].N
 	}
-	sent, failed, err := c.WriteBatch(b, b.D)
-	w.Sent, w.Dropped, w.Err = sent, len(b.D)-sent, err
+	sent, failed, err := c.WriteBatch(b, b.Datagrams)
+	w.Sent, w.Dropped, w.Err = sent, len(b.Datagrams)-sent, err
 	if failed > 0 {
 		w.Bytes = 0
 	}

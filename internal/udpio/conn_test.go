@@ -73,7 +73,7 @@ func TestBatchRoundTrip(t *testing.T) {
 				}
 				out.Add(udpio.Datagram{Buf: buf, N: n, Addr: to})
 			}
-			sent, failed, err := cli.WriteBatch(out, out.D)
+			sent, failed, err := cli.WriteBatch(out, out.Datagrams)
 			if sent != len(sizes) || failed != 0 || err != nil {
 				t.Fatalf("WriteBatch = %d, %d, %v", sent, failed, err)
 			}
@@ -83,10 +83,10 @@ func TestBatchRoundTrip(t *testing.T) {
 			var from netip.AddrPort
 			for len(got) < len(sizes) {
 				b := readWithin(t, srv)
-				for i := range b.D {
-					got = append(got, bytes.Clone(b.D[i].Bytes()))
-					from = b.D[i].Addr
-					if b.D[i].Truncated {
+				for i := range b.Datagrams {
+					got = append(got, bytes.Clone(b.Datagrams[i].Bytes()))
+					from = b.Datagrams[i].Addr
+					if b.Datagrams[i].Truncated {
 						t.Errorf("datagram %d marked truncated", i)
 					}
 				}
@@ -107,13 +107,13 @@ func TestBatchRoundTrip(t *testing.T) {
 			buf := udpio.GetBuffer()
 			copy(buf[:], "pong")
 			back.Add(udpio.Datagram{Buf: buf, N: 4, Addr: from})
-			if sent, _, err := srv.WriteBatch(back, back.D); sent != 1 {
+			if sent, _, err := srv.WriteBatch(back, back.Datagrams); sent != 1 {
 				t.Fatalf("reply not sent: %v", err)
 			}
 			back.Release()
 			b := readWithin(t, cli)
-			if string(b.D[0].Bytes()) != "pong" {
-				t.Fatalf("reply %q", b.D[0].Bytes())
+			if string(b.Datagrams[0].Bytes()) != "pong" {
+				t.Fatalf("reply %q", b.Datagrams[0].Bytes())
 			}
 			b.Release()
 		})
@@ -132,7 +132,7 @@ func TestTruncated(t *testing.T) {
 	}
 	b := readWithin(t, srv)
 	defer b.Release()
-	if !b.D[0].Truncated {
+	if !b.Datagrams[0].Truncated {
 		t.Fatal("an oversize datagram was not marked truncated")
 	}
 }
@@ -158,14 +158,14 @@ func TestDialFiltersForeignSources(t *testing.T) {
 	buf := udpio.GetBuffer()
 	copy(buf[:], "real")
 	b.Add(udpio.Datagram{Buf: buf, N: 4, Addr: c.LocalAddr()})
-	if sent, _, err := upstream.WriteBatch(b, b.D); sent != 1 {
+	if sent, _, err := upstream.WriteBatch(b, b.Datagrams); sent != 1 {
 		t.Fatal(err)
 	}
 	b.Release()
 	got := readWithin(t, c)
 	defer got.Release()
-	if len(got.D) != 1 || string(got.D[0].Bytes()) != "real" {
-		t.Fatalf("read %d datagrams, first %q; want only the upstream's", len(got.D), got.D[0].Bytes())
+	if len(got.Datagrams) != 1 || string(got.Datagrams[0].Bytes()) != "real" {
+		t.Fatalf("read %d datagrams, first %q; want only the upstream's", len(got.Datagrams), got.Datagrams[0].Bytes())
 	}
 }
 
@@ -217,14 +217,14 @@ func TestWriteBatchSkipsRefused(t *testing.T) {
 		buf[0] = byte(i)
 		b.Add(udpio.Datagram{Buf: buf, N: 1, Addr: to})
 	}
-	sent, failed, err := c.WriteBatch(b, b.D)
+	sent, failed, err := c.WriteBatch(b, b.Datagrams)
 	if sent != 2 || failed != 1 || err == nil {
 		t.Fatalf("WriteBatch = %d sent, %d failed, %v; want 2, 1, an error", sent, failed, err)
 	}
 	got := 0
 	for got < 2 {
 		r := readWithin(t, dst)
-		got += len(r.D)
+		got += len(r.Datagrams)
 		r.Release()
 	}
 }
@@ -242,14 +242,14 @@ func TestReadWriteAllocs(t *testing.T) {
 	in := udpio.GetBatch()
 	// Warm up the pools, then count.
 	allocs := testing.AllocsPerRun(200, func() {
-		if sent, _, err := cli.WriteBatch(out, out.D); sent != 8 {
+		if sent, _, err := cli.WriteBatch(out, out.Datagrams); sent != 8 {
 			t.Fatal(err)
 		}
 		for n := 0; n < 8; {
 			if err := srv.ReadBatch(in); err != nil {
 				t.Fatal(err)
 			}
-			n += len(in.D)
+			n += len(in.Datagrams)
 		}
 	})
 	if allocs != 0 {
@@ -270,12 +270,12 @@ func BenchmarkWriteReadBatch(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(208 * udpio.MaxBatch)
 	for b.Loop() {
-		cli.WriteBatch(out, out.D)
+		cli.WriteBatch(out, out.Datagrams)
 		for n := 0; n < udpio.MaxBatch; {
 			if err := srv.ReadBatch(in); err != nil {
 				b.Fatal(err)
 			}
-			n += len(in.D)
+			n += len(in.Datagrams)
 		}
 	}
 	b.ReportMetric(float64(b.N*udpio.MaxBatch)/b.Elapsed().Seconds(), "datagrams/s")
@@ -346,9 +346,9 @@ func TestWriteBatchGSO(t *testing.T) {
 						add(r.to, r.last)
 					}
 				}
-				sent, failed, err := c.WriteBatch(b, b.D)
-				if sent != len(b.D)-3 || failed != 3 || err == nil {
-					t.Fatalf("WriteBatch = %d sent, %d failed, %v; want %d, 3, an error", sent, failed, err, len(b.D)-3)
+				sent, failed, err := c.WriteBatch(b, b.Datagrams)
+				if sent != len(b.Datagrams)-3 || failed != 3 || err == nil {
+					t.Fatalf("WriteBatch = %d sent, %d failed, %v; want %d, 3, an error", sent, failed, err, len(b.Datagrams)-3)
 				}
 				wantMessages := uint64(wantGSOMessages)
 				if noGSO {
@@ -361,8 +361,8 @@ func TestWriteBatchGSO(t *testing.T) {
 					var got [][]byte
 					for len(got) < len(want[k]) {
 						r := readWithin(t, d)
-						for i := range r.D {
-							got = append(got, bytes.Clone(r.D[i].Bytes()))
+						for i := range r.Datagrams {
+							got = append(got, bytes.Clone(r.Datagrams[i].Bytes()))
 						}
 						r.Release()
 					}
@@ -401,7 +401,7 @@ func TestGSORunLimits(t *testing.T) {
 			b.Add(udpio.Datagram{Buf: udpio.GetBuffer(), N: tt.size, Addr: dst.LocalAddr()})
 		}
 		before := c.Messages()
-		if sent, _, err := c.WriteBatch(b, b.D); sent != tt.n {
+		if sent, _, err := c.WriteBatch(b, b.Datagrams); sent != tt.n {
 			t.Fatalf("%d × %d: sent %d: %v", tt.n, tt.size, sent, err)
 		}
 		b.Release()
@@ -410,12 +410,12 @@ func TestGSORunLimits(t *testing.T) {
 		}
 		for n := 0; n < tt.n; {
 			r := readWithin(t, dst)
-			for i := range r.D {
-				if r.D[i].N != tt.size {
-					t.Fatalf("%d × %d: got a %d-byte datagram", tt.n, tt.size, r.D[i].N)
+			for i := range r.Datagrams {
+				if r.Datagrams[i].N != tt.size {
+					t.Fatalf("%d × %d: got a %d-byte datagram", tt.n, tt.size, r.Datagrams[i].N)
 				}
 			}
-			n += len(r.D)
+			n += len(r.Datagrams)
 			r.Release()
 		}
 	}
@@ -428,7 +428,7 @@ func tryRead(c *udpio.Conn) (int, bool) {
 		if c.WaitReadable() == nil {
 			b := udpio.GetBatch()
 			if c.ReadBatch(b) == nil {
-				ch <- len(b.D)
+				ch <- len(b.Datagrams)
 			}
 			b.Release()
 		}
