@@ -299,7 +299,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 	literal, literalErr := netip.ParseAddr(host)
 	switch cfg.Mode {
 	case ModeForward:
-		scfg.Mode = supervisor.Forward
+		scfg.Mode = supervisor.ModeForward
 		up, err := r.resolve(context.Background(), host, port)
 		if err != nil {
 			closeAll()

@@ -45,9 +45,10 @@ type Config struct {
 	// IdleTimeout ends the session when either direction has been silent
 	// for this long. Zero means never (static forward mode).
 	IdleTimeout time.Duration
-	// Raw skips WireGuard parsing: the session forwards any datagram and
-	// replies follow the newest client address (static forward mode).
-	Raw      bool
+	// Forward is the relay's forward mode: no WireGuard parsing, the
+	// session forwards any datagram and replies follow the newest client
+	// address (roam.Peer.Forward).
+	Forward  bool
 	Counters *stats.Counters
 	// Stats is this session's own record, read by the session API.
 	Stats *stats.Session
@@ -142,7 +143,7 @@ func (s *Session) Receive(ctx actor.Context) {
 func (s *Session) start(ctx actor.Context) {
 	now := time.Now()
 	s.lastClient, s.lastUpstream = now, now
-	s.peer.FollowNewest = s.cfg.Raw
+	s.peer.Forward = s.cfg.Forward
 	s.restoreRoam(now)
 	s.saveRoam()
 	if s.cfg.Readers != nil {
@@ -188,7 +189,7 @@ func (s *Session) restoreRoam(now time.Time) {
 // saveRoam hands the roaming state to Stats, from which the state file is
 // written. It runs when the state changed: on a handshake or a roam.
 func (s *Session) saveRoam() {
-	if s.cfg.Raw {
+	if s.cfg.Forward {
 		return
 	}
 	b, err := json.Marshal(s.peer.State())
@@ -207,13 +208,13 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		d := &b.Datagrams[i]
 		bytes += d.N
 		var h wgproto.Header
-		if !s.cfg.Raw {
+		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
 		}
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) {
 			s.roamed(ctx, from)
 		}
-		confirmed := s.cfg.Raw || s.peer.Confirmed(d.Addr, b.Listener)
+		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
 		if confirmed {
 			// Only the client itself keeps the session alive: datagrams
 			// anyone can send with its ID do not.
@@ -278,7 +279,7 @@ func (s *Session) flush() {
 // handshakes never are: a client over its limit must still be able to
 // re-key.
 func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Datagram, confirmed bool) (stats.Reason, bool) {
-	if s.cfg.Raw {
+	if s.cfg.Forward {
 		return 0, false
 	}
 	if !confirmed {
@@ -320,7 +321,7 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
-		if !s.cfg.Raw {
+		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
 		}
 		prev := s.peer.Addr()

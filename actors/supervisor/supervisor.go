@@ -34,14 +34,14 @@ import (
 // Mode says how datagrams are grouped into sessions.
 type Mode int
 
-// The relay's modes.
+// The relay's modes, named as the configuration names them.
 const (
-	// WireGuard groups datagrams by WARP client ID: one session, and one
-	// upstream port, per client ID.
-	WireGuard Mode = iota
-	// Forward sends every datagram through one session with a pre-bound
-	// upstream socket (static port-to-port forwarding).
-	Forward
+	// ModeWireGuard groups datagrams by WARP client ID: one session, and
+	// one upstream port, per client ID.
+	ModeWireGuard Mode = iota
+	// ModeForward sends every datagram through one session with a
+	// pre-bound upstream socket (static port-to-port forwarding).
+	ModeForward
 )
 
 // pendingTimeout is how long an admission may wait for its policy's answer
@@ -89,9 +89,9 @@ func (c *Config) Validate() error {
 		return errors.New("supervisor: no counters")
 	case c.Logger == nil:
 		return errors.New("supervisor: no logger")
-	case c.Mode == Forward && c.ForwardConn == nil:
+	case c.Mode == ModeForward && c.ForwardConn == nil:
 		return errors.New("supervisor: forward mode without an upstream socket")
-	case c.Mode == WireGuard && c.IdleTimeout <= 0:
+	case c.Mode == ModeWireGuard && c.IdleTimeout <= 0:
 		return errors.New("supervisor: idle timeout must be positive")
 	}
 	return nil
@@ -183,7 +183,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		s.terminated(ctx, m.Who)
 	case *actor.Started:
-		if s.cfg.Mode == Forward {
+		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}
 	case *actor.Stopping:
@@ -201,7 +201,7 @@ type routeContext interface {
 
 // route splits a read batch into one batch per session and sends each.
 func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
-	if s.cfg.Mode == Forward {
+	if s.cfg.Mode == ModeForward {
 		s.routeForward(ctx, in)
 		return
 	}
@@ -414,7 +414,7 @@ func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
 
 // openForward starts forward mode's one session on its pre-bound socket.
 func (s *Supervisor) openForward(ctx actor.Context) {
-	s.spawn(ctx, newSession{conn: s.cfg.ForwardConn, raw: true})
+	s.spawn(ctx, newSession{conn: s.cfg.ForwardConn, forward: true})
 }
 
 // newSession describes a session to spawn.
@@ -424,7 +424,7 @@ type newSession struct {
 	listener uint8          // the index of the listening socket it came by
 	conn     *udpio.Conn    // its upstream socket, bound and connected
 	idle     time.Duration
-	raw      bool                      // forward mode: no WireGuard parsing
+	forward  bool                      // forward mode: no WireGuard parsing
 	id       uuid.UUID                 // zero: a new one
 	created  time.Time                 // zero: now
 	roam     []byte                    // saved roaming state, if restored
@@ -455,7 +455,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Writers:     s.cfg.Writers,
 		Listener:    n.listener,
 		IdleTimeout: n.idle,
-		Raw:         n.raw,
+		Forward:     n.forward,
 		Roam:        n.roam,
 		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
@@ -482,7 +482,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 // saved), and then re-opened on its old upstream port if it can still be
 // bound, else on a new one (reported as Rebound).
 func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession) {
-	if s.cfg.Mode != WireGuard {
+	if s.cfg.Mode != ModeWireGuard {
 		return
 	}
 	for i := range saved {

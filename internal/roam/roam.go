@@ -136,10 +136,13 @@ type pendingInit struct {
 //
 // A Peer is owned by one session actor and is not safe for concurrent use.
 type Peer struct {
-	// FollowNewest makes every datagram's source the reply address,
-	// without any check. It is for the static forward mode, whose datagrams
-	// need not be WireGuard; it must stay false for WARP sessions.
-	FollowNewest bool
+	// Forward marks a session of the relay's forward mode, whose datagrams
+	// need not be WireGuard: there are no headers to check, so the reply
+	// address follows every datagram's source, for the whole session (a
+	// WireGuard session does so only until the upstream's first handshake
+	// response; see the package documentation). It must stay false for
+	// WARP sessions.
+	Forward bool
 
 	cur      endpoint
 	answered bool // the upstream has sent a handshake response
@@ -170,8 +173,8 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 	if !p.cur.addr.IsValid() {
 		p.cur = ep // the address that opened the session
 	}
-	if p.FollowNewest || !p.answered {
-		if !p.FollowNewest && h.Type == wgproto.TypeInitiation {
+	if p.Forward || !p.answered {
+		if !p.Forward && h.Type == wgproto.TypeInitiation {
 			p.addPending(now, h.Index, ep)
 		}
 		if ep == p.cur {
@@ -203,7 +206,7 @@ func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort,
 	if !p.cur.addr.IsValid() {
 		return netip.AddrPort{}, 0, false, false
 	}
-	if p.FollowNewest {
+	if p.Forward {
 		return p.cur.addr, p.cur.listener, false, true
 	}
 	switch h.Type {
@@ -349,7 +352,7 @@ var ErrNoAddress = errors.New("roam: state has no client address")
 // Restore replaces the Peer's state with s, as saved by State. Of more than
 // MaxIndexes indexes it keeps the newest; indexes too old to move the
 // session are kept but age out as usual. Pending initiations are cleared.
-// FollowNewest is left as it is.
+// Forward is left as it is.
 func (p *Peer) Restore(s State) error {
 	if !s.Addr.IsValid() {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)

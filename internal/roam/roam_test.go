@@ -335,9 +335,11 @@ func TestConfirmed(t *testing.T) {
 	}
 }
 
-func TestFollowNewest(t *testing.T) {
+// TestForward: a forward-mode Peer follows the newest source, even after
+// what would be a handshake response.
+func TestForward(t *testing.T) {
 	eps := endpoints(0)
-	p := roam.Peer{FollowNewest: true}
+	p := roam.Peer{Forward: true}
 	run(t, &p, eps, []step{
 		c(A, wgproto.Header{}, false), c(C, wgproto.Header{}, true), u(wgproto.Header{}, C, false),
 		c(A1, wgproto.Header{}, true), c(A1, wgproto.Header{}, false), u(resp(1, 2), A1, false),
