@@ -40,7 +40,7 @@ var eventMetrics = [stats.NumEvents]struct{ name, help string }{
 	stats.SessionExpired:  {"sessions_expired_total", "Sessions ended because one direction was silent for the idle timeout."},
 	stats.SessionFailed:   {"sessions_failed_total", "Sessions ended because they failed (panicked); other sessions go on."},
 	stats.SessionClosed:   {"sessions_closed_total", "Sessions ended by shutdown or by a reload that removed them."},
-	stats.ClientRoamed:    {"sessions_roamed_total", "Times a session's client came from a new address; replies follow the newest one."},
+	stats.ClientRoamed:    {"sessions_roamed_total", "Times a session's replies moved to a new client address: its confirmed address changed."},
 	stats.UpstreamChanged: {"upstream_changes_total", "Times the upstream hostname resolved to a new address; new sessions use it."},
 }
 

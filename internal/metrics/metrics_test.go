@@ -90,7 +90,7 @@ udpfwd_sessions_failed_total{relay="warp"} 0
 # HELP udpfwd_sessions_opened_total Sessions opened: a client ID was admitted and its upstream socket bound.
 # TYPE udpfwd_sessions_opened_total counter
 udpfwd_sessions_opened_total{relay="warp"} 4
-# HELP udpfwd_sessions_roamed_total Times a session's client came from a new address; replies follow the newest one.
+# HELP udpfwd_sessions_roamed_total Times a session's replies moved to a new client address: its confirmed address changed.
 # TYPE udpfwd_sessions_roamed_total counter
 udpfwd_sessions_roamed_total{relay="warp"} 3
 # HELP udpfwd_upstream_changes_total Times the upstream hostname resolved to a new address; new sessions use it.
