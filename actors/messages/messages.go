@@ -58,12 +58,14 @@ func (*ClientReplies) IgnoreDeadLetterLogging() {}
 // the client that sent a handshake initiation. The policy answers the
 // sender with SessionAdmitted or SessionRefused. It is asked once per new
 // session, never per datagram.
+//
+// It carries no session counts: limits.Caps, behind the Caps policy, is
+// the one owner of those.
 type AdmitSession struct {
 	Client wgproto.ClientID
-	From   netip.AddrPort
-	// Live is the number of sessions the relay holds now, and LiveFromIP
-	// those whose latest client address has From's IP.
-	Live, LiveFromIP int
+	// From is the source address of the initiation that asks (for a
+	// restored session, its saved client address).
+	From netip.AddrPort
 }
 
 // SessionAdmitted answers AdmitSession: open the session.

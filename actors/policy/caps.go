@@ -53,7 +53,7 @@ func (p *capsPolicy) Receive(ctx actor.Context) {
 			ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
 			return
 		}
-		reason, ok := p.caps.Admit(m.From.Addr(), m.Live, m.LiveFromIP, time.Now())
+		reason, ok := p.caps.Admit(m.From.Addr(), time.Now())
 		if !ok {
 			ctx.Respond(&messages.SessionRefused{Client: m.Client, Reason: reason})
 			return

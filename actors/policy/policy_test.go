@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"golang.org/x/time/rate"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -170,33 +169,6 @@ func TestCaps(t *testing.T) {
 	}
 	if total, _ := caps.Sessions(netip.Addr{}); total != 0 {
 		t.Fatalf("%d sessions counted after every policy stopped", total)
-	}
-}
-
-// TestCapsUsesSupervisorCounts: the supervisor's counts also bind, for
-// sessions the caps did not admit themselves.
-func TestCapsUsesSupervisorCounts(t *testing.T) {
-	sys := newSystem(t)
-	f := policy.Caps(10, 2, rate.Inf, 0)
-	tests := []struct {
-		name             string
-		live, liveFromIP int
-		want             string
-	}{
-		{"under", 9, 1, ""},
-		{"max sessions", 10, 0, messages.RefusedMaxSessions},
-		{"max per IP", 0, 2, messages.RefusedMaxSessionsPerIP},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			m := admit(idA, "192.0.2.1:1")
-			m.Live, m.LiveFromIP = tt.live, tt.liveFromIP
-			got, pid := ask(t, sys, f, m)
-			defer stop(t, sys, pid)
-			if got != tt.want {
-				t.Fatalf("reason %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

@@ -108,12 +108,11 @@ func Props(cfg Config) *actor.Props {
 
 // entry is the supervisor's record of one live session.
 type entry struct {
-	pid      *actor.PID
-	policy   *actor.PID
-	info     messages.SessionInfo
-	openedBy netip.Addr   // the client IP that opened it, for per-IP counts
-	out      *udpio.Batch // datagrams being routed to it in this batch
-	stats    *stats.Session
+	pid    *actor.PID
+	policy *actor.PID
+	info   messages.SessionInfo
+	out    *udpio.Batch // datagrams being routed to it in this batch
+	stats  *stats.Session
 }
 
 // pending is an admission waiting for its policy's answer. It holds the
@@ -134,7 +133,6 @@ type Supervisor struct {
 	sessions map[wgproto.ClientID]*entry
 	byPID    map[string]*entry // by pid.Id, for Terminated and failures
 	pending  map[wgproto.ClientID]*pending
-	perIP    map[netip.Addr]int
 	touched  []*entry
 	drops    [stats.NumReasons]int
 	mac1     *wgproto.MAC1Checker
@@ -152,7 +150,6 @@ func newSupervisor(cfg Config) *Supervisor {
 		sessions: make(map[wgproto.ClientID]*entry),
 		byPID:    make(map[string]*entry),
 		pending:  make(map[wgproto.ClientID]*pending),
-		perIP:    make(map[netip.Addr]int),
 	}
 }
 
@@ -312,12 +309,7 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 	d.Buf = nil // moved into the pending admission
 	p.policy = ctx.Spawn(s.cfg.Policy())
 	s.pending[client] = p
-	ctx.Request(p.policy, &messages.AdmitSession{
-		Client:     client,
-		From:       p.first.Addr,
-		Live:       len(s.sessions),
-		LiveFromIP: s.perIP[p.first.Addr.Addr()],
-	})
+	ctx.Request(p.policy, &messages.AdmitSession{Client: client, From: p.first.Addr})
 }
 
 func (s *Supervisor) dropPending(ctx actor.Context, client wgproto.ClientID, p *pending) {
@@ -462,11 +454,10 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
 			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
 	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, info: info, openedBy: from.Addr(), stats: st}
+	e := &entry{pid: pid, info: info, stats: st}
 	s.sessions[client] = e
 	s.cfg.Counters.SetLive(len(s.sessions))
 	s.byPID[pid.Id] = e
-	s.perIP[e.openedBy]++
 	if n.restore != nil {
 		n.restore.SessionInfo = info
 		ctx.ActorSystem().EventStream.Publish(n.restore)
@@ -497,12 +488,7 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 		p := &pending{restore: r, since: time.Now()}
 		p.policy = ctx.Spawn(s.cfg.Policy())
 		s.pending[info.Client] = p
-		ctx.Request(p.policy, &messages.AdmitSession{
-			Client:     info.Client,
-			From:       info.ClientAddr,
-			Live:       len(s.sessions) + len(s.pending) - 1,
-			LiveFromIP: s.perIP[info.ClientAddr.Addr()],
-		})
+		ctx.Request(p.policy, &messages.AdmitSession{Client: info.Client, From: info.ClientAddr})
 	}
 }
 
@@ -538,9 +524,6 @@ func (s *Supervisor) remove(stop func(pids ...*actor.PID), e *entry) bool {
 	}
 	delete(s.sessions, e.info.Client)
 	s.cfg.Counters.SetLive(len(s.sessions))
-	if s.perIP[e.openedBy]--; s.perIP[e.openedBy] <= 0 {
-		delete(s.perIP, e.openedBy)
-	}
 	if e.policy != nil {
 		stop(e.policy)
 	}

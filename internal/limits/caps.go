@@ -53,9 +53,10 @@ const (
 //
 // A session counts from Admit until Release, which its policy actor calls
 // when it stops (the supervisor stops it when the session ends or is
-// refused). So the caps hold even while many admissions are in flight at
-// once, which the supervisor's own live counts cannot see. Live sessions
-// are never evicted to make room.
+// refused). Caps is the one owner of the relay's per-source session counts:
+// every session of a WireGuard relay is admitted through it, and it counts
+// admissions still in flight, which a count of live sessions would miss.
+// Live sessions are never evicted to make room.
 type Caps struct {
 	cfg CapsConfig
 
@@ -94,18 +95,16 @@ func (c *Caps) Source(ip netip.Addr) netip.Prefix {
 	return p
 }
 
-// Admit decides whether a new session from ip may open at now. live and
-// liveFromIP are what the caller sees (the supervisor's counts); Caps also
-// counts what it admitted itself and uses the larger. If ok, the session
-// counts against the caps until Release(ip).
-func (c *Caps) Admit(ip netip.Addr, live, liveFromIP int, now time.Time) (reason string, ok bool) {
+// Admit decides whether a new session from ip may open at now. If ok, the
+// session counts against the caps until Release(ip).
+func (c *Caps) Admit(ip netip.Addr, now time.Time) (reason string, ok bool) {
 	src := c.Source(ip)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cfg.MaxSessions > 0 && max(live, c.total) >= c.cfg.MaxSessions {
+	if c.cfg.MaxSessions > 0 && c.total >= c.cfg.MaxSessions {
 		return ReasonMaxSessions, false
 	}
-	if c.cfg.MaxPerSource > 0 && max(liveFromIP, c.perSource[src]) >= c.cfg.MaxPerSource {
+	if c.cfg.MaxPerSource > 0 && c.perSource[src] >= c.cfg.MaxPerSource {
 		return ReasonMaxSessionsPerIP, false
 	}
 	if c.cfg.SourceRate > 0 && c.cfg.SourceRate != rate.Inf && !c.limiter(src, now).AllowN(now, 1) {

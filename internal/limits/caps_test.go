@@ -15,14 +15,12 @@ import (
 func TestCaps(t *testing.T) {
 	ip := netip.MustParseAddr
 	// An op admits (release false) or releases (release true) a session
-	// from ip at t0+at; live and liveIP are the caller's counts; want is the
-	// refusal reason ("" for admitted).
+	// from ip at t0+at; want is the refusal reason ("" for admitted).
 	type op struct {
-		ip           string
-		release      bool
-		at           time.Duration
-		live, liveIP int
-		want         string
+		ip      string
+		release bool
+		at      time.Duration
+		want    string
 	}
 	admit := func(addr, want string) op { return op{ip: addr, want: want} }
 	release := func(addr string) op { return op{ip: addr, release: true} }
@@ -38,16 +36,9 @@ func TestCaps(t *testing.T) {
 			admit("192.0.2.1", ""), admit("192.0.2.2", ""), admit("192.0.2.3", limits.ReasonMaxSessions),
 			release("192.0.2.1"), admit("192.0.2.3", ""), admit("192.0.2.4", limits.ReasonMaxSessions),
 		}},
-		{"max sessions counts the caller's live sessions", limits.CapsConfig{MaxSessions: 2}, []op{
-			{ip: "192.0.2.1", live: 2, want: limits.ReasonMaxSessions},
-			{ip: "192.0.2.1", live: 1, want: ""},
-		}},
 		{"per source", limits.CapsConfig{MaxPerSource: 2}, []op{
 			admit("192.0.2.1", ""), admit("192.0.2.1", ""), admit("192.0.2.1", limits.ReasonMaxSessionsPerIP),
 			admit("192.0.2.2", ""), release("192.0.2.1"), admit("192.0.2.1", ""),
-		}},
-		{"per source counts the caller's", limits.CapsConfig{MaxPerSource: 2}, []op{
-			{ip: "192.0.2.1", liveIP: 2, want: limits.ReasonMaxSessionsPerIP},
 		}},
 		{"IPv4-mapped is the IPv4 source", limits.CapsConfig{MaxPerSource: 1}, []op{
 			admit("192.0.2.1", ""), admit("::ffff:192.0.2.1", limits.ReasonMaxSessionsPerIP),
@@ -69,7 +60,8 @@ func TestCaps(t *testing.T) {
 			admit("192.0.2.1", ""), admit("192.0.2.1", ""), admit("192.0.2.1", ""),
 		}},
 		{"a refusal for a cap takes no rate token", limits.CapsConfig{MaxSessions: 1, SourceRate: 1, SourceBurst: 1}, []op{
-			{ip: "192.0.2.1", live: 1, want: limits.ReasonMaxSessions}, admit("192.0.2.1", ""),
+			admit("192.0.2.2", ""), admit("192.0.2.1", limits.ReasonMaxSessions),
+			release("192.0.2.2"), admit("192.0.2.1", ""),
 		}},
 		{"releasing what was never admitted changes nothing", limits.CapsConfig{MaxSessions: 1}, []op{
 			release("192.0.2.9"), admit("192.0.2.1", ""), admit("192.0.2.2", limits.ReasonMaxSessions),
@@ -83,7 +75,7 @@ func TestCaps(t *testing.T) {
 					c.Release(ip(o.ip))
 					continue
 				}
-				reason, ok := c.Admit(ip(o.ip), o.live, o.liveIP, t0.Add(o.at))
+				reason, ok := c.Admit(ip(o.ip), t0.Add(o.at))
 				if reason != o.want || ok != (o.want == "") {
 					t.Fatalf("op %d: Admit(%s) = %q, %v; want %q", i, o.ip, reason, ok, o.want)
 				}
@@ -95,9 +87,9 @@ func TestCaps(t *testing.T) {
 func TestCapsSessions(t *testing.T) {
 	c := limits.NewCaps(limits.CapsConfig{})
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	c.Admit(a, 0, 0, t0)
-	c.Admit(a, 0, 0, t0)
-	c.Admit(b, 0, 0, t0)
+	c.Admit(a, t0)
+	c.Admit(a, t0)
+	c.Admit(b, t0)
 	if total, from := c.Sessions(a); total != 3 || from != 2 {
 		t.Fatalf("Sessions = %d, %d; want 3, 2", total, from)
 	}
@@ -120,7 +112,7 @@ func TestCapsTrackedSourcesBounded(t *testing.T) {
 	for i := range 10_000 {
 		now = now.Add(time.Microsecond)
 		src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if _, ok := c.Admit(src, 0, 0, now); !ok {
+		if _, ok := c.Admit(src, now); !ok {
 			t.Fatalf("first session from %v refused", src)
 		}
 		if n := c.TrackedSources(); n > maxTracked {
@@ -128,16 +120,16 @@ func TestCapsTrackedSourcesBounded(t *testing.T) {
 		}
 	}
 	// A source's own limiter, once made, holds it to its rate.
-	if _, ok := c.Admit(victim, 0, 0, now); !ok {
+	if _, ok := c.Admit(victim, now); !ok {
 		t.Fatal("victim's first session refused")
 	}
-	if reason, ok := c.Admit(victim, 0, 0, now); ok || reason != limits.ReasonNewSessionRate {
+	if reason, ok := c.Admit(victim, now); ok || reason != limits.ReasonNewSessionRate {
 		t.Fatalf("victim's second session: %q, %v; want refused for rate", reason, ok)
 	}
 	// One second later every limiter has refilled; a sweep empties the
 	// table down to the new entry.
 	later := now.Add(2 * time.Second)
-	if _, ok := c.Admit(netip.MustParseAddr("198.51.100.2"), 0, 0, later); !ok {
+	if _, ok := c.Admit(netip.MustParseAddr("198.51.100.2"), later); !ok {
 		t.Fatal("refused after refill")
 	}
 	if n := c.TrackedSources(); n != 1 {
@@ -157,7 +149,7 @@ func TestCapsConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 100 {
 				src := netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", (g*100+i)%250+1))
-				if _, ok := c.Admit(src, 0, 0, time.Now()); ok {
+				if _, ok := c.Admit(src, time.Now()); ok {
 					mu.Lock()
 					admitted++
 					mu.Unlock()
