@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"fmt"
-	"github.com/udpfwd/udpfwd/internal/racecheck"
 	"net/netip"
 	"testing"
 
@@ -10,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/racecheck"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -32,6 +32,7 @@ func (k *sink) Send(pid *actor.PID, m any) {
 }
 func (k *sink) Spawn(*actor.Props) *actor.PID { k.spawned++; return actor.NewPID("test", "policy") }
 func (k *sink) Request(*actor.PID, any)       {}
+func (k *sink) Stop(*actor.PID)               {}
 
 // routeFixture is a supervisor with sessions for n client IDs and a batch
 // of datagram templates that mixes them.

@@ -61,11 +61,12 @@ func (w *Writer) flush() {
 	if len(b.Datagrams) == 0 {
 		return
 	}
+	// The sessions counted these replies (ToClient) as they handed them
+	// over; what the kernel refuses is counted here, as dropped.
 	r := w.cfg.Conn.WriteAll(b)
 	if r.Dropped > 0 {
 		w.cfg.Counters.Drop(stats.ClientSendError, r.Dropped)
 		w.cfg.Logger.Debug("send to client", zap.Error(r.Err))
 	}
-	w.cfg.Counters.Move(stats.ToClient, r.Sent, r.Bytes)
 	b.Reset()
 }

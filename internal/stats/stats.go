@@ -88,12 +88,16 @@ func Reasons() []Reason {
 // Direction names one of the four legs a datagram travels.
 type Direction uint8
 
-// Directions, from the client's point of view.
+// Directions, from the client's point of view. Datagrams are counted where
+// they arrive (From*, before anything is dropped) and where the relay hands
+// them on to be sent (To*, before the kernel's verdict: a datagram the
+// kernel refuses is counted there and also dropped, as UpstreamSendError or
+// ClientSendError). Counters and Session count at the same points.
 const (
-	FromClient   Direction = iota // read on the listening socket
-	ToUpstream                    // written on a session's upstream socket
+	FromClient   Direction = iota // read on a listening socket
+	ToUpstream                    // sent on a session's upstream socket
 	FromUpstream                  // read on a session's upstream socket
-	ToClient                      // written on the listening socket
+	ToClient                      // sent back to the client on a listening socket
 	numDirections
 )
 

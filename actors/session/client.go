@@ -1,0 +1,117 @@
+package session
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// The client side: datagrams from the client, on their way upstream.
+
+// fromClient takes a batch the supervisor routed to the session: it lets
+// roam see each datagram, drops what the session's limits refuse, and
+// stages the rest for the next sendmmsg upstream.
+func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
+	now := time.Now()
+	// Counted as they arrive, as the listener counted them relay-wide.
+	s.cfg.Stats.Move(stats.FromClient, len(b.Datagrams), size(b))
+	k, heard := 0, false
+	for i := range b.Datagrams {
+		d := &b.Datagrams[i]
+		var h wgproto.Header
+		if !s.cfg.Forward {
+			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+		}
+		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) {
+			s.roamed(ctx, from)
+		}
+		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
+		// Only the client itself keeps the session alive: datagrams anyone
+		// can send with its ID do not.
+		heard = heard || confirmed
+		if reason, drop := s.limitFromClient(now, h, d, confirmed); drop {
+			s.cfg.Counters.Drop(reason, 1)
+			continue // the buffer stays in b and is released with it
+		}
+		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
+		k++
+	}
+	b.Datagrams = b.Datagrams[:k]
+	if heard {
+		s.cfg.Stats.HeardClient(now)
+	}
+	if s.roamChanged {
+		s.saveRoam()
+	}
+	if s.stage == nil {
+		// The common case: nothing staged, so this batch becomes the stage.
+		s.stage = b
+		if s.stage.Full() {
+			s.flush()
+		}
+		return
+	}
+	for len(b.Datagrams) > 0 {
+		if s.stage == nil {
+			s.stage = udpio.GetBatch()
+		}
+		s.stage.Take(b)
+		if s.stage.Full() {
+			s.flush()
+		}
+	}
+	b.Release()
+}
+
+// flush writes the staged datagrams upstream with one sendmmsg. They are
+// counted as they are handed to the kernel, relay-wide and for the session
+// alike; those the kernel refuses are counted as dropped too.
+func (s *Session) flush() {
+	b := s.stage
+	if b == nil {
+		return
+	}
+	s.stage = nil
+	defer b.Release()
+	bytes := size(b)
+	s.cfg.Counters.Move(stats.ToUpstream, len(b.Datagrams), bytes)
+	s.cfg.Stats.Move(stats.ToUpstream, len(b.Datagrams), bytes)
+	w := s.cfg.Conn.WriteAll(b)
+	if w.Dropped > 0 {
+		s.cfg.Counters.Drop(stats.UpstreamSendError, w.Dropped)
+		s.cfg.Logger.Debug("send upstream", zap.Error(w.Err))
+	}
+}
+
+// limitFromClient decides whether a datagram from the client may go on.
+// From an address the session has not confirmed: a transport message is
+// dropped (one with a learned index would have confirmed the address, so
+// this one cannot be the client's), and anything else — a handshake from a
+// client on a new network — gets a small budget per source address, so
+// that nobody who knows the client ID can spend the client's. From the
+// confirmed address, transport data is held to the client's rate limit;
+// handshakes never are: a client over its limit must still be able to
+// re-key.
+func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Datagram, confirmed bool) (stats.Reason, bool) {
+	if s.cfg.Forward {
+		return 0, false
+	}
+	if !confirmed {
+		if h.Type == wgproto.TypeTransport {
+			return stats.UnconfirmedTransport, true
+		}
+		if !s.unconfirmed.allow(now, d.Addr.Addr(), d.N) {
+			return stats.UnconfirmedRate, true
+		}
+		return 0, false
+	}
+	if h.Type == wgproto.TypeTransport && !s.up.Allow(now, d.N) {
+		return stats.ClientRate, true
+	}
+	return 0, false
+}

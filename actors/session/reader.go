@@ -1,0 +1,71 @@
+package session
+
+import (
+	"errors"
+	"net"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// read is the session's reader goroutine: it reads the upstream's replies
+// in batches and sends each to the session, which then runs inline on this
+// goroutine (and the writer after it). Between bursts it waits without
+// holding buffers, so an idle session costs a parked goroutine and nothing
+// else. It ends when the session closes its socket.
+func (s *Session) read(root *actor.RootContext, self *actor.PID) {
+	if s.cfg.Readers != nil {
+		defer s.cfg.Readers.Done()
+	}
+	c := s.cfg.Conn
+	for {
+		if err := c.WaitReadable(); err != nil {
+			if s.readFailed(err) {
+				return
+			}
+			continue
+		}
+		for {
+			b := udpio.GetBatch()
+			err := c.ReadBatch(b)
+			if f := c.TakeForeign(); f > 0 {
+				s.cfg.Counters.Drop(stats.ForeignSource, f)
+			}
+			if err != nil {
+				b.Release()
+				if s.readFailed(err) {
+					return
+				}
+				break
+			}
+			n := len(b.Datagrams)
+			if s.stopped.Load() {
+				s.cfg.Counters.Drop(stats.SessionGone, n)
+				b.Release()
+				return
+			}
+			root.Send(self, (*messages.UpstreamDatagrams)(b))
+			if n < udpio.MaxBatch {
+				break // drained: wait again without buffers
+			}
+		}
+	}
+}
+
+// readFailed reports whether the reader must end.
+func (s *Session) readFailed(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return true
+	}
+	if udpio.IsTransient(err) {
+		// An ICMP error for an earlier datagram (upstream port closed,
+		// unreachable): the next datagram may go through.
+		return false
+	}
+	s.cfg.Logger.Warn("read upstream", zap.Error(err))
+	return true
+}

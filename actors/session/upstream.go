@@ -1,0 +1,89 @@
+package session
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// The upstream side: the upstream's replies, on their way to the client.
+
+// fromUpstream takes a batch the reader read: it asks roam where each reply
+// goes, drops what has nowhere to go or is over the client's rate, and hands
+// the rest to the writer of the listening socket the client uses.
+func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
+	now := time.Now()
+	s.cfg.Stats.HeardUpstream(now)
+	n, bytes := len(b.Datagrams), size(b)
+	s.cfg.Counters.Move(stats.FromUpstream, n, bytes)
+	s.cfg.Stats.Move(stats.FromUpstream, n, bytes)
+	// Replies leave in batches by listening socket; almost always one.
+	var out *udpio.Batch
+	outBytes := 0
+	for i := range b.Datagrams {
+		d := &b.Datagrams[i]
+		var h wgproto.Header
+		if !s.cfg.Forward {
+			h, _ = wgproto.Parse(d.Bytes())
+		}
+		prev := s.peer.Addr()
+		to, listener, moved, ok := s.peer.FromUpstream(now, h)
+		if moved {
+			s.roamed(ctx, prev)
+		}
+		if h.Type == wgproto.TypeResponse || h.Type == wgproto.TypeInitiation {
+			s.roamChanged = true // a new index learned
+		}
+		if !ok || int(listener) >= len(s.cfg.Writers) {
+			s.cfg.Counters.Drop(stats.NoPeer, 1)
+			continue // the buffer stays in b and is released with it
+		}
+		if h.Type == wgproto.TypeTransport && !s.down.Allow(now, d.N) {
+			s.cfg.Counters.Drop(stats.ClientRate, 1)
+			continue
+		}
+		if out != nil && out.Listener != listener {
+			s.reply(ctx, out, outBytes)
+			out = nil
+		}
+		if out == nil {
+			out, outBytes = udpio.GetBatch(), 0
+			out.Listener = listener
+		}
+		d.Addr = to
+		outBytes += d.N
+		out.Add(*d)
+		d.Buf = nil
+	}
+	if out != nil {
+		s.reply(ctx, out, outBytes)
+	}
+	if s.roamChanged {
+		s.saveRoam()
+	}
+	b.Release()
+}
+
+// reply hands a batch of replies to the writer of its listening socket. It
+// counts them first, relay-wide and for the session alike: the writer may
+// run inline and send them before Send returns, and a count must never be
+// behind a datagram the client may already have.
+func (s *Session) reply(ctx actor.Context, out *udpio.Batch, bytes int) {
+	s.cfg.Counters.Move(stats.ToClient, len(out.Datagrams), bytes)
+	s.cfg.Stats.Move(stats.ToClient, len(out.Datagrams), bytes)
+	ctx.Send(s.cfg.Writers[out.Listener], (*messages.ClientReplies)(out))
+}
+
+// size is the total size of a batch's datagrams.
+func size(b *udpio.Batch) int {
+	n := 0
+	for i := range b.Datagrams {
+		n += b.Datagrams[i].N
+	}
+	return n
+}

@@ -1,0 +1,138 @@
+package supervisor
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// pendingTimeout is how long an admission may wait for its policy's answer
+// before another initiation from the client may ask again. Policies answer
+// in microseconds; this only guards against one that never does.
+const pendingTimeout = 5 * time.Second
+
+// pending is an admission waiting for its policy's answer. It holds the
+// handshake initiation that asked, to forward once admitted.
+type pending struct {
+	first    udpio.Datagram
+	restore  *messages.RestoredSession // a saved session to re-open, instead of first
+	listener uint8                     // the index of the listening socket first came by
+	policy   *actor.PID
+	since    time.Time
+}
+
+// admit asks a new policy actor whether client may open a session, and
+// keeps its initiation until the answer comes.
+func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.Datagram, listener uint8) {
+	if !s.upstream.IsValid() {
+		s.drops[stats.UpstreamUnresolved]++
+		return
+	}
+	if p := s.pending[client]; p != nil {
+		if time.Since(p.since) < pendingTimeout {
+			s.drops[stats.AdmissionPending]++
+			return
+		}
+		s.cfg.Logger.Warn("policy did not answer; asking again", zap.Stringer("client", client))
+		s.dropAdmission(client, p, stats.PolicyRefused, ctx.Stop)
+	}
+	p := &pending{first: *d, listener: listener}
+	d.Buf = nil // moved into the pending admission
+	s.ask(ctx, client, p.first.Addr, p)
+}
+
+// ask spawns the client's policy actor and asks it whether a session may
+// open for the client at from; p waits for the answer.
+func (s *Supervisor) ask(ctx routeContext, client wgproto.ClientID, from netip.AddrPort, p *pending) {
+	p.since = time.Now()
+	p.policy = ctx.Spawn(s.cfg.Policy())
+	s.pending[client] = p
+	ctx.Request(p.policy, &messages.AdmitSession{Client: client, From: from})
+}
+
+// dropAdmission is the one way an admission ends without a session: the
+// policy refused it, did not answer, failed, or no upstream socket could be
+// opened for it, or the relay is stopping. It forgets the admission,
+// returns the held initiation's buffer (a restore holds none), stops the
+// policy actor (stop is nil where protoactor stops it anyway), and counts
+// the admission as one datagram dropped for reason.
+func (s *Supervisor) dropAdmission(client wgproto.ClientID, p *pending, reason stats.Reason, stop func(*actor.PID)) {
+	delete(s.pending, client)
+	udpio.PutBuffer(p.first.Buf) // nil for a restore: PutBuffer ignores it
+	p.first.Buf = nil
+	if stop != nil {
+		stop(p.policy)
+	}
+	s.cfg.Counters.Drop(reason, 1)
+}
+
+// refused ends an admission its policy refused.
+func (s *Supervisor) refused(ctx actor.Context, m *messages.SessionRefused) {
+	p := s.pending[m.Client]
+	if p == nil {
+		return
+	}
+	reason, ok := refusalReason[m.Reason]
+	if !ok {
+		reason = stats.PolicyRefused
+	}
+	s.cfg.Logger.Debug("session refused", zap.Stringer("client", m.Client), zap.String("reason", m.Reason),
+		zap.Bool("restored", p.restore != nil))
+	s.dropAdmission(m.Client, p, reason, ctx.Stop)
+}
+
+// refusalReason maps the relay's own policies' reasons to drop reasons.
+var refusalReason = map[string]stats.Reason{
+	messages.RefusedClientNotAllowed: stats.ClientNotAllowed,
+	messages.RefusedSourceDenied:     stats.SourceNotAllowed,
+	messages.RefusedSourceNotAllowed: stats.SourceNotAllowed,
+	messages.RefusedMaxSessions:      stats.MaxSessions,
+	messages.RefusedMaxSessionsPerIP: stats.MaxSessionsPerIP,
+	messages.RefusedNewSessionRate:   stats.NewSessionRate,
+}
+
+// admitted opens the session its policy admitted: on a new upstream socket,
+// with the initiation that asked as its first datagram (or, for a restore,
+// on its old socket: reopen).
+func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
+	p := s.pending[client]
+	if p == nil {
+		return
+	}
+	if p.restore != nil {
+		s.reopen(ctx, client, p)
+		return
+	}
+	conn, err := s.dial(s.upstream)
+	if err != nil {
+		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
+		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
+		return
+	}
+	delete(s.pending, client)
+	e := s.spawn(ctx, newSession{
+		client: client, from: p.first.Addr, listener: p.listener, conn: conn,
+		idle: s.cfg.IdleTimeout, policy: p.policy,
+	})
+	b := udpio.GetBatch()
+	b.Listener = p.listener
+	b.Add(p.first)
+	ctx.Send(e.pid, (*messages.ClientDatagrams)(b))
+}
+
+// policyFailed ends the admissions whose policy actor failed; protoactor
+// has stopped it already (HandleFailure).
+func (s *Supervisor) policyFailed(child *actor.PID) {
+	for client, p := range s.pending {
+		if p.policy.Id == child.Id {
+			s.dropAdmission(client, p, stats.PolicyRefused, nil)
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"syscall"
+
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// resolved records the upstream's current address: new sessions connect to
+// it, existing sessions keep theirs.
+func (s *Supervisor) resolved(up netip.AddrPort) {
+	if s.upstream.IsValid() && up != s.upstream {
+		s.cfg.Counters.Count(stats.UpstreamChanged)
+	}
+	s.upstream = up
+}
+
+// dial opens an upstream socket to up: on a port the kernel picks, or on a
+// free port of the configured range, tried from a random place in it.
+func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
+	lo, hi := s.cfg.UpstreamPorts[0], s.cfg.UpstreamPorts[1]
+	if lo == 0 {
+		return udpio.Dial(context.Background(), s.cfg.UpstreamBind, up, s.cfg.SocketOptions)
+	}
+	addr := s.cfg.UpstreamBind.Addr()
+	if !addr.IsValid() {
+		addr = netip.IPv4Unspecified()
+		if up.Addr().Is6() {
+			addr = netip.IPv6Unspecified()
+		}
+	}
+	n := int(hi) - int(lo) + 1
+	start := rand.IntN(n)
+	var err error
+	for i := 0; i < n; i++ {
+		port := lo + uint16((start+i)%n)
+		var c *udpio.Conn
+		c, err = udpio.Dial(context.Background(), netip.AddrPortFrom(addr, port), up, s.cfg.SocketOptions)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("no free port in %d-%d: %w", lo, hi, err)
+}
+
+// redial opens a restored session's socket on the local address it had,
+// so that the upstream sees the same 4-tuple; if that cannot be bound any
+// more, it dials as for a new session and says why in rebind.
+func (s *Supervisor) redial(local, up netip.AddrPort) (conn *udpio.Conn, rebind error, err error) {
+	conn, rebind = udpio.Dial(context.Background(), local, up, s.cfg.SocketOptions)
+	if rebind == nil {
+		return conn, nil, nil
+	}
+	conn, err = s.dial(up)
+	return conn, rebind, err
+}

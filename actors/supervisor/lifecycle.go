@@ -1,0 +1,186 @@
+package supervisor
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/actors/session"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// newSession describes a session to spawn.
+type newSession struct {
+	client   wgproto.ClientID
+	from     netip.AddrPort // the client's address
+	listener uint8          // the index of the listening socket it came by
+	conn     *udpio.Conn    // its upstream socket, bound and connected
+	idle     time.Duration
+	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
+	forward  bool                      // forward mode: no WireGuard parsing
+	id       uuid.UUID                 // zero: a new one
+	created  time.Time                 // zero: now
+	roam     []byte                    // saved roaming state, if restored
+	restore  *messages.SessionRestored // published instead of SessionOpened
+}
+
+// openForward starts forward mode's one session on its pre-bound socket.
+func (s *Supervisor) openForward(ctx actor.Context) {
+	s.spawn(ctx, newSession{conn: s.cfg.ForwardConn, forward: true})
+}
+
+// spawn starts a session and enters it in the tables. The counters move
+// before the event (SessionOpened, or SessionRestored) is published, so
+// that whoever waits for the event finds them moved.
+func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
+	now := time.Now()
+	if n.id == (uuid.UUID{}) {
+		n.id = uuid.New()
+	}
+	if n.created.IsZero() {
+		n.created = now
+	}
+	client, from, conn := n.client, n.from, n.conn
+	info := messages.SessionInfo{
+		Relay:         s.cfg.Relay,
+		Session:       n.id,
+		Client:        client,
+		ClientAddr:    from,
+		UpstreamLocal: conn.LocalAddr(),
+		Upstream:      conn.RemoteAddr(),
+	}
+	st := stats.NewSession(n.created, now, from)
+	pid := ctx.SpawnPrefix(session.Props(session.Config{
+		Stats:       st,
+		Info:        info,
+		Conn:        conn,
+		Writers:     s.cfg.Writers,
+		Listener:    n.listener,
+		IdleTimeout: n.idle,
+		Forward:     n.forward,
+		Roam:        n.roam,
+		Readers:     s.cfg.Readers,
+		Counters:    s.cfg.Counters,
+		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
+			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
+	}), "session-"+client.String()+"-")
+	e := &entry{pid: pid, policy: n.policy, info: info, stats: st}
+	s.sessions[client] = e
+	s.byPID[pid.Id] = e
+	s.cfg.Counters.SetLive(len(s.sessions))
+	if e.policy != nil {
+		ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
+	}
+	if n.restore != nil {
+		n.restore.SessionInfo = info
+		ctx.ActorSystem().EventStream.Publish(n.restore)
+		return e
+	}
+	s.cfg.Counters.Count(stats.SessionOpened)
+	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
+	return e
+}
+
+// ending is what ending a session needs from whoever ends it.
+type ending struct {
+	// stopSession and stopPolicy stop the session's actor and its policy
+	// actor; nil where that is done already, or protoactor will do it.
+	stopSession, stopPolicy func(*actor.PID)
+	events                  *eventstream.EventStream
+}
+
+// end is the one "session ended" path, for idle expiry, termination,
+// failure and stopping alike. It forgets the session (nothing more is
+// routed to it and it no longer counts as live), stops its actor and its
+// policy actor (which releases its place in the caps), counts why it ended,
+// and only then publishes the event made by event, so that whoever waits
+// for the event finds the counters moved. It reports false, doing nothing,
+// if the session had ended already (an expiring session that then fails,
+// say). The entry stays in byPID until the actor has terminated.
+func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messages.SessionInfo) any) bool {
+	if s.sessions[e.info.Client] != e {
+		return false
+	}
+	delete(s.sessions, e.info.Client)
+	s.cfg.Counters.SetLive(len(s.sessions))
+	if how.stopSession != nil {
+		how.stopSession(e.pid)
+	}
+	if e.policy != nil && how.stopPolicy != nil {
+		how.stopPolicy(e.policy)
+	}
+	s.cfg.Counters.Count(why)
+	info := e.info
+	info.ClientAddr = e.stats.ClientAddr()
+	how.events.Publish(event(info))
+	return true
+}
+
+// idle ends a session whose timer fired. Forgetting the client ID first
+// means nothing more is routed to it; Poison lets it forward what is
+// already queued before it stops.
+func (s *Supervisor) idle(ctx actor.Context, m *messages.SessionIdle) {
+	e := s.sessions[m.Session.Client]
+	if e == nil || e.info.Session != m.Session.Session {
+		return
+	}
+	how := ending{stopSession: ctx.Poison, stopPolicy: ctx.Stop, events: ctx.ActorSystem().EventStream}
+	s.end(how, e, stats.SessionExpired, func(info messages.SessionInfo) any {
+		return &messages.SessionExpired{SessionInfo: info, Side: m.Side, Timeout: s.cfg.IdleTimeout}
+	})
+}
+
+// terminated handles a child that stopped. A session that stopped while
+// still live was stopped from outside: it ends as closed.
+func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
+	e := s.byPID[who.Id]
+	if e == nil {
+		return // a policy actor
+	}
+	delete(s.byPID, who.Id)
+	s.end(ending{stopPolicy: ctx.Stop, events: ctx.ActorSystem().EventStream}, e, stats.SessionClosed, closed)
+}
+
+// closed makes the event of a session closed by a stop.
+func closed(info messages.SessionInfo) any { return &messages.SessionClosed{SessionInfo: info} }
+
+// HandleFailure is called in the supervisor's goroutine when a child
+// panics. A failed session is stopped, never restarted: its socket is
+// closed and a new session would have a new port anyway. Every other
+// session is untouched. A failed policy actor is stopped too, and its
+// admission dropped.
+func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason, _ any) {
+	sup.StopChildren(child)
+	e := s.byPID[child.Id]
+	if e == nil {
+		s.cfg.Logger.Error("policy actor failed", zap.Stringer("pid", child), zap.Any("reason", reason))
+		s.policyFailed(child)
+		return
+	}
+	how := ending{stopPolicy: func(pid *actor.PID) { sup.StopChildren(pid) }, events: system.EventStream}
+	s.end(how, e, stats.SessionFailed, func(info messages.SessionInfo) any {
+		return &messages.SessionFailed{SessionInfo: info, Reason: fmt.Sprint(reason)}
+	})
+}
+
+// stopping runs before protoactor stops the children: every admission
+// still waiting is dropped, and every session still open ends as closed.
+// protoactor stops every child after this, sessions and policies alike:
+// stopping them here too would send a second Stop to a dead actor.
+func (s *Supervisor) stopping(ctx actor.Context) {
+	for client, p := range s.pending {
+		s.dropAdmission(client, p, stats.SessionGone, nil)
+	}
+	how := ending{events: ctx.ActorSystem().EventStream}
+	for _, e := range s.sessions {
+		s.end(how, e, stats.SessionClosed, closed)
+	}
+}

@@ -1,0 +1,222 @@
+package supervisor_test
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/actors/supervisor"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+	"github.com/udpfwd/udpfwd/internal/wgtest"
+)
+
+const waitTimeout = 5 * time.Second
+
+var (
+	idA = wgproto.ClientID{0xa8, 0x1a, 0x15}
+	idB = wgproto.ClientID{0x01, 0x02, 0x03}
+	idC = wgproto.ClientID{0x0c, 0x0c, 0x0c}
+)
+
+// fixture is a supervisor in an actor system of its own, with an upstream
+// socket on loopback that reads nothing (sessions only need to connect to
+// it) and a writer that drops every reply.
+type fixture struct {
+	sys      *actor.ActorSystem
+	pid      *actor.PID
+	counters *stats.Counters
+	readers  sync.WaitGroup
+}
+
+func start(t *testing.T, f policy.Factory) *fixture {
+	t.Helper()
+	up, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	x := &fixture{sys: actor.NewActorSystem(), counters: &stats.Counters{}}
+	writer := x.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*messages.ClientReplies); ok {
+			m.Batch().Release()
+		}
+	}))
+	cfg := supervisor.Config{
+		Relay:       "test",
+		Upstream:    up.LocalAddr().(*net.UDPAddr).AddrPort(),
+		Writers:     []*actor.PID{writer},
+		IdleTimeout: time.Hour, // the tests send SessionIdle themselves
+		Policy:      f,
+		Counters:    x.counters,
+		Logger:      zaptest.NewLogger(t),
+		Readers:     &x.readers,
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	x.pid = x.sys.Root.Spawn(supervisor.Props(cfg))
+	t.Cleanup(func() {
+		x.stop(t)
+		x.sys.Shutdown()
+	})
+	return x
+}
+
+// stop stops the supervisor (once) and waits for its sessions' readers.
+func (x *fixture) stop(t *testing.T) {
+	t.Helper()
+	if x.pid == nil {
+		return
+	}
+	if err := x.sys.Root.StopFuture(x.pid).Wait(); err != nil {
+		t.Error(err)
+	}
+	x.pid = nil
+	done := make(chan struct{})
+	go func() { x.readers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(waitTimeout):
+		t.Error("session readers did not end")
+	}
+}
+
+// initiate sends the supervisor one read batch with an initiation from
+// each client.
+func (x *fixture) initiate(ids ...wgproto.ClientID) {
+	b := udpio.GetBatch()
+	for i, id := range ids {
+		buf := udpio.GetBuffer()
+		n := copy(buf[:], wgtest.Initiation(id, uint32(i+1)))
+		b.Add(udpio.Datagram{Buf: buf, N: n, Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(5000+i))})
+	}
+	x.sys.Root.Send(x.pid, (*messages.ClientDatagrams)(b))
+}
+
+// TestEventsFollowCounters ends sessions every way a session ends, and
+// checks, in the event stream's handler (which runs as the event is
+// published), that the counters about each event have moved already: a
+// test may wait for an event and then read the counters.
+func TestEventsFollowCounters(t *testing.T) {
+	x := start(t, nil)
+	var mu sync.Mutex
+	var problems []string
+	seen := map[stats.Event]uint64{}
+	live := 0
+	events := make(chan any, 16)
+	sub := x.sys.EventStream.Subscribe(func(evt any) {
+		var kind stats.Event
+		switch evt.(type) {
+		case *messages.SessionOpened:
+			kind, live = stats.SessionOpened, live+1
+		case *messages.SessionExpired:
+			kind, live = stats.SessionExpired, live-1
+		case *messages.SessionFailed:
+			kind, live = stats.SessionFailed, live-1
+		case *messages.SessionClosed:
+			kind, live = stats.SessionClosed, live-1
+		default:
+			return
+		}
+		seen[kind]++
+		mu.Lock()
+		if got := x.counters.Events(kind); got != seen[kind] {
+			problems = append(problems, fmt.Sprintf("%T published with %s counted %d times, want %d", evt, kind, got, seen[kind]))
+		}
+		if got := x.counters.Live(); got != live {
+			problems = append(problems, fmt.Sprintf("%T published with %d sessions live, want %d", evt, got, live))
+		}
+		mu.Unlock()
+		events <- evt
+	})
+	defer x.sys.EventStream.Unsubscribe(sub)
+	next := func() any {
+		t.Helper()
+		select {
+		case evt := <-events:
+			return evt
+		case <-time.After(waitTimeout):
+			t.Fatal("no event within the timeout")
+			return nil
+		}
+	}
+
+	x.initiate(idA, idB, idC)
+	opened := map[wgproto.ClientID]messages.SessionInfo{}
+	for range 3 {
+		evt, ok := next().(*messages.SessionOpened)
+		if !ok {
+			t.Fatalf("got %T, want SessionOpened", evt)
+		}
+		opened[evt.Client] = evt.SessionInfo
+	}
+	x.sys.Root.Send(x.pid, &messages.SessionIdle{Session: opened[idA], Side: "client"})
+	if evt, ok := next().(*messages.SessionExpired); !ok || evt.Client != idA {
+		t.Fatalf("got %+v, want idA's SessionExpired", evt)
+	}
+	x.sys.Root.Send(x.pid, &messages.Crash{Client: idB, Reason: "test"})
+	if evt, ok := next().(*messages.SessionFailed); !ok || evt.Client != idB {
+		t.Fatalf("got %+v, want idB's SessionFailed", evt)
+	}
+	x.stop(t)
+	if evt, ok := next().(*messages.SessionClosed); !ok || evt.Client != idC {
+		t.Fatalf("got %+v, want idC's SessionClosed", evt)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if x.counters.Live() != 0 {
+		t.Errorf("%d sessions live after stop", x.counters.Live())
+	}
+}
+
+// TestFailedPolicy: a policy actor that panics refuses its admission: the
+// initiation it held is counted dropped (policy_refused), and a later
+// initiation from the client is asked about again.
+func TestFailedPolicy(t *testing.T) {
+	var asked sync.WaitGroup
+	asked.Add(2)
+	panicky := func() *actor.Props {
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			if _, ok := ctx.Message().(*messages.AdmitSession); ok {
+				asked.Done()
+				panic("policy failed on purpose")
+			}
+		})
+	}
+	x := start(t, panicky)
+	x.initiate(idA)
+	deadline := time.Now().Add(waitTimeout)
+	for x.counters.Dropped(stats.PolicyRefused) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("policy_refused = %d, want 1", x.counters.Dropped(stats.PolicyRefused))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	x.initiate(idA)
+	asked.Wait()
+	for x.counters.Dropped(stats.PolicyRefused) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("policy_refused = %d after the second initiation, want 2", x.counters.Dropped(stats.PolicyRefused))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if n := x.counters.Dropped(stats.AdmissionPending); n != 0 {
+		t.Errorf("admission_pending = %d: the failed admission was not forgotten", n)
+	}
+	if x.counters.Events(stats.SessionOpened) != 0 {
+		t.Error("a session opened")
+	}
+}
