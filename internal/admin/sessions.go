@@ -54,10 +54,12 @@ type SessionRecord struct {
 	Upstream       string    `json:"upstream"`
 	Created        time.Time `json:"created"`
 	AgeSeconds     float64   `json:"age_seconds"`
-	// LastFromClient is the newest datagram from the client.
+	// LastFromClient is the newest datagram from the client's confirmed
+	// address: the idle clock the session expires by (stats.Session).
 	LastFromClient    time.Time `json:"last_from_client"`
 	IdleClientSeconds float64   `json:"idle_client_seconds"`
-	// LastFromUpstream is the newest datagram from upstream (Created if none yet).
+	// LastFromUpstream is the newest datagram from upstream (the session's
+	// start if none yet).
 	LastFromUpstream    time.Time  `json:"last_from_upstream"`
 	IdleUpstreamSeconds float64    `json:"idle_upstream_seconds"`
 	Datagrams           Directions `json:"datagrams"`

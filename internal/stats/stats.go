@@ -20,14 +20,14 @@ const (
 	Oversize                           // larger than the relay's buffers; the kernel truncated it
 	UnknownClient                      // not a handshake initiation, and no session for its client ID
 	AdmissionPending                   // a session for this client ID is being admitted
-	PolicyRefused                      // a policy refused to open a session (an operator's own policy, or one that failed)
+	PolicyRefused                      // a policy refused to open a session (an operator's own policy, or one that failed or did not answer)
 	UpstreamUnresolved                 // the upstream hostname has no address yet
 	UpstreamBindFailed                 // no upstream socket could be opened for a new session
 	ForeignSource                      // arrived on an upstream socket from another address than the upstream
 	NoPeer                             // a reply from upstream, but no client address to send it to
 	UpstreamSendError                  // the kernel refused to send it upstream
 	ClientSendError                    // the kernel refused to send it to the client
-	SessionGone                        // its session ended while it was queued
+	SessionGone                        // its session ended while it was queued, or the relay stopped while its admission was pending
 	BadMAC1                            // a handshake initiation whose mac1 is not valid for the upstream's key
 	UnconfirmedRate                    // from an unconfirmed client address, over the budget for those
 	UnconfirmedTransport               // a transport message from an unconfirmed address, without a learned index: never the client's
