@@ -29,7 +29,13 @@ type Config struct {
 	Logger   *zap.Logger
 }
 
-// Props returns the props of a listener actor.
+// Props returns the props of a listener actor. It runs on protoactor's
+// default dispatcher, not inline: its Stopping waits for its reader
+// goroutine, which must not be the goroutine running it.
+//
+// A listener must not be restarted: it does not handle Restarting, so its
+// reader would go on while the new instance started a second one on the
+// same socket. Nothing in it fails; a relay that needs it back starts anew.
 func Props(cfg Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return &Listener{cfg: cfg} })
 }

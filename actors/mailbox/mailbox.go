@@ -38,7 +38,8 @@ const inlineThroughput = 300
 // in the session's. An actor whose mailbox is already being processed just
 // queues the message, so it still handles one message at a time, in order.
 // Use it only for actors that never wait for a goroutine that may be the
-// one sending to them.
+// one sending to them. actors/relay's package doc lists which goroutines
+// the relay's inline actors run on.
 func Inline() actor.Dispatcher { return actor.NewSynchronizedDispatcher(inlineThroughput) }
 
 // Option configures a mailbox.

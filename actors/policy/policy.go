@@ -32,7 +32,14 @@ import (
 )
 
 // Factory returns the props of the policy actor for one client. The
-// supervisor calls it in its own goroutine.
+// supervisor calls it in its own goroutine. Policy actors run on
+// protoactor's default dispatcher.
+//
+// The supervisor never restarts a policy actor: one that fails is stopped
+// and its admission dropped (counted as policy_refused). Inside a Chain, a
+// failed policy is restarted by the chain (protoactor's default), so a
+// policy that holds something for its session, as Caps holds a place, gives
+// it back on Restarting as on Stopping.
 type Factory func() *actor.Props
 
 // AllowAll is the default policy: every session is admitted.

@@ -42,8 +42,10 @@ var deadLetterSystems sync.Map
 
 // handleDeadLetters makes c count (and the pools get back) the batches that
 // reach a stopped actor in system. The relay is built so that this does not
-// happen (the supervisor forgets a session before stopping it, and a session
-// waits for its reader before it stops); this is the safety net. With
+// happen (the supervisor forgets a session before stopping it, a session's
+// reader drops what it read once the session has stopped, and Relay.Close
+// stops senders before receivers); this is the safety net for a reader that
+// read just as its session stopped. With
 // several relays in one system the first one's counters get them.
 func handleDeadLetters(system *actor.ActorSystem, c *stats.Counters) {
 	if _, loaded := deadLetterSystems.LoadOrStore(system, true); loaded {

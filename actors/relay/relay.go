@@ -1,10 +1,3 @@
-// Package relay assembles one relay from the actor kinds: for every
-// listening socket a listener and a writer, one session supervisor, and the
-// sessions it spawns. It is what the udpfwd command, the warpsim demo and
-// the end-to-end tests start.
-//
-//	client ──► listener ──► supervisor ──► session ──► upstream
-//	client ◄── writer   ◄───────────────── session ◄── upstream
 package relay
 
 import (
@@ -489,6 +482,28 @@ func (r *Relay) Name() string { return r.cfg.Name }
 
 // Close stops reading, stops every session (closing its socket), then the
 // writers, and returns when all have stopped. It is safe to call twice.
+//
+// The order is that of the datagram path, senders before receivers, so that
+// nothing is sent to an actor that has stopped (a dead letter would still
+// be counted and its buffers returned, but the order makes it not happen):
+//
+//  1. The resolver, the only sender of UpstreamResolved besides Start.
+//  2. The listeners, the only senders of ClientDatagrams: each one's
+//     Stopping closes its socket and waits for its reader to end, so once
+//     StopFuture returns no datagram reaches the supervisor any more.
+//  3. The supervisor, which sends to sessions and spawns them: its Stopping
+//     drops pending admissions and ends every session as closed; then
+//     protoactor stops its children, sessions and policies, before the
+//     supervisor itself. Each session's Stopping writes what it staged and
+//     closes its socket.
+//  4. The sessions' readers, which send to sessions: with their sockets
+//     closed they end at once; one that read a batch just before sees the
+//     session stopped and counts and releases it (Close waits for them,
+//     bounded).
+//  5. The writers last, once no session and no reader is left to send them
+//     replies: their Stopping writes what they staged. Their sockets (the
+//     listeners') are closed by then, so those writes fail and are counted
+//     as client_send_error, as any reply still in flight at shutdown is.
 func (r *Relay) Close() error {
 	r.closeOnce.Do(func() {
 		r.stopResolve()

@@ -23,8 +23,12 @@ type Config struct {
 	Logger   *zap.Logger
 }
 
-// Props returns the props of a writer actor. Replies from many sessions
-// that queue up while a write is under way leave together in the next one.
+// Props returns the props of a writer actor. It runs inline
+// (mailbox.Inline) on the goroutine of the session that sends to it while
+// it is idle, mostly a session's reader. Replies from many sessions that
+// queue up while a write is under way leave together in the next one. A
+// restart would be harmless: the producer hands back the same Writer, stage
+// and all.
 func Props(cfg Config) *actor.Props {
 	w := &Writer{cfg: cfg, stage: udpio.GetBatch()}
 	return actor.PropsFromProducer(func() actor.Actor { return w },

@@ -1,0 +1,52 @@
+// Package relay assembles one relay from the actor kinds: for every
+// listening socket a listener and a writer, one session supervisor, and the
+// sessions it spawns. It is what the udpfwd command, the warpsim demo and
+// the end-to-end tests start.
+//
+//	client ──► listener ──► supervisor ──► session ──► upstream
+//	client ◄── writer   ◄───────────────── session ◄── upstream
+//
+// # Goroutines, and which actors run on them
+//
+// The supervisor, the sessions and the writers have no goroutine of their
+// own. They use actors/mailbox's Inline dispatcher: an actor whose mailbox
+// is idle runs in the goroutine that sends to it, one that is busy queues
+// the message for the goroutine already running it. So each still handles
+// one message at a time, in order, whichever goroutine that is, and a
+// datagram crosses the relay without a goroutine hand-off. The listeners
+// and the policy actors run on protoactor's default dispatcher.
+//
+// The goroutines of a relay, and what runs on each:
+//
+//   - A listener's reader, one per listening socket (actors/listener). It
+//     reads a batch with recvmmsg and sends it to the supervisor, which
+//     routes it inline and sends each session its part; the sessions run
+//     inline too and write upstream with sendmmsg. Session events these
+//     raise (ClientRoamed) are published, and their subscribers run, here.
+//   - A session's reader, one per session (actors/session reader.go). It
+//     reads the upstream's replies and sends them to its session, which
+//     addresses them inline and hands them to a writer, which writes them
+//     to the client inline. Writers run almost only here.
+//   - The resolver, one per relay whose upstream is a hostname
+//     (Relay.resolveLoop): the supervisor runs inline on it for
+//     UpstreamResolved.
+//   - Timers: a session's idle timer (time.AfterFunc) sends it CheckIdle,
+//     and the session runs inline on the timer's goroutine; if it is idle,
+//     the supervisor runs there too for SessionIdle, ends the session and
+//     publishes SessionExpired. protoactor's futures time out on timers too.
+//   - protoactor's dispatcher: its goroutines run the listener actors
+//     (Started, Stopping) and the policy actors. A policy's answer runs the
+//     supervisor inline, which then opens the upstream socket and spawns the
+//     session (whose Started runs inline there as well) and publishes
+//     SessionOpened.
+//   - Callers of the Relay's methods: Start's caller sends RestoreSessions;
+//     Relay.Sessions (the admin listener's handlers, the state saver) runs
+//     the supervisor inline for ListSessions; Close's caller runs the
+//     supervisor's Stopping, and the sessions' as protoactor stops them.
+//
+// Whatever goroutine runs an actor, state shared between actors is only
+// what is safe for concurrent use: stats.Counters and stats.Session
+// (atomics), limits.Caps (a mutex), and the udpio.Conn sockets, each read by
+// one goroutine (a listener's or session's reader) and written by whichever
+// goroutine runs its one writer (the writer actor, or the session).
+package relay
