@@ -38,5 +38,4 @@ const (
 	RefusedMaxSessions      = limits.ReasonMaxSessions      // the relay holds its maximum of sessions
 	RefusedMaxSessionsPerIP = limits.ReasonMaxSessionsPerIP // the source holds its maximum
 	RefusedNewSessionRate   = limits.ReasonNewSessionRate   // the source opens sessions too fast
-	RefusedPolicyFailed     = "policy_failed"               // the policy actor failed or did not answer
 )
