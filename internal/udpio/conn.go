@@ -398,30 +398,23 @@ func (c *Conn) buildMessage(scratch *Batch, m int, ds []Datagram, first int) {
 	}
 }
 
-// Written is what WriteAll did with a batch.
+// Written is what WriteAll did with a batch. It has no byte count: which
+// datagrams the kernel refused is not known, so callers count bytes where
+// they hand the datagrams over.
 type Written struct {
 	Sent    int   // datagrams the kernel took
 	Dropped int   // datagrams refused, or not sent because the socket closed
-	Bytes   int   // bytes sent (all of them, or 0 if some were refused: which is not known)
 	Err     error // the first error
 }
 
 // WriteAll sends every datagram of b with as few sendmmsg calls as
 // possible, using b's own scratch space, and says what became of them.
 func (c *Conn) WriteAll(b *Batch) Written {
-	var w Written
 	if len(b.Datagrams) == 0 {
-		return w
+		return Written{}
 	}
-	for i := range b.Datagrams {
-		w.Bytes += b.Datagrams[i].N
-	}
-	sent, failed, err := c.WriteBatch(b, b.Datagrams)
-	w.Sent, w.Dropped, w.Err = sent, len(b.Datagrams)-sent, err
-	if failed > 0 {
-		w.Bytes = 0
-	}
-	return w
+	sent, _, err := c.WriteBatch(b, b.Datagrams)
+	return Written{Sent: sent, Dropped: len(b.Datagrams) - sent, Err: err}
 }
 
 // IsTransient reports whether a read or write error concerns one datagram or
