@@ -484,10 +484,10 @@ func (r *Relay) Name() string { return r.cfg.Name }
 // writers, and returns when all have stopped. It is safe to call twice.
 //
 // The order is that of the datagram path, senders before receivers, so that
-// nothing is sent to an actor that has stopped (a dead letter would still
-// be counted and its buffers returned, but the order makes it not happen):
+// nothing is sent to an actor that has stopped, but for the one race named
+// in step 4, and no buffer and no goroutine is left behind:
 //
-//  1. The resolver, the only sender of UpstreamResolved besides Start.
+//  1. The resolver, the only sender of UpstreamResolved.
 //  2. The listeners, the only senders of ClientDatagrams: each one's
 //     Stopping closes its socket and waits for its reader to end, so once
 //     StopFuture returns no datagram reaches the supervisor any more.
@@ -497,9 +497,11 @@ func (r *Relay) Name() string { return r.cfg.Name }
 //     supervisor itself. Each session's Stopping writes what it staged and
 //     closes its socket.
 //  4. The sessions' readers, which send to sessions: with their sockets
-//     closed they end at once; one that read a batch just before sees the
-//     session stopped and counts and releases it (Close waits for them,
-//     bounded).
+//     closed they end at once (Close waits for them, bounded). One that
+//     read a batch just before sees its session stopped and counts the
+//     batch as session_gone and releases it; if the session stopped between
+//     that check and the send, the batch is a dead letter, counted and
+//     released the same way (handleDeadLetters).
 //  5. The writers last, once no session and no reader is left to send them
 //     replies: their Stopping writes what they staged. Their sockets (the
 //     listeners') are closed by then, so those writes fail and are counted
