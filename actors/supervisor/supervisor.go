@@ -511,7 +511,11 @@ func (s *Supervisor) reopen(ctx actor.Context, p *pending) {
 	r := p.restore
 	info := r.Info
 	ev := &messages.SessionRestored{Wanted: info.UpstreamLocal}
-	conn, err := udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
+	var conn *udpio.Conn
+	err := errors.New(r.Rebind) // the saved port is not allowed any more
+	if r.Rebind == "" {
+		conn, err = udpio.Dial(context.Background(), info.UpstreamLocal, info.Upstream, s.cfg.SocketOptions)
+	}
 	if err != nil {
 		ev.Rebound, ev.Err = true, err.Error()
 		conn, err = s.dial(info.Upstream)
