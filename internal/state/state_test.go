@@ -346,14 +346,37 @@ func TestLockHeldTwice(t *testing.T) {
 	l2.Release()
 }
 
+// The lock file must be a regular file too, and a FIFO there does not
+// block.
 func TestLockFileMustBeRegular(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.json")
-	if err := os.Symlink("/dev/null", state.LockPath(path)); err != nil {
-		t.Fatal(err)
-	}
-	if l, err := state.Acquire(path); err == nil || !strings.Contains(err.Error(), "symbolic link") {
-		l.Release()
-		t.Fatalf("Acquire through a symlink = %v, want refused", err)
+	for _, tt := range []struct {
+		name, reason string
+		make         func(string) error
+	}{
+		{"symlink", "symbolic link", func(p string) error { return os.Symlink("/dev/null", p) }},
+		{"FIFO", "named pipe", func(p string) error { return unix.Mkfifo(p, 0o600) }},
+		{"directory", "directory", func(p string) error { return os.Mkdir(p, 0o700) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.json")
+			if err := tt.make(state.LockPath(path)); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				l, err := state.Acquire(path)
+				l.Release()
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tt.reason) {
+					t.Fatalf("Acquire = %v, want refused: %s", err, tt.reason)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Acquire blocked")
+			}
+		})
 	}
 }
 
