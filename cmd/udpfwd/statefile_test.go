@@ -110,7 +110,7 @@ func TestStateFileNotAFile(t *testing.T) {
 			cmd, stderr, done := startDaemon(t, "-r", "127.0.0.1:0", "127.0.0.1:9", "--max-sessions", "1", "--state-file", stateFile)
 			stopDaemon(t, cmd, done)
 			log := stderr.String()
-			if n := strings.Count(log, "WARN"); n != 1 || !strings.Contains(log, "state file unusable") || !strings.Contains(log, tt.reason) {
+			if n := strings.Count(log, "state file"); n != 1 || !strings.Contains(log, "state file unusable") || !strings.Contains(log, tt.reason) {
 				t.Fatalf("want one warning saying %q; log:\n%s", tt.reason, log)
 			}
 			matches, _ := filepath.Glob(stateFile + ".bad-*")
