@@ -51,13 +51,14 @@ type SessionFailed struct {
 }
 
 // SessionRestored: a session saved before a restart or reload was opened
-// again. If Rebound, its old upstream port could not be bound again and it
-// has a new one (Info.UpstreamLocal), so the upstream sees a new 4-tuple.
+// again. If Rebound, its old upstream port could not, or by today's
+// configuration may not, be bound again and it has a new one
+// (Info.UpstreamLocal), so the upstream sees a new 4-tuple.
 type SessionRestored struct {
 	SessionInfo
 	Rebound bool
 	Wanted  netip.AddrPort // the port asked for
-	Err     string         // why it could not be re-bound
+	Err     string         // why it was not re-bound
 }
 
 // SessionClosed: a session ended because the relay is shutting down.

@@ -142,4 +142,8 @@ type RestoredSession struct {
 	Created time.Time
 	// Roam is the session's saved roaming state, as roam.Peer exports it.
 	Roam []byte
+	// Rebind, if not empty, says why the saved upstream port may not be
+	// bound again (today's configuration would not bind it): the session
+	// gets a port as a new session would, and is reported as Rebound.
+	Rebind string
 }

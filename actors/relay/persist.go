@@ -2,20 +2,24 @@ package relay
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/state"
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // WithRestore makes Start re-open sessions saved by an earlier run (or by
-// this relay before a reload), each on its old upstream port. Sessions saved
-// for another upstream are left out: their 4-tuple could not be kept.
+// this relay before a reload), each on its old upstream port. A saved
+// session must obey the relay's configuration as it is now (see
+// checkRestore): one saved for another upstream is left out, with a
+// warning, since its 4-tuple could not be kept; one whose upstream socket
+// the configuration would not bind today is re-bound on a port that obeys
+// it, and reported as rebound.
 func WithRestore(saved []state.Session) Option {
 	return func(r *Relay) { r.restore = saved }
 }
@@ -23,52 +27,100 @@ func WithRestore(saved []state.Session) Option {
 // restoreMessage turns saved sessions into the supervisor's message,
 // leaving out (and logging) what cannot be restored into this relay.
 func (r *Relay) restoreMessage() *messages.RestoreSessions {
+	rules := r.restoreRules()
 	m := &messages.RestoreSessions{}
 	for _, s := range r.restore {
-		rs, err := r.restoredSession(s)
+		rebind, err := checkRestore(s, rules)
 		if err != nil {
-			r.log.Warn("saved session not restored", zap.String("session", s.ID), zap.String("client", s.Client), zap.Error(err))
+			r.log.Warn("saved session not restored", zap.Stringer("session", s.ID), zap.Stringer("client", s.Client), zap.Error(err))
 			continue
 		}
-		m.Sessions = append(m.Sessions, rs)
+		m.Sessions = append(m.Sessions, messages.RestoredSession{
+			Info: messages.SessionInfo{
+				Relay: r.cfg.Name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
+				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream,
+			},
+			Created: s.Created,
+			Roam:    s.Roam,
+			Rebind:  rebind,
+		})
 	}
 	return m
 }
 
-func (r *Relay) restoredSession(s state.Session) (messages.RestoredSession, error) {
-	var rs messages.RestoredSession
-	if s.UpstreamConfig != r.cfg.Upstream {
-		return rs, fmt.Errorf("saved for upstream %q, the relay now has %q", s.UpstreamConfig, r.cfg.Upstream)
-	}
-	id, err := uuid.Parse(s.ID)
-	if err != nil {
-		return rs, fmt.Errorf("session ID: %w", err)
-	}
-	client, err := wgproto.ParseClientID(s.Client)
-	if err != nil {
-		return rs, err
-	}
-	local, err := netip.ParseAddrPort(s.UpstreamLocal)
-	if err != nil {
-		return rs, fmt.Errorf("upstream local address: %w", err)
-	}
-	up, err := netip.ParseAddrPort(s.Upstream)
-	if err != nil {
-		return rs, fmt.Errorf("upstream address: %w", err)
-	}
-	var clientAddr netip.AddrPort
-	if s.ClientAddr != "" {
-		if clientAddr, err = netip.ParseAddrPort(s.ClientAddr); err != nil {
-			return rs, fmt.Errorf("client address: %w", err)
+// restoreRules is what of today's configuration a saved session must obey,
+// as plain values.
+type restoreRules struct {
+	// upstream is the configured upstream, "host:port" as written.
+	upstream string
+	// bind is upstream_bind's address; invalid (or unspecified) lets the
+	// kernel choose, so that any local address obeys it.
+	bind netip.Addr
+	// ports is upstream_ports, inclusive; zero if not set.
+	ports [2]uint16
+}
+
+// restoreRules takes the rules from the relay's configuration.
+func (r *Relay) restoreRules() restoreRules {
+	rules := restoreRules{upstream: r.cfg.Upstream, ports: [2]uint16{r.cfg.UpstreamPorts.First, r.cfg.UpstreamPorts.Last}}
+	if r.cfg.UpstreamBind != "" {
+		if ap, err := netip.ParseAddrPort(r.cfg.UpstreamBind); err == nil {
+			rules.bind = ap.Addr()
 		}
 	}
-	rs.Info = messages.SessionInfo{
-		Relay: r.cfg.Name, Session: id, Client: client, ClientAddr: clientAddr,
-		UpstreamLocal: local, Upstream: up,
+	return rules
+}
+
+// checkRestore decides what becomes of a saved session under today's
+// configuration. An error leaves it out: it was saved for another upstream
+// (the configured one changed), its upstream address is not the configured
+// one (a literal address that differs, or another port), or it has no
+// usable client ID or upstream address. A non-empty rebind keeps it but on
+// a new upstream port, as a new session would get one, and says why: its
+// saved socket address is one today's configuration would not bind (no
+// port, an address that is not upstream_bind, a port outside
+// upstream_ports).
+//
+// An upstream configured by name is checked by port only: the saved address
+// is what the name resolved to when the session opened, kept so that the
+// session stays with that server while the name's answers change.
+func checkRestore(s state.Session, rules restoreRules) (rebind string, err error) {
+	if s.UpstreamConfig != rules.upstream {
+		return "", fmt.Errorf("saved for upstream %q, the relay now has %q", s.UpstreamConfig, rules.upstream)
 	}
-	rs.Created = s.Created
-	rs.Roam = s.Roam
-	return rs, nil
+	if s.Client.IsZero() {
+		return "", fmt.Errorf("client ID %v: the relay opens no session for a zero ID", s.Client)
+	}
+	up := s.Upstream
+	if !up.IsValid() || up.Port() == 0 || up.Addr().IsUnspecified() || up.Addr().IsMulticast() {
+		return "", fmt.Errorf("upstream address %q is not one to connect to", up)
+	}
+	host, portText, err := net.SplitHostPort(rules.upstream)
+	if err != nil {
+		return "", fmt.Errorf("configured upstream %q: %w", rules.upstream, err)
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil {
+		return "", fmt.Errorf("configured upstream %q: port %q", rules.upstream, portText)
+	}
+	if up.Port() != uint16(port) {
+		return "", fmt.Errorf("upstream %v is not on the configured port %d", up, port)
+	}
+	if literal, err := netip.ParseAddr(host); err == nil && up.Addr().Unmap() != literal.Unmap() {
+		return "", fmt.Errorf("upstream %v is not the configured %s", up, rules.upstream)
+	}
+
+	local := s.UpstreamLocal
+	lo, hi := rules.ports[0], rules.ports[1]
+	switch {
+	case !local.IsValid() || local.Port() == 0:
+		return "no upstream port was saved", nil
+	case rules.bind.IsValid() && !rules.bind.IsUnspecified() && local.Addr().Unmap() != rules.bind.Unmap():
+		return fmt.Sprintf("saved on %v, but upstream_bind is now %v", local.Addr(), rules.bind), nil
+	case lo != 0 && (local.Port() < lo || local.Port() > hi):
+		return fmt.Sprintf("port %d is outside upstream_ports %d-%d", local.Port(), lo, hi), nil
+	}
+	return "", nil
 }
 
 // Snapshot returns the relay's live sessions in the form the state file
@@ -84,22 +136,15 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 	out := make([]state.Session, 0, len(l.Sessions))
 	for _, s := range l.Sessions {
 		out = append(out, state.Session{
-			ID:             s.Session.String(),
-			Client:         s.Client.String(),
-			ClientAddr:     addrString(s.ClientAddr),
-			UpstreamLocal:  s.UpstreamLocal.String(),
-			Upstream:       s.Upstream.String(),
+			ID:             s.Session,
+			Client:         s.Client,
+			ClientAddr:     s.ClientAddr,
+			UpstreamLocal:  s.UpstreamLocal,
+			Upstream:       s.Upstream,
 			UpstreamConfig: r.cfg.Upstream,
 			Created:        s.Stats.Created,
 			Roam:           s.Roam,
 		})
 	}
 	return out, nil
-}
-
-func addrString(a netip.AddrPort) string {
-	if !a.IsValid() {
-		return ""
-	}
-	return a.String()
 }

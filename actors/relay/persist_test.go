@@ -2,12 +2,17 @@ package relay_test
 
 import (
 	"net"
+	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
 
@@ -84,5 +89,41 @@ func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	}
 	if e := restored[idB.String()]; e == nil || !e.Rebound || e.Wanted != portB || e.UpstreamLocal != gotB.from {
 		t.Fatalf("B restored as %+v, want rebound from %v to %v", e, portB, gotB.from)
+	}
+}
+
+// A saved session whose upstream port is outside today's upstream_ports is
+// re-opened on a port in the range and reported as rebound, from the port
+// it was saved on.
+func TestRestoreRebindsOutsideRange(t *testing.T) {
+	up := newUpstream(t, "127.0.0.1:0", true)
+	const first, last = 20000, 20100
+	saved := []state.Session{{
+		ID: uuid.New(), Client: idA, UpstreamLocal: netip.MustParseAddrPort("127.0.0.1:19999"),
+		Upstream: up.addr(), UpstreamConfig: up.addr().String(), Created: time.Now(),
+	}}
+	log := zaptest.NewLogger(t)
+	system := relay.NewSystem(log)
+	defer system.Shutdown()
+	ev := watchSystem(t, system) // before Start: restoring publishes at once
+	r, err := relay.Start(relay.Config{
+		Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String(),
+		UpstreamPorts: relay.PortRange{First: first, Last: last},
+	}, log, relay.WithSystem(system), relay.WithRestore(saved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	e := await[*messages.SessionRestored](t, ev)
+	if !e.Rebound || e.Wanted != saved[0].UpstreamLocal || !strings.Contains(e.Err, "outside upstream_ports") {
+		t.Fatalf("restored as %+v, want rebound from %v because of the range", e, saved[0].UpstreamLocal)
+	}
+	if p := e.UpstreamLocal.Port(); p < first || p > last {
+		t.Fatalf("re-bound on %v, outside %d-%d", e.UpstreamLocal, first, last)
+	}
+	a := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	a.send(t, wgtest.Transport(idA, 1, 1, 64))
+	if got := up.next(t); got.from != e.UpstreamLocal {
+		t.Fatalf("the session sends from %v, want %v", got.from, e.UpstreamLocal)
 	}
 }

@@ -52,12 +52,14 @@ func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
 	return nil, fmt.Errorf("no free port in %d-%d: %w", lo, hi, err)
 }
 
-// redial opens a restored session's socket on the local address it had,
+// redial opens a restored session's socket on the local address it had
+// (unless why says today's configuration does not allow it),
 // so that the upstream sees the same 4-tuple; if that cannot be bound any
 // more, it dials as for a new session and says why in rebind.
-func (s *Supervisor) redial(local, up netip.AddrPort) (conn *udpio.Conn, rebind error, err error) {
-	conn, rebind = udpio.Dial(context.Background(), local, up, s.cfg.SocketOptions)
-	if rebind == nil {
+func (s *Supervisor) redial(local, up netip.AddrPort, why string) (conn *udpio.Conn, rebind error, err error) {
+	if why != "" {
+		rebind = errors.New(why) // the saved port is not allowed by today's configuration
+	} else if conn, rebind = udpio.Dial(context.Background(), local, up, s.cfg.SocketOptions); rebind == nil {
 		return conn, nil, nil
 	}
 	conn, err = s.dial(up)

@@ -35,7 +35,7 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pending) {
 	r := p.restore
 	info := r.Info
-	conn, rebind, err := s.redial(info.UpstreamLocal, info.Upstream)
+	conn, rebind, err := s.redial(info.UpstreamLocal, info.Upstream, r.Rebind)
 	if err != nil {
 		s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", client), zap.Error(err))
 		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)

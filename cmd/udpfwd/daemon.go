@@ -35,6 +35,7 @@ type daemon struct {
 	log       *zap.Logger
 	system    *actor.ActorSystem
 	statePath string
+	lock      *state.Lock // held while running
 
 	mu     sync.Mutex
 	relays []*relay.Relay
@@ -50,36 +51,6 @@ type daemon struct {
 
 func newDaemon(log *zap.Logger, statePath string) *daemon {
 	return &daemon{log: log, system: relay.NewSystem(log), statePath: statePath, saved: state.New()}
-}
-
-// loadState reads the state file. A file that is not a udpfwd state file
-// is moved aside and the relay starts empty; one that cannot be read at all
-// (permissions) is an error.
-func (d *daemon) loadState() error {
-	if d.statePath == "" {
-		return nil
-	}
-	f, err := state.Load(d.statePath)
-	var ce *state.CorruptError
-	switch {
-	case errors.As(err, &ce):
-		aside, qerr := state.Quarantine(d.statePath, time.Now())
-		if qerr != nil {
-			return qerr
-		}
-		d.log.Error("state file unreadable; starting with no sessions, the bad file is kept",
-			zap.String("file", d.statePath), zap.String("kept_as", aside), zap.Error(ce.Err))
-		return nil
-	case err != nil:
-		return err
-	}
-	d.saved = f
-	n := 0
-	for _, ss := range f.Relays {
-		n += len(ss)
-	}
-	d.log.Info("state file read", zap.String("file", d.statePath), zap.Int("sessions", n), zap.Time("saved", f.Saved))
-	return nil
 }
 
 // start starts a relay with the sessions the state file holds for it.
@@ -182,6 +153,7 @@ func (d *daemon) stop() {
 		<-d.saveDone
 		d.save()
 	}
+	d.releaseState()
 	d.stopAdmin()
 	d.mu.Lock()
 	relays := d.relays

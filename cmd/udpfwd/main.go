@@ -300,31 +300,40 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer log.Sync() //nolint:errcheck // stderr
 
-	// Signals are caught before the first socket is bound, so that a
-	// service manager's stop right after start is still a clean stop.
+	// Signals are caught before anything slow or blocking: a service
+	// manager's stop at any point of start-up is a prompt, clean stop.
 	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 
 	d := newDaemon(log, o.stateFile)
-	if err := d.loadState(); err != nil {
-		return fail(stderr, err)
-	}
-	err = d.startAll(cfgs, func(c relay.Config, err error) error {
-		if o.forwardFile != "" {
-			return fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err)
+	err = startOrStop(sig, log, func() error {
+		if err := d.openState(stateSizeLimit(cfgs)); err != nil {
+			return err
 		}
-		return fmt.Errorf("relay %s: %w", c.Name, err)
+		err := d.startAll(cfgs, func(c relay.Config, err error) error {
+			if o.forwardFile != "" {
+				return fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err)
+			}
+			return fmt.Errorf("relay %s: %w", c.Name, err)
+		})
+		if err != nil {
+			return err
+		}
+		if err := d.startAdmin(o.admin); err != nil {
+			d.stop()
+			return err
+		}
+		d.startSaving()
+		return nil
 	})
+	if errors.Is(err, errStoppedStarting) {
+		return exitOK
+	}
 	if err != nil {
 		return fail(stderr, err)
 	}
-	if err := d.startAdmin(o.admin); err != nil {
-		d.stop()
-		return fail(stderr, err)
-	}
-	d.startSaving()
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("tell systemd we are ready", zap.Error(err))
 	}
@@ -376,6 +385,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	out, err := f.Effective()
 	if err != nil {
+		return fail(stderr, usageError{err})
+	}
+	if err := checkStateDir(f.StateFile); err != nil {
 		return fail(stderr, usageError{err})
 	}
 	if !*quiet {

@@ -144,7 +144,7 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("check of a bad file: exit %d, stderr %q; want 2 and one line naming file:line and the key", code, stderr)
 	}
 	// The example config that ships is valid.
-	if code, _, stderr := udpfwd(t, "check", "-q", "-c", "udpfwd.example.yaml"); code != 0 {
+	if code, _, stderr := udpfwd(t, "check", "-q", "-c", exampleConfig(t)); code != 0 {
 		t.Fatalf("the example config is refused: %s", stderr)
 	}
 }

@@ -30,7 +30,13 @@ func freePort(t *testing.T) string {
 // startDaemon starts udpfwd and waits until it logs that it started.
 func startDaemon(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer, chan error) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startCmd(t, exec.Command(binary, args...))
+}
+
+// startCmd starts cmd, a udpfwd command, and waits until it logs that it
+// started.
+func startCmd(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *lockedBuffer, chan error) {
+	t.Helper()
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -170,7 +176,7 @@ func TestCorruptStateFileKeptAside(t *testing.T) {
 	if b, _ := os.ReadFile(matches[0]); string(b) != garbage {
 		t.Fatal("the bad file's content was not kept")
 	}
-	if !strings.Contains(stderr.String(), "state file unreadable") {
+	if !strings.Contains(stderr.String(), "state file unusable") {
 		t.Errorf("no clear error in the log:\n%s", stderr.String())
 	}
 	// The relay saved a fresh, valid state file on the way out.

@@ -72,3 +72,27 @@ func ParseClientID(s string) (ClientID, error) {
 	}
 	return id, nil
 }
+
+// MarshalText writes the ID as String does, 6 hex digits ("a81a15"), so
+// that files and JSON carry the form logs show.
+func (c ClientID) MarshalText() ([]byte, error) {
+	b := make([]byte, hex.EncodedLen(len(c)))
+	hex.Encode(b, c[:])
+	return b, nil
+}
+
+// UnmarshalText reads the form MarshalText writes: exactly 6 hex digits.
+// Unlike ParseClientID it accepts no other form, and it accepts the zero ID,
+// so that what was written reads back as it was; whoever uses the ID decides
+// whether zero is allowed.
+func (c *ClientID) UnmarshalText(text []byte) error {
+	var id ClientID
+	if len(text) != hex.EncodedLen(len(id)) {
+		return fmt.Errorf("client ID %q: want 6 hex digits", text)
+	}
+	if _, err := hex.Decode(id[:], text); err != nil {
+		return fmt.Errorf("client ID %q: want 6 hex digits", text)
+	}
+	*c = id
+	return nil
+}
