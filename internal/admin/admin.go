@@ -236,7 +236,7 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 			s.log.Error("admin listener stopped", zap.Error(err))
 		}
 	}()
-	s.log.Info("admin listener started", zap.String("addr", s.addr), zap.Bool("token", opts.Token != ""))
+	s.log.Info("admin listener started", zap.String("addr", s.addr))
 	return s, nil
 }
 
