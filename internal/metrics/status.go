@@ -25,6 +25,7 @@ const (
 
 var handshakeResultNames = [numHandshakeResults]string{"forwarded", "answered"}
 
+// String is the result's label value: "forwarded" or "answered".
 func (r HandshakeResult) String() string {
 	if r < numHandshakeResults {
 		return handshakeResultNames[r]
