@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"net/netip"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -8,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/admin"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
@@ -63,14 +65,14 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 		zap.Stringer("session", info.Session),
 		zap.Stringer("client", info.Client),
 		zap.String("client_b64", info.Client.Base64()),
-		zap.Stringer("client_addr", info.ClientAddr),
+		addrField("client_addr", info.ClientAddr),
 		zap.Uint16("upstream_port", info.UpstreamLocal.Port()),
 	}
 	switch e := evt.(type) {
 	case *messages.SessionOpened:
-		l.Info("session opened", append(fields, zap.Stringer("upstream", info.Upstream))...)
+		l.Info("session opened", append(fields, addrField("upstream", info.Upstream))...)
 	case *messages.ClientRoamed:
-		l.Info("client roamed", append(fields, zap.Stringer("from", e.From))...)
+		l.Info("client roamed", append(fields, addrField("from", e.From))...)
 	case *messages.SessionExpired:
 		l.Info("session expired", append(fields, zap.String("silent", e.Side), zap.Duration("idle_timeout", e.Timeout))...)
 	case *messages.SessionFailed:
@@ -80,11 +82,18 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 	case *messages.SessionRestored:
 		if e.Rebound {
 			l.Warn("session restored on a new upstream port: the upstream sees a new 4-tuple", append(fields,
-				zap.Stringer("wanted", e.Wanted), zap.String("error", e.Err))...)
+				addrField("wanted", e.Wanted), zap.String("error", e.Err))...)
 		} else {
 			l.Info("session restored", fields...)
 		}
 	}
+}
+
+// addrField logs an address as people read it: a v4 client on a
+// dual-stack socket as 127.0.0.1:5000, not [::ffff:127.0.0.1]:5000, as
+// /sessions shows it.
+func addrField(key string, a netip.AddrPort) zap.Field {
+	return zap.String(key, admin.AddrString(a))
 }
 
 // deadLetter counts a batch that reached an actor after it stopped and

@@ -253,14 +253,50 @@ func configs(o *options) ([]relay.Config, error) {
 	return cs, nil
 }
 
+// versionString is what --version and udpfwd_build_info show.
 func versionString() string {
-	if version != "" {
-		return version
+	bi, _ := debug.ReadBuildInfo()
+	return versionFrom(version, bi)
+}
+
+// versionFrom is the version set at build time (-X main.version, as the
+// release script sets it from the tag) if any; otherwise the module
+// version from the build info with the VCS revision it was built from,
+// "+dirty" if the checkout had changes: "(devel) 480282a6f1d3+dirty". A
+// module version that already names the revision (Go's pseudo-version for
+// an untagged commit) is shown as it is.
+func versionFrom(v string, bi *debug.BuildInfo) string {
+	if v != "" {
+		return v
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
+	if bi == nil {
+		return "(devel)"
 	}
-	return "(devel)"
+	mv := bi.Main.Version
+	if mv == "" {
+		mv = "(devel)"
+	}
+	var rev string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return mv
+	}
+	rev = rev[:min(len(rev), 12)]
+	if strings.Contains(mv, rev) {
+		return mv
+	}
+	if dirty {
+		rev += "+dirty"
+	}
+	return mv + " " + rev
 }
 
 func main() {
@@ -278,6 +314,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runSessions(args[1:], stdout, stderr)
 	case "check":
 		return runCheck(args[1:], stdout, stderr)
+	case "id":
+		return runID(args[1:], stdout, stderr)
 	}
 	o, err := parse(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {

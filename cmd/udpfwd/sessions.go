@@ -34,9 +34,10 @@ const sessionsTimeout = 10 * time.Second
 const sessionsUsageText = `udpfwd sessions: show a running udpfwd's live sessions
 
 Usage:
-  udpfwd sessions [--admin ADDR] [--relay NAME] [--json]
+  udpfwd sessions [--admin ADDR] [--admin-token-file FILE] [--relay NAME] [--json]
 
-Reads /sessions from the admin listener (udpfwd --admin ADDR). In the table,
+Reads /sessions from the admin listener (udpfwd --admin ADDR), every page of
+it, sending the admin token if a file holding it is given. In the table,
 IN is from the client towards upstream and OUT from upstream back to the
 client; AGE is the session's age and IDLE-IN/IDLE-OUT the time since the
 last datagram each way. UPSTREAM-PORT is the session's stable source port.
@@ -52,7 +53,8 @@ func runSessions(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port` (or http://host:port)")
 	relayName := fs.String("relay", "", "show only the relay `NAME`")
-	asJSON := fs.Bool("json", false, "print the JSON from /sessions as it is")
+	asJSON := fs.Bool("json", false, "print the sessions as /sessions' JSON, every page in one")
+	tokenFile := fs.String("admin-token-file", "", "send the admin token read from `FILE` (needed when udpfwd has one)")
 	usage := func(w io.Writer) {
 		fmt.Fprint(w, sessionsUsageText)
 		fs.VisitAll(func(f *flag.Flag) {
@@ -64,7 +66,7 @@ func runSessions(args []string, stdout, stderr io.Writer) int {
 			if f.DefValue != "" && f.DefValue != "false" {
 				help += " (default " + f.DefValue + ")"
 			}
-			fmt.Fprintf(w, "  %-18s %s\n", left, help)
+			fmt.Fprintf(w, "  %-28s %s\n", left, help)
 		})
 	}
 	if err := fs.Parse(args); err != nil {
@@ -86,15 +88,28 @@ func runSessions(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	var token string
+	if *tokenFile != "" {
+		if token, err = admin.ReadTokenFile(*tokenFile); err != nil {
+			fmt.Fprintf(stderr, "udpfwd sessions: %v\n", err)
+			return 2
+		}
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), sessionsTimeout)
 	defer cancel()
-	body, reply, err := fetchSessions(ctx, base, *relayName)
+	reply, err := fetchAllSessions(ctx, base, *relayName, token)
 	if err != nil {
 		fmt.Fprintf(stderr, "udpfwd sessions: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return 1
 	}
 	if *asJSON {
-		stdout.Write(body) //nolint:errcheck // nothing to do about a closed stdout
+		b, err := json.MarshalIndent(reply, "", "  ")
+		if err != nil {
+			fmt.Fprintf(stderr, "udpfwd sessions: %v\n", err)
+			return 1
+		}
+		stdout.Write(append(b, '\n')) //nolint:errcheck // nothing to do about a closed stdout
 	} else {
 		printSessions(stdout, reply.Sessions)
 	}
@@ -124,40 +139,88 @@ func adminURL(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// fetchSessions gets /sessions and decodes it; body is the JSON as sent.
-func fetchSessions(ctx context.Context, base *url.URL, relay string) ([]byte, *admin.SessionsReply, error) {
+// maxPages bounds how many pages `udpfwd sessions` follows: far more than
+// a relay's session cap needs at the default page size, and an end to a
+// listener whose "next" never ends.
+const maxPages = 1000
+
+// fetchAllSessions gets /sessions and every page after it, following each
+// reply's "next", and returns them as one reply: the sessions of every page
+// in order, each failing relay once, the first page's time.
+func fetchAllSessions(ctx context.Context, base *url.URL, relay, token string) (*admin.SessionsReply, error) {
 	u := *base
 	u.Path += "/sessions"
 	if relay != "" {
 		u.RawQuery = url.Values{"relay": {relay}}.Encode()
 	}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	var all *admin.SessionsReply
+	failed := map[string]bool{}
+	for range maxPages {
+		page, err := fetchSessions(ctx, client, &u, base.Host, token)
+		if err != nil {
+			return nil, err
+		}
+		if all == nil {
+			all = &admin.SessionsReply{Time: page.Time, SnapshotTime: page.SnapshotTime, Sessions: []admin.SessionRecord{}}
+		}
+		all.Sessions = append(all.Sessions, page.Sessions...)
+		for _, e := range page.Errors {
+			if !failed[e.Relay] {
+				failed[e.Relay] = true
+				all.Errors = append(all.Errors, e)
+			}
+		}
+		if page.Next == "" {
+			return all, nil
+		}
+		ref, err := url.Parse(page.Next)
+		if err != nil {
+			return nil, fmt.Errorf("%s: next page %q is not a URL (is %s udpfwd's admin listener?)", u.String(), page.Next, base.Host)
+		}
+		u = *u.ResolveReference(ref)
+	}
+	return nil, fmt.Errorf("%s: more than %d pages (is %s udpfwd's admin listener?)", base.String(), maxPages, base.Host)
+}
+
+// fetchSessions gets one page of /sessions at u and decodes it.
+func fetchSessions(ctx context.Context, client *http.Client, u *url.URL, host, token string) (*admin.SessionsReply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach the admin listener at %s: %s (is udpfwd running with --admin?)", base.Host, reachError(err))
+		return nil, fmt.Errorf("cannot reach the admin listener at %s: %s (is udpfwd running with --admin?)", host, reachError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", u.String(), err)
+		return nil, fmt.Errorf("read %s: %w", u.String(), err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e admin.ErrorReply
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return nil, nil, errors.New(e.Error)
+			return nil, errors.New(e.Error)
 		}
-		return nil, nil, fmt.Errorf("%s answered %s (is %s udpfwd's admin listener?)", u.String(), resp.Status, base.Host)
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+			// udpfwd's own one-line refusals, such as a Host it does not serve
+			line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+			if line != "" && len(line) < 300 {
+				return nil, fmt.Errorf("%s answered %s: %s", u.String(), resp.Status, line)
+			}
+		}
+		return nil, fmt.Errorf("%s answered %s (is %s udpfwd's admin listener?)", u.String(), resp.Status, host)
 	}
 	var reply admin.SessionsReply
 	if err := json.Unmarshal(body, &reply); err != nil {
-		return nil, nil, fmt.Errorf("%s: not a session list: %w (is %s udpfwd's admin listener?)", u.String(), err, base.Host)
+		return nil, fmt.Errorf("%s: not a session list: %w (is %s udpfwd's admin listener?)", u.String(), err, host)
 	}
-	return body, &reply, nil
+	return &reply, nil
 }
 
 // reachError is the reason a request failed, without the URL and dial
@@ -193,8 +256,12 @@ func printSessions(w io.Writer, sessions []admin.SessionRecord) {
 		if ap, err := netip.ParseAddrPort(s.UpstreamLocal); err == nil {
 			port = strconv.Itoa(int(ap.Port()))
 		}
+		clientAddr := s.ClientAddr
+		if ap, err := netip.ParseAddrPort(clientAddr); err == nil {
+			clientAddr = admin.AddrString(ap) // a listener from before it unmapped them
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
-			s.Relay, s.ClientID, s.ClientIDBase64, s.ClientAddr, port,
+			s.Relay, s.ClientID, s.ClientIDBase64, clientAddr, port,
 			humanDuration(s.AgeSeconds), humanDuration(s.IdleClientSeconds), humanDuration(s.IdleUpstreamSeconds),
 			s.Datagrams.FromClient, s.Datagrams.FromUpstream,
 			humanBytes(s.Bytes.FromClient), humanBytes(s.Bytes.FromUpstream))

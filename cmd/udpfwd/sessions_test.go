@@ -8,8 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
@@ -331,4 +336,119 @@ func TestSessionsLive(t *testing.T) {
 		t.Errorf("row %q, want warp a81a15 qBoV %s %d ... 1 1 148B", f, clientAddr, port)
 	}
 	t.Logf("udpfwd sessions:\n%s", out)
+}
+
+// TestSessionsPagesAndToken: `udpfwd sessions` follows "next" to the last
+// page, sends the token on every request, and reports a failing relay once.
+func TestSessionsPagesAndToken(t *testing.T) {
+	const token = "dG9rZW4tZm9yLXRlc3Rz"
+	canned := cannedReply()
+	pages := map[string]admin.SessionsReply{
+		"": {Time: canned.Time, Sessions: canned.Sessions[:1], Next: "?limit=1&after=" + url.QueryEscape(canned.Sessions[0].Key()),
+			Errors: []admin.RelayError{{Relay: "stuck", Error: "context deadline exceeded"}}},
+		canned.Sessions[0].Key(): {Time: canned.Time, Sessions: canned.Sessions[1:],
+			Errors: []admin.RelayError{{Relay: "stuck", Error: "context deadline exceeded"}}},
+	}
+	var mu sync.Mutex
+	var auths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		auths = append(auths, r.Header.Get("Authorization"))
+		mu.Unlock()
+		page, ok := pages[r.URL.Query().Get("after")]
+		if r.URL.Path != "/sessions" || !ok {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(page)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := runSessionsT(t, "--admin", srv.URL, "--admin-token-file", tokenFile)
+	if code != 1 {
+		t.Errorf("exit %d with a failing relay, want 1", code)
+	}
+	if strings.Count(errOut, "relay stuck did not list its sessions") != 1 || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("stderr %q, want the failing relay once", errOut)
+	}
+	if !strings.Contains(out, "a81a15") || !strings.Contains(out, "010203") {
+		t.Errorf("the table lacks a page's session:\n%s", out)
+	}
+	mu.Lock()
+	if len(auths) != 2 || auths[0] != "Bearer "+token || auths[1] != auths[0] {
+		t.Errorf("Authorization per request %q, want the bearer token on both pages", auths)
+	}
+	mu.Unlock()
+
+	// --json: one document with every page's sessions and no "next".
+	code, out, _ = runSessionsT(t, "--json", "--admin", srv.URL, "--admin-token-file", tokenFile)
+	var merged admin.SessionsReply
+	if err := json.Unmarshal([]byte(out), &merged); err != nil || code != 1 {
+		t.Fatalf("--json: exit %d, %v:\n%s", code, err, out)
+	}
+	if len(merged.Sessions) != 2 || merged.Next != "" || len(merged.Errors) != 1 {
+		t.Errorf("--json: %d sessions, next %q, %d errors; want 2, none, 1", len(merged.Sessions), merged.Next, len(merged.Errors))
+	}
+
+	// A token file that cannot be read is a usage error, before any request.
+	code, _, errOut = runSessionsT(t, "--admin", srv.URL, "--admin-token-file", filepath.Join(dir, "missing"))
+	if code != 2 || !strings.Contains(errOut, "admin token file") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("missing token file: exit %d, stderr %q; want 2 and one line", code, errOut)
+	}
+}
+
+// TestSessionsTokenAgainstListener runs the real admin listener with a
+// token: without the file the answer says what is missing; with it the
+// sessions are listed. A v4-mapped client address shows as IPv4.
+func TestSessionsTokenAgainstListener(t *testing.T) {
+	const token = "bGlzdGVuZXItdG9rZW4"
+	s := admin.Session{
+		Client:        wgproto.ClientID{0xa8, 0x1a, 0x15},
+		ClientAddr:    netip.MustParseAddrPort("[::ffff:127.0.0.1]:51820"),
+		UpstreamLocal: netip.MustParseAddrPort("127.0.0.1:40001"),
+		Upstream:      netip.MustParseAddrPort("127.0.0.1:2408"),
+	}
+	r := &staticRelay{name: "warp", sessions: []admin.Session{s}}
+	srv, err := admin.Start("127.0.0.1:0", []admin.Relay{r}, admin.Options{Token: token, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	code, _, errOut := runSessionsT(t, "--admin", srv.Addr())
+	if code != 1 || !strings.Contains(errOut, "--admin-token-file") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("without the token: exit %d, stderr %q; want 1 and one line naming --admin-token-file", code, errOut)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runSessionsT(t, "--admin", srv.Addr(), "--admin-token-file", tokenFile)
+	if code != 0 || errOut != "" {
+		t.Fatalf("with the token: exit %d, stderr %q", code, errOut)
+	}
+	if !strings.Contains(out, " 127.0.0.1:51820 ") || strings.Contains(out, "::ffff:") {
+		t.Errorf("the client address is not shown as IPv4:\n%s", out)
+	}
+}
+
+// staticRelay is an admin.Relay with fixed sessions.
+type staticRelay struct {
+	name     string
+	counters stats.Counters
+	sessions []admin.Session
+}
+
+func (s *staticRelay) Name() string              { return s.name }
+func (s *staticRelay) Counters() *stats.Counters { return &s.counters }
+func (s *staticRelay) AdminSessions(context.Context) ([]admin.Session, error) {
+	return s.sessions, nil
 }

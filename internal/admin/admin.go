@@ -4,6 +4,14 @@
 //
 // It is off unless an address is configured, and it should listen on
 // loopback or a management network only: /sessions shows client addresses.
+// Whatever reaches it, it cannot take the relay down with it: it holds at
+// most MaxConns connections (MaxFiles descriptors in all, which the session
+// cap leaves room for), times out slow and idle clients, answers only
+// requests addressed to its own address or a loopback name (a defence
+// against DNS rebinding), can require a bearer token for /sessions, and
+// serves /sessions from a snapshot that each relay is asked for at most
+// once per SnapshotInterval, however many requests arrive.
+//
 // The package sees relays only through the Relay interface, so it does not
 // depend on the actor packages; actors/relay implements it.
 package admin
@@ -20,22 +28,48 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 
 	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 )
 
-// Server timeouts. The admin listener serves small answers to a scraper or
-// an operator; these keep a slow or idle client from holding a connection.
+// Server timeouts and sizes. The admin listener serves small answers to a
+// scraper or an operator; these keep a slow or idle client from holding one
+// of its few connections.
 const (
 	readHeaderTimeout = 5 * time.Second
 	readTimeout       = 10 * time.Second
 	writeTimeout      = 30 * time.Second
-	idleTimeout       = 60 * time.Second
-	maxHeaderBytes    = 16 << 10
-	// DefaultSessionsTimeout bounds how long /sessions waits for one relay
-	// to list its sessions.
+	idleTimeout       = 30 * time.Second
+	maxHeaderBytes    = 8 << 10
+	// DefaultSessionsTimeout bounds how long building one relay's /sessions
+	// snapshot may take.
 	DefaultSessionsTimeout = 2 * time.Second
+	// DefaultSnapshotInterval is how often, at most, each relay is asked
+	// for its sessions: requests within it share one snapshot, so a loop of
+	// curl costs the relay one listing a second, not one per request.
+	DefaultSnapshotInterval = time.Second
+)
+
+// File descriptors. The listener holds at most DefaultMaxConns connections
+// at once (more wait in the kernel's accept queue, which costs no
+// descriptor), serves at most maxScrapesInFlight /metrics requests at once
+// (others get 503), and each scrape reads /proc one file at a time (the
+// process collector).
+const (
+	// DefaultMaxConns is the connection cap, and the most Options.MaxConns
+	// may be: a few scrapers and operators need a handful; 64 leaves room for
+	// keep-alive connections without letting idle ones use up the process's
+	// open files (1 000 of them once starved new sessions of sockets).
+	DefaultMaxConns = 64
+	// maxScrapesInFlight bounds concurrent /metrics requests.
+	maxScrapesInFlight = 4
+	// MaxFiles is the most file descriptors the admin listener uses: its
+	// listening socket, DefaultMaxConns connections and one /proc file per
+	// scrape in flight. The session cap's margin (package limits) must
+	// include it.
+	MaxFiles = 1 + DefaultMaxConns + maxScrapesInFlight
 )
 
 // Relay is what the admin listener needs of one relay.
@@ -48,7 +82,15 @@ type Relay interface {
 	AdminSessions(ctx context.Context) ([]Session, error)
 }
 
-// Options configure a Server. The zero value is usable.
+// StatusReporter is implemented by a Relay that also reports its health
+// (up, session limit, upstream addresses, handshakes, ...) for /metrics.
+// The listener exports those metrics only for relays that implement it.
+type StatusReporter interface {
+	MetricsStatus() *metrics.Status
+}
+
+// Options configure a Server. The zero value is usable: no token, loopback
+// names and the listener's own address only, the default caps.
 type Options struct {
 	// Version is the udpfwd_build_info version label.
 	Version string
@@ -61,8 +103,52 @@ type Options struct {
 	// SessionsTimeout bounds each relay's answer to /sessions; zero means
 	// DefaultSessionsTimeout.
 	SessionsTimeout time.Duration
-	// Now is the clock for the ages in /sessions; nil means time.Now.
+	// SnapshotInterval is how long one relay's /sessions snapshot is
+	// served before the relay is asked again; zero means
+	// DefaultSnapshotInterval.
+	SnapshotInterval time.Duration
+	// Now is the clock for the ages in /sessions and the snapshots' age;
+	// nil means time.Now.
 	Now func() time.Time
+
+	// MaxConns caps the connections held at once, 1..DefaultMaxConns; zero
+	// means DefaultMaxConns.
+	MaxConns int
+	// AllowedHosts are further names (or IP addresses) a request's Host
+	// header may carry, port ignored, for a listener reached through a DNS
+	// name (a Prometheus target "relay1.example.net:9090"). "*" allows any
+	// Host. Without them only the listener's own address and loopback names
+	// (localhost, 127.0.0.1, [::1]) are answered: a web page that rebinds
+	// its own name to this address cannot read it.
+	AllowedHosts []string
+	// Token, if set, is the bearer token /sessions requires
+	// ("Authorization: Bearer TOKEN"); /metrics, /healthz and / stay open.
+	// ReadTokenFile reads it from a file.
+	Token string
+	// Reloads holds the config-reload metrics; nil means the Server keeps
+	// its own, marked as one successful load at Start.
+	Reloads *metrics.Reloads
+}
+
+// Validate reports options out of range.
+func (o Options) Validate() error {
+	switch {
+	case o.MaxConns < 0 || o.MaxConns > DefaultMaxConns:
+		return fmt.Errorf("admin listener: connection cap %d: want 1..%d", o.MaxConns, DefaultMaxConns)
+	case o.SessionsTimeout < 0:
+		return fmt.Errorf("admin listener: sessions timeout %v is negative", o.SessionsTimeout)
+	case o.SnapshotInterval < 0:
+		return fmt.Errorf("admin listener: snapshot interval %v is negative", o.SnapshotInterval)
+	}
+	for _, h := range o.AllowedHosts {
+		if h == "" {
+			return errors.New("admin listener: an empty allowed host")
+		}
+	}
+	if err := validToken(o.Token); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	return nil
 }
 
 // Server is a running admin listener.
@@ -73,10 +159,13 @@ type Server struct {
 	registry  *prometheus.Registry
 	srv       *http.Server
 	addr      string
+	hosts     hostPolicy
 	done      chan struct{}
 
 	mu     sync.RWMutex
 	relays []Relay
+
+	snaps snapshots
 }
 
 // Start listens on addr ("127.0.0.1:9090"; port 0 picks a free port, see
@@ -87,20 +176,35 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 	if addr == "" {
 		return nil, errors.New("admin listener: no address")
 	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	if opts.SessionsTimeout <= 0 {
+	if opts.SessionsTimeout == 0 {
 		opts.SessionsTimeout = DefaultSessionsTimeout
+	}
+	if opts.SnapshotInterval == 0 {
+		opts.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if opts.MaxConns == 0 {
+		opts.MaxConns = DefaultMaxConns
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Reloads == nil {
+		opts.Reloads = metrics.NewReloads()
+		opts.Reloads.Record(true, time.Now())
+	}
 	s := &Server{opts: opts, log: opts.Logger.Named("admin"), collector: metrics.NewCollector(), done: make(chan struct{})}
+	s.snaps.init()
 	if err := s.SetRelays(relays); err != nil {
 		return nil, err
 	}
 	s.registry = metrics.NewRegistry(s.collector, opts.Version)
+	s.registry.MustRegister(opts.Reloads)
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -111,6 +215,7 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
 	}
 	s.addr = ln.Addr().String()
+	s.hosts = newHostPolicy(ln.Addr(), opts.AllowedHosts)
 	errLog, err := zap.NewStdLogAt(s.log, zap.WarnLevel)
 	if err != nil {
 		ln.Close()
@@ -127,7 +232,7 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(netutil.LimitListener(ln, opts.MaxConns)); !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("admin listener stopped", zap.Error(err))
 		}
 	}()
@@ -135,18 +240,19 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// handler routes the endpoints. GET patterns also answer HEAD; other
-// methods get 405 from the mux.
+// handler routes the endpoints behind the Host check. GET patterns also
+// answer HEAD; other methods get 405 from the mux.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
-		ErrorLog:      zap.NewStdLog(s.log),
-		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:            zap.NewStdLog(s.log),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: maxScrapesInFlight,
 	}))
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /sessions", s.sessions)
+	mux.Handle("GET /sessions", s.requireToken(http.HandlerFunc(s.sessions)))
 	mux.HandleFunc("GET /{$}", index)
-	return mux
+	return s.checkHost(mux)
 }
 
 // Addr returns the address the listener is bound to, with the port the
@@ -157,9 +263,13 @@ func (s *Server) Addr() string { return s.addr }
 // collectors other than the relays'.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
 
+// Reloads returns the config-reload metrics /metrics serves (Options.Reloads
+// or the Server's own), for the daemon to record each reload in.
+func (s *Server) Reloads() *metrics.Reloads { return s.opts.Reloads }
+
 // SetRelays replaces the relays /metrics and /sessions show; call it after
 // a reload. Names must be unique and non-empty; otherwise nothing changes
-// and an error is returned.
+// and an error is returned. Cached /sessions snapshots are dropped.
 func (s *Server) SetRelays(relays []Relay) error {
 	mr := make([]metrics.Relay, len(relays))
 	for i, r := range relays {
@@ -167,6 +277,9 @@ func (s *Server) SetRelays(relays []Relay) error {
 			return fmt.Errorf("admin: relay %d is nil", i)
 		}
 		mr[i] = metrics.Relay{Name: r.Name(), Counters: r.Counters()}
+		if sr, ok := r.(StatusReporter); ok {
+			mr[i].Status = sr.MetricsStatus()
+		}
 	}
 	if err := s.collector.Set(mr); err != nil {
 		return fmt.Errorf("admin: %w", err)
@@ -175,6 +288,7 @@ func (s *Server) SetRelays(relays []Relay) error {
 	s.mu.Lock()
 	s.relays = rs
 	s.mu.Unlock()
+	s.snaps.reset()
 	return nil
 }
 
@@ -186,7 +300,7 @@ func (s *Server) currentRelays() []Relay {
 
 // Shutdown stops accepting connections, waits for requests in flight to
 // finish or ctx to end, and then returns; the listener is closed either
-// way.
+// way, and snapshots being built are cancelled and waited for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
@@ -194,6 +308,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("admin listener shutdown: %w", err)
 	}
 	<-s.done
+	s.snaps.close()
 	return err
 }
 
@@ -212,8 +327,10 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 const indexText = `udpfwd admin listener
   /metrics            Prometheus metrics
-  /healthz            200 "ok" when every relay runs
-  /sessions           live sessions as JSON (?relay=NAME for one relay)
+  /healthz            200 "ok" when every relay runs, else 503 and the reason
+  /sessions           live sessions as JSON: ?relay=NAME for one relay,
+                      ?limit=N&after=KEY for a page (the reply's "next" is the next page);
+                      needs "Authorization: Bearer TOKEN" if a token is set
 `
 
 func index(w http.ResponseWriter, _ *http.Request) {

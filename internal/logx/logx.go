@@ -1,5 +1,11 @@
 // Package logx builds the process's one zap logger from the command-line
 // settings, and bridges protoactor's log/slog output into it.
+//
+// Under systemd, when stderr is the journal (JOURNAL_STREAM names it), the
+// console format leaves the time stamp to the journal and starts each line
+// with its syslog priority ("<6>INFO ..."), which journald reads as the
+// entry's PRIORITY (sd-daemon(3)): `journalctl -p warning` then works.
+// The JSON format is the same everywhere.
 package logx
 
 import (
@@ -7,6 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,25 +49,83 @@ func (o Options) Validate() error {
 	return fmt.Errorf("log format %q: want console or json", o.Format)
 }
 
-// New builds a sampled logger writing to stderr.
+// New builds a sampled logger writing to stderr, in the journal's console
+// form if stderr is the journal.
 func New(o Options) (*zap.Logger, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	return build(o, os.Stderr, underJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr)), nil
+}
+
+// build is New writing to out; journal selects the journal's console form.
+func build(o Options, out zapcore.WriteSyncer, journal bool) *zap.Logger {
 	level, _ := zapcore.ParseLevel(o.Level)
 	ec := zap.NewProductionEncoderConfig()
 	ec.EncodeTime = zapcore.ISO8601TimeEncoder
 	ec.EncodeDuration = zapcore.StringDurationEncoder
 	var enc zapcore.Encoder
-	if o.Format == "json" {
+	switch {
+	case o.Format == "json":
 		enc = zapcore.NewJSONEncoder(ec)
-	} else {
+	case journal:
+		// The journal stamps each line itself; the level comes first, so
+		// the priority prefix starts the line.
+		ec.TimeKey = zapcore.OmitKey
+		ec.EncodeLevel = journalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(ec)
+	default:
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
-	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), level)
+	out = zapcore.Lock(out)
+	core := zapcore.NewCore(enc, out, level)
 	core = zapcore.NewSamplerWithOptions(core, time.Second, samplingFirst, samplingThereafter)
-	return zap.New(core, zap.ErrorOutput(zapcore.Lock(os.Stderr))), nil
+	return zap.New(core, zap.ErrorOutput(out))
+}
+
+// underJournal reports whether f is the journal's stream: JOURNAL_STREAM
+// ("DEVICE:INODE", set by systemd for a service whose output goes to the
+// journal) names f's device and inode. Comparing them, as sd-daemon(3)
+// advises, keeps a program started from such a service with its own
+// output (a terminal, a file) in the ordinary form.
+func underJournal(env string, f *os.File) bool {
+	dev, ino, ok := strings.Cut(env, ":")
+	if !ok {
+		return false
+	}
+	d, err1 := strconv.ParseUint(dev, 10, 64)
+	i, err2 := strconv.ParseUint(ino, 10, 64)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return false
+	}
+	return uint64(st.Dev) == d && uint64(st.Ino) == i
+}
+
+// journalLevel writes a level as its syslog priority prefix (sd-daemon(3):
+// debug 7, info 6, warn 4, error 3; the levels above error 2, critical),
+// which journald strips and stores as the entry's priority, then the level
+// for people reading the message: "<6>INFO".
+func journalLevel(l zapcore.Level) string {
+	switch {
+	case l <= zapcore.DebugLevel:
+		return "<7>DEBUG"
+	case l == zapcore.InfoLevel:
+		return "<6>INFO"
+	case l == zapcore.WarnLevel:
+		return "<4>WARN"
+	case l == zapcore.ErrorLevel:
+		return "<3>ERROR"
+	}
+	return "<2>" + l.CapitalString()
+}
+
+func journalLevelEncoder(l zapcore.Level, enc zapcore.PrimitiveArrayEncoder) {
+	enc.AppendString(journalLevel(l))
 }
 
 // Slog returns a log/slog logger that writes into l, for libraries such as

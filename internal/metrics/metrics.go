@@ -1,11 +1,14 @@
-// Package metrics exports relays' counters (package stats) to Prometheus.
+// Package metrics exports relays' counters (package stats) and health
+// (Status) to Prometheus, with the process's config-reload status
+// (Reloads).
 //
 // The relay counts with atomic adds on its datagram path and never touches a
 // Prometheus type there; this package reads those counters only when
-// /metrics is scraped. Every metric is named udpfwd_* and labelled by relay.
-// The set of relays can change at runtime (a reload adds or removes relays),
-// so the Collector builds constant metrics on each scrape from the relays it
-// holds now rather than registering one metric vector per relay.
+// /metrics is scraped. Every metric is named udpfwd_*, and every per-relay
+// one is labelled by relay. The set of relays can change at runtime (a
+// reload adds or removes relays), so the Collector builds constant metrics
+// on each scrape from the relays it holds now rather than registering one
+// metric vector per relay.
 //
 // NewRegistry puts the Collector in a registry of its own, never in
 // Prometheus' global one, so that whatever the libraries udpfwd links
@@ -27,10 +30,15 @@ import (
 const Namespace = "udpfwd"
 
 // Relay is one relay as the Collector sees it: its name, which becomes the
-// relay label, and its counters.
+// relay label, its counters, and optionally its Status.
 type Relay struct {
 	Name     string
 	Counters *stats.Counters
+	// Status, if not nil, adds the relay's health metrics (udpfwd_up,
+	// udpfwd_session_limit, udpfwd_upstream_resolved_info, handshakes,
+	// kernel drops, session duration and handshake RTT). Nil exports none
+	// of them, rather than zeros that would read as "down".
+	Status *Status
 }
 
 // eventMetrics names the counter each lifecycle event is exported as, with
@@ -53,6 +61,14 @@ type Collector struct {
 	live      *prometheus.Desc
 	events    [stats.NumEvents]*prometheus.Desc
 
+	up          *prometheus.Desc
+	limit       *prometheus.Desc
+	upstream    *prometheus.Desc
+	kernelDrops *prometheus.Desc
+	handshakes  *prometheus.Desc
+	duration    *prometheus.Desc
+	rtt         *prometheus.Desc
+
 	mu     sync.RWMutex
 	relays []Relay
 }
@@ -72,6 +88,27 @@ func NewCollector() *Collector {
 			[]string{"relay", "reason"}, nil),
 		live: prometheus.NewDesc(name("sessions"),
 			"Sessions the relay holds now.",
+			[]string{"relay"}, nil),
+		up: prometheus.NewDesc(name("up"),
+			"1 while the relay runs (its listening sockets bound, its actors alive), else 0.",
+			[]string{"relay"}, nil),
+		limit: prometheus.NewDesc(name("session_limit"),
+			"The most sessions the relay holds at once (max_sessions); compare with udpfwd_sessions.",
+			[]string{"relay"}, nil),
+		upstream: prometheus.NewDesc(name("upstream_resolved_info"),
+			"Always 1, one series per address the upstream resolves to now; none while it has no address.",
+			[]string{"relay", "addr"}, nil),
+		kernelDrops: prometheus.NewDesc(name("listener_kernel_drops_total"),
+			"Datagrams the kernel dropped because a listening socket's receive buffer was full (SO_RXQ_OVFL).",
+			[]string{"relay"}, nil),
+		handshakes: prometheus.NewDesc(name("handshakes_total"),
+			"Handshakes: initiations forwarded upstream (result=forwarded) and responses from upstream sent back to the client (result=answered).",
+			[]string{"relay", "result"}, nil),
+		duration: prometheus.NewDesc(name("session_duration_seconds"),
+			"How long sessions lived, observed when they end.",
+			[]string{"relay"}, nil),
+		rtt: prometheus.NewDesc(name("handshake_rtt_seconds"),
+			"Time from forwarding a handshake initiation upstream to the upstream's response.",
 			[]string{"relay"}, nil),
 	}
 	for e, m := range eventMetrics {
@@ -116,6 +153,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.events {
 		ch <- d
 	}
+	for _, d := range []*prometheus.Desc{c.up, c.limit, c.upstream, c.kernelDrops, c.handshakes, c.duration, c.rtt} {
+		ch <- d
+	}
 }
 
 // Collect reads every relay's counters. Every drop reason and every
@@ -139,7 +179,25 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		for e, d := range c.events {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(k.Events(stats.Event(e))), r.Name)
 		}
+		if r.Status != nil {
+			c.collectStatus(ch, r.Name, r.Status)
+		}
 	}
+}
+
+// collectStatus exports one relay's Status.
+func (c *Collector) collectStatus(ch chan<- prometheus.Metric, relay string, s *Status) {
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(s.up.Load()), relay)
+	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(s.limit.Load()), relay)
+	for _, a := range s.Upstream() {
+		ch <- prometheus.MustNewConstMetric(c.upstream, prometheus.GaugeValue, 1, relay, a.String())
+	}
+	ch <- prometheus.MustNewConstMetric(c.kernelDrops, prometheus.CounterValue, float64(s.kernelDrops.Load()), relay)
+	for r := range numHandshakeResults {
+		ch <- prometheus.MustNewConstMetric(c.handshakes, prometheus.CounterValue, float64(s.handshakes[r].Load()), relay, r.String())
+	}
+	ch <- s.duration.metric(c.duration, sessionDurationBounds, relay)
+	ch <- s.rtt.metric(c.rtt, handshakeRTTBounds, relay)
 }
 
 // NewRegistry returns a new registry, not the global one, holding c, the Go

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -122,7 +123,9 @@ func TestEveryEventAndReasonExported(t *testing.T) {
 
 func TestLint(t *testing.T) {
 	c := metrics.NewCollector()
-	if err := c.Set([]metrics.Relay{{Name: "a", Counters: busy()}, {Name: "b", Counters: &stats.Counters{}}}); err != nil {
+	st := &metrics.Status{}
+	st.SetUpstream(netip.MustParseAddrPort("162.159.192.1:2408"))
+	if err := c.Set([]metrics.Relay{{Name: "a", Counters: busy(), Status: st}, {Name: "b", Counters: &stats.Counters{}}}); err != nil {
 		t.Fatal(err)
 	}
 	reg := metrics.NewRegistry(c, "v1.2.3")
@@ -136,7 +139,7 @@ func TestLint(t *testing.T) {
 	}
 	// The registry holds the Go and process collectors and build info too;
 	// all of it is linted, not just udpfwd_*.
-	for _, n := range append([]string{"udpfwd_build_info", "go_goroutines", "process_open_fds"}, udpfwdNames...) {
+	for _, n := range append(append([]string{"udpfwd_build_info", "go_goroutines", "process_open_fds"}, udpfwdNames...), statusNames...) {
 		if !names[n] {
 			t.Errorf("registry lacks %s", n)
 		}
@@ -171,16 +174,16 @@ func TestSet(t *testing.T) {
 		series int // series per relay is 2*4+reasons+events+1
 	}{
 		{name: "none", relays: nil, ok: true, series: 0},
-		{name: "two", relays: []metrics.Relay{{"a", k}, {"b", &stats.Counters{}}}, ok: true, series: 2},
-		{name: "empty name", relays: []metrics.Relay{{"", k}}},
-		{name: "nil counters", relays: []metrics.Relay{{"a", nil}}},
-		{name: "duplicate", relays: []metrics.Relay{{"a", k}, {"a", &stats.Counters{}}}},
+		{name: "two", relays: []metrics.Relay{{Name: "a", Counters: k}, {Name: "b", Counters: &stats.Counters{}}}, ok: true, series: 2},
+		{name: "empty name", relays: []metrics.Relay{{Name: "", Counters: k}}},
+		{name: "nil counters", relays: []metrics.Relay{{Name: "a", Counters: nil}}},
+		{name: "duplicate", relays: []metrics.Relay{{Name: "a", Counters: k}, {Name: "a", Counters: &stats.Counters{}}}},
 	}
 	perRelay := 2*stats.NumDirections + stats.NumReasons + stats.NumEvents + 1
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := metrics.NewCollector()
-			before := []metrics.Relay{{"old", &stats.Counters{}}}
+			before := []metrics.Relay{{Name: "old", Counters: &stats.Counters{}}}
 			if err := c.Set(before); err != nil {
 				t.Fatal(err)
 			}
