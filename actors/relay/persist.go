@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
@@ -37,7 +38,7 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 
 func (r *Relay) restoredSession(s state.Session) (messages.RestoredSession, error) {
 	var rs messages.RestoredSession
-	if s.UpstreamConfig != r.cfg.Upstream {
+	if s.UpstreamConfig != r.cfg.Upstream.String() {
 		return rs, fmt.Errorf("saved for upstream %q, the relay now has %q", s.UpstreamConfig, r.cfg.Upstream)
 	}
 	id, err := uuid.Parse(s.ID)
@@ -74,7 +75,7 @@ func (r *Relay) restoredSession(s state.Session) (messages.RestoredSession, erro
 // Snapshot returns the relay's live sessions in the form the state file
 // keeps them.
 func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
-	if r.cfg.Mode != ModeWireGuard {
+	if r.cfg.Mode != config.ModeWireGuard {
 		return nil, nil // forward mode re-binds its one socket from its rule
 	}
 	l, err := r.Sessions(timeout)
@@ -89,7 +90,7 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 			ClientAddr:     addrString(s.ClientAddr),
 			UpstreamLocal:  s.UpstreamLocal.String(),
 			Upstream:       s.Upstream.String(),
-			UpstreamConfig: r.cfg.Upstream,
+			UpstreamConfig: r.cfg.Upstream.String(),
 			Created:        s.Stats.Created,
 			Roam:           s.Roam,
 		})

@@ -16,7 +16,7 @@ import (
 // the meantime gets a new one, reported as rebound.
 func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
-	first, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	first, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	system := relay.NewSystem(log)
 	defer system.Shutdown()
 	ev := watchSystem(t, system) // before Start: restoring publishes at once
-	second, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, log,
+	second, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), log,
 		relay.WithSystem(system), relay.WithRestore(saved))
 	if err != nil {
 		t.Fatal(err)
