@@ -203,3 +203,46 @@ func TestSignalsStopCleanly(t *testing.T) {
 		})
 	}
 }
+
+// An idle timeout under WARP's keepalive interval is not refused: the
+// relay starts and logs a warning naming the flag.
+func TestShortIdleTimeoutWarned(t *testing.T) {
+	cmd, stderr, done := startDaemon(t, "-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "10s")
+	stopDaemon(t, cmd, done)
+	if s := stderr.String(); !strings.Contains(s, "WARN\tconfig: --idle-timeout: 10s is shorter than the 25s") {
+		t.Errorf("no warning in the log:\n%s", s)
+	}
+}
+
+// udpfwd -h reads cleanly: one column of flags, one of help, each flag's
+// value named, no default said twice.
+func TestHelpReadsCleanly(t *testing.T) {
+	code, stdout, _ := udpfwd(t, "-h")
+	_, flags, ok := strings.Cut(stdout, "\nFlags:\n")
+	if code != 0 || !ok {
+		t.Fatalf("exit %d, no Flags section:\n%s", code, stdout)
+	}
+	column := -1
+	for _, line := range strings.Split(strings.TrimSuffix(flags, "\n"), "\n") {
+		start := len(line) - len(strings.TrimLeft(line, " "))
+		i := strings.Index(line[start:], "   ")
+		if i < 0 {
+			t.Fatalf("no space between the columns: %q", line)
+		}
+		text := strings.TrimLeft(line[start+i:], " ")
+		if c := len(line) - len(text); column < 0 {
+			column = c
+		} else if c != column {
+			t.Errorf("help text at column %d, not %d: %q", c, column, line)
+		}
+		if strings.Count(line, "(default") > 1 || strings.Contains(line, "[=") || strings.Contains(line, " long ") ||
+			strings.Contains(line, " string ") || strings.Contains(line, " int ") {
+			t.Errorf("a glitch: %q", line)
+		}
+	}
+	for _, want := range []string{"-r LISTEN UPSTREAM", "-c FILE", "--socket-buffer SIZE", "(default 4MiB)", "--idle-timeout D", "(default 10m)", "-h, --help"} {
+		if !strings.Contains(flags, want) {
+			t.Errorf("the flags do not show %q:\n%s", want, flags)
+		}
+	}
+}

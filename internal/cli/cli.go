@@ -172,6 +172,14 @@ func PrintFlags(w io.Writer, fs *pflag.FlagSet) {
 			left += " " + name
 		}
 		if d := f.DefValue; !isZero(d) && !strings.Contains(usage, "default") {
+			if f.Value.Type() == "duration" { // "10m", not "10m0s"
+				if strings.HasSuffix(d, "m0s") {
+					d = strings.TrimSuffix(d, "0s")
+				}
+				if strings.HasSuffix(d, "h0m") {
+					d = strings.TrimSuffix(d, "0m")
+				}
+			}
 			usage += " (default " + d + ")"
 		}
 		rows = append(rows, row{left, usage})

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -394,6 +395,18 @@ func TestValidateBuiltInCode(t *testing.T) {
 		{"port range reversed", func(r *config.Relay) { r.UpstreamPorts = config.PortRange{First: 9, Last: 8} }, "relays[0].upstream_ports: 9-8: want first..last"},
 		{"negative cap", func(r *config.Relay) { r.Security.MaxSessions = -1 }, "relays[0].security.max_sessions: -1: must be 0 or more"},
 		{"negative byte rate", func(r *config.Relay) { r.Security.ClientRate.BytesPerSecond = -1 }, "relays[0].security.client_rate.bytes_per_second: -1: must be 0 or more"},
+		// Rates must be finite: a NaN rate compares false with everything,
+		// so a limiter would let everything through.
+		{"negative sessions per IP", func(r *config.Relay) { r.Security.MaxSessionsPerIP = -1 }, "relays[0].security.max_sessions_per_ip: -1: must be 0 or more"},
+		{"negative new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = -1 }, "relays[0].security.new_sessions_per_ip: -1: must be 0 or more"},
+		{"NaN new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = math.NaN() }, "relays[0].security.new_sessions_per_ip: NaN: must be 0 or more"},
+		{"infinite new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = math.Inf(1) }, "relays[0].security.new_sessions_per_ip: +Inf: must be finite"},
+		{"negative new-session burst", func(r *config.Relay) { r.Security.NewSessionsPerIPBurst = -1 }, "relays[0].security.new_sessions_per_ip_burst: -1: must be 0 or more"},
+		{"NaN client rate", func(r *config.Relay) { r.Security.ClientRate.DatagramsPerSecond = math.NaN() }, "relays[0].security.client_rate.datagrams_per_second: NaN: must be 0 or more"},
+		{"infinite client rate", func(r *config.Relay) { r.Security.ClientRate.DatagramsPerSecond = math.Inf(1) }, "relays[0].security.client_rate.datagrams_per_second: +Inf: must be finite"},
+		{"buffer too small", func(r *config.Relay) { r.ReadBuffer = 4 }, `relays[0].read_buffer: "4" is too small (4 bytes): want 4KiB..1GiB`},
+		{"upstream port 0", func(r *config.Relay) { r.Upstream.Port = 0 }, "relays[0].upstream: 192.0.2.1:0: port 0 is not 1..65535"},
+		{"upstream bad name", func(r *config.Relay) { r.Upstream = config.HostPort{Name: "bad name", Port: 1} }, `relays[0].upstream: "bad name" is neither an IP address nor a host name`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
