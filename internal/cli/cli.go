@@ -81,15 +81,15 @@ func Parse(fs *pflag.FlagSet, args []string) error {
 		return fmt.Errorf("%s needs a value", written)
 	case errors.As(err, &invalid):
 		f := invalid.GetFlag()
-		return fmt.Errorf("%s: %s", Written(f), invalidValue(f, invalid.GetValue(), invalid.Unwrap()))
+		return fmt.Errorf("%s: %s", written(f), invalidValue(f, invalid.GetValue(), invalid.Unwrap()))
 	}
 	msg, _, _ := strings.Cut(err.Error(), "\n")
 	return errors.New(msg)
 }
 
-// Written is how f is written on a command line: "-r" for a single-letter
+// written is how f is written on a command line: "-r" for a single-letter
 // flag, else "--name".
-func Written(f *pflag.Flag) string {
+func written(f *pflag.Flag) string {
 	if len(f.Name) == 1 {
 		return "-" + f.Name
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -237,10 +238,13 @@ func (f *File) SetFlag(name string, values ...string) error {
 	}
 	fl := &flags[i]
 	origin := "--" + name
-	if len(values) == 0 {
-		values = []string{"true"}
-	}
 	fail := func(err error) error { return &Error{Flag: origin, Msg: err.Error(), Err: err} }
+	switch {
+	case len(values) == 0 && fl.Switch:
+		values = []string{"true"}
+	case len(values) == 0:
+		return fail(errors.New("needs a value"))
+	}
 	if f.src == nil {
 		f.src = &source{lines: map[string]int{}}
 	}
