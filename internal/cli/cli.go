@@ -68,17 +68,17 @@ func Parse(fs *pflag.FlagSet, args []string) error {
 	var invalid *pflag.InvalidValueError
 	switch {
 	case errors.As(err, &notExist):
-		written := "--" + notExist.GetSpecifiedName()
+		as := "--" + notExist.GetSpecifiedName()
 		if group := notExist.GetSpecifiedShortnames(); group != "" {
-			written = "-" + group
+			as = "-" + group
 		}
-		return fmt.Errorf("flag provided but not defined: %s", written)
+		return fmt.Errorf("flag provided but not defined: %s", as)
 	case errors.As(err, &noValue):
-		written := "--" + noValue.GetSpecifiedName()
+		as := "--" + noValue.GetSpecifiedName()
 		if noValue.GetSpecifiedShortnames() != "" {
-			written = "-" + noValue.GetSpecifiedName()
+			as = "-" + noValue.GetSpecifiedName()
 		}
-		return fmt.Errorf("%s needs a value", written)
+		return fmt.Errorf("%s needs a value", as)
 	case errors.As(err, &invalid):
 		f := invalid.GetFlag()
 		return fmt.Errorf("%s: %s", written(f), invalidValue(f, invalid.GetValue(), invalid.Unwrap()))
