@@ -82,11 +82,11 @@ func splitHostPort(s string, listener bool) (string, uint16, error) {
 	if err != nil {
 		return "", 0, fmt.Errorf("%q is not host:port (write IPv6 as [2001:db8::1]:2408)", s)
 	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !listener) {
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !listener) {
 		return "", 0, fmt.Errorf("%q: port %q is not 1..65535", s, port)
-	} else {
-		return host, uint16(n), nil
 	}
+	return host, uint16(n), nil
 }
 
 // parseAdmin reads the admin listener's "host:port": the host may be empty
