@@ -109,8 +109,6 @@ type Flag struct {
 	Default string
 	// Switch is true for a flag that takes no value (--no-gso).
 	Switch bool
-	// Repeatable is true for a flag whose values add up (--allow-client).
-	Repeatable bool
 
 	keys          []string // the keys it sets: a file path, or a path below each relay
 	wireguardOnly bool     // a relay key of wireguard mode: forward relays keep theirs
@@ -146,10 +144,9 @@ func list(key string, split bool) func(r *Relay, values []string) error {
 	}
 }
 
+// resetList empties the list key of r, for a flag that replaces it.
 func resetList(r *Relay, key string) {
 	switch key {
-	case "listen":
-		r.Listen = nil
 	case "security.allow_clients":
 		r.Security.AllowClients = nil
 	case "security.allow_cidrs":
@@ -189,11 +186,11 @@ var flags = []Flag{
 	{Name: "upstream-public-key", Usage: "open sessions only for handshakes whose mac1 is valid for this `BASE64` key (WARP's: bmXOC+F1FxEMF9dyiK2H5/1SUtzH0JuVo51h2wPfgyo=)",
 		keys: []string{"security.upstream_public_key"}, wireguardOnly: true, setRelay: one("security.upstream_public_key")},
 	{Name: "allow-client", Usage: "only client `ID` may open sessions; repeatable; qBoV, a81a15 or 168,26,21",
-		Repeatable: true, keys: []string{"security.allow_clients"}, wireguardOnly: true, setRelay: list("security.allow_clients", false)},
+		keys: []string{"security.allow_clients"}, wireguardOnly: true, setRelay: list("security.allow_clients", false)},
 	{Name: "allow-cidr", Usage: "only sources in `CIDR` may open sessions; repeatable or comma-separated",
-		Repeatable: true, keys: []string{"security.allow_cidrs"}, wireguardOnly: true, setRelay: list("security.allow_cidrs", true)},
+		keys: []string{"security.allow_cidrs"}, wireguardOnly: true, setRelay: list("security.allow_cidrs", true)},
 	{Name: "deny-cidr", Usage: "sources in `CIDR` may not open sessions (wins over --allow-cidr); repeatable or comma-separated",
-		Repeatable: true, keys: []string{"security.deny_cidrs"}, wireguardOnly: true, setRelay: list("security.deny_cidrs", true)},
+		keys: []string{"security.deny_cidrs"}, wireguardOnly: true, setRelay: list("security.deny_cidrs", true)},
 	{Name: "max-sessions", Usage: "at most `N` sessions; 0 derives the cap from the open-file limit",
 		keys: []string{"security.max_sessions"}, wireguardOnly: true, setRelay: one("security.max_sessions")},
 	{Name: "max-sessions-per-ip", Usage: "at most `N` sessions per source (an IPv6 /64 as one); 0 is no cap",
