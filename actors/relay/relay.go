@@ -191,8 +191,11 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	} else {
 		close(r.resolveDone)
 	}
-	r.log.Info("relay started", zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.addrs),
-		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout))
+	fields := []zap.Field{zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.addrs), zap.Stringer("upstream", cfg.Upstream)}
+	if cfg.Mode == config.ModeWireGuard { // forward mode has one session, which never expires
+		fields = append(fields, zap.Duration("idle_timeout", cfg.IdleTimeout))
+	}
+	r.log.Info("relay started", fields...)
 	return r, nil
 }
 
