@@ -51,7 +51,7 @@ Flags:
 // wrong command line.
 func runSessions(args []string, stdout, stderr io.Writer) int {
 	fs := cli.NewFlagSet("udpfwd sessions")
-	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port` (or http://host:port)")
+	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port`, or http://host:port")
 	relayName := fs.String("relay", "", "show only the relay `NAME`")
 	asJSON := fs.Bool("json", false, "print the JSON from /sessions as it is")
 	if err := cli.Parse(fs, args); err != nil {
