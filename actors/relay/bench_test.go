@@ -97,7 +97,7 @@ func roundTrip(tb testing.TB, c *udpio.Conn, to netip.AddrPort, ds [][]byte) {
 func BenchmarkRelayRoundTrip(b *testing.B) {
 	for _, size := range []int{64, 1392} {
 		b.Run("size="+strconv.Itoa(size), func(b *testing.B) {
-			r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: batchEcho(b).String()}, zap.NewNop())
+			r, err := relay.Start(relayConfig(b, batchEcho(b), nil, "127.0.0.1:0"), zap.NewNop())
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -136,7 +136,7 @@ func BenchmarkIdleSessions(b *testing.B) {
 	const n = 10000
 	for b.Loop() {
 		up := newUpstreamTB(b)
-		r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.String()}, zap.NewNop())
+		r, err := relay.Start(relayConfig(b, up, nil, "127.0.0.1:0"), zap.NewNop())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -203,7 +203,7 @@ func TestRelayPathAllocs(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip("sync.Pool drops items under -race; the README's test command runs this guard without -race")
 	}
-	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: batchEcho(t).String()}, zap.NewNop())
+	r, err := relay.Start(relayConfig(t, batchEcho(t), nil, "127.0.0.1:0"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestRelayPathAllocs(t *testing.T) {
 // BenchmarkRelayPingPong sends one datagram at a time through the relay
 // and waits for its echo: ns/op is the round-trip time through udpfwd.
 func BenchmarkRelayPingPong(b *testing.B) {
-	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: batchEcho(b).String()}, zap.NewNop())
+	r, err := relay.Start(relayConfig(b, batchEcho(b), nil, "127.0.0.1:0"), zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}

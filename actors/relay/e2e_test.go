@@ -15,6 +15,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/warptest"
 )
@@ -50,7 +51,7 @@ func newBed(t *testing.T, idle time.Duration, mtu int) *bed {
 
 // newBedWith is newBed with udpfwd's security settings, which sec (if not
 // nil) chooses once the edge, and so its public key, exists.
-func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Edge) relay.Security) *bed {
+func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Edge) config.Security) *bed {
 	t.Helper()
 	// Registered first, so it runs after every other cleanup. The actor
 	// system's dead-letter log throttle keeps a goroutine for a second
@@ -63,14 +64,12 @@ func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Ed
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { edge.Close() })
-	cfg := relay.Config{
-		Listen:      []string{"127.0.0.1:0"},
-		Upstream:    edge.Addr().String(),
-		IdleTimeout: idle,
-	}
-	if sec != nil {
-		cfg.Security = sec(edge)
-	}
+	cfg := relayConfig(t, edge.Addr(), func(c *config.Relay) {
+		c.IdleTimeout = idle
+		if sec != nil {
+			c.Security = sec(edge)
+		}
+	}, "127.0.0.1:0")
 	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
 
@@ -148,14 +149,34 @@ func openEchoSession(t *testing.T) (*upstream, *relay.Relay, *client) {
 
 func startRelay(t *testing.T, listen string, up netip.AddrPort, idle time.Duration) *relay.Relay {
 	t.Helper()
-	return startConfig(t, relay.Config{Listen: []string{listen}, Upstream: up.String(), IdleTimeout: idle})
+	return startConfig(t, relayConfig(t, up, func(c *config.Relay) { c.IdleTimeout = idle }, listen))
 }
 
-// startConfig starts a relay with cfg, checks at the end of the test that
+// relayConfig returns the validated config of a WireGuard-mode relay named
+// "default" in front of up, listening on every address of listen ("[::1]:0"),
+// after edit (if not nil) has changed what it needs. Defaults are filled in
+// as for the command line.
+func relayConfig(tb testing.TB, up netip.AddrPort, edit func(*config.Relay), listen ...string) config.Relay {
+	tb.Helper()
+	r := config.Relay{Name: config.DefaultName, Upstream: config.HostPortFrom(up)}
+	for _, l := range listen {
+		r.Listen = append(r.Listen, netip.MustParseAddrPort(l))
+	}
+	if edit != nil {
+		edit(&r)
+	}
+	f := &config.File{Relays: []config.Relay{r}}
+	if _, err := f.Validate(); err != nil {
+		tb.Fatalf("test relay config: %v", err)
+	}
+	return f.Relays[0]
+}
+
+// startConfig starts a relay with cfg and opts, checks at the end of the test that
 // no message reached a stopped actor, and closes it.
-func startConfig(t *testing.T, cfg relay.Config) *relay.Relay {
+func startConfig(t *testing.T, cfg config.Relay, opts ...relay.Option) *relay.Relay {
 	t.Helper()
-	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
+	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

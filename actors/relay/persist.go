@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/state"
 )
 
@@ -62,13 +63,11 @@ type restoreRules struct {
 
 // restoreRules takes the rules from the relay's configuration.
 func (r *Relay) restoreRules() restoreRules {
-	rules := restoreRules{upstream: r.cfg.Upstream, ports: [2]uint16{r.cfg.UpstreamPorts.First, r.cfg.UpstreamPorts.Last}}
-	if r.cfg.UpstreamBind != "" {
-		if ap, err := netip.ParseAddrPort(r.cfg.UpstreamBind); err == nil {
-			rules.bind = ap.Addr()
-		}
+	return restoreRules{
+		upstream: r.cfg.Upstream.String(),
+		bind:     r.cfg.UpstreamBind.Addr(),
+		ports:    [2]uint16{r.cfg.UpstreamPorts.First, r.cfg.UpstreamPorts.Last},
 	}
-	return rules
 }
 
 // checkRestore decides what becomes of a saved session under today's
@@ -126,7 +125,7 @@ func checkRestore(s state.Session, rules restoreRules) (rebind string, err error
 // Snapshot returns the relay's live sessions in the form the state file
 // keeps them.
 func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
-	if r.cfg.Mode != ModeWireGuard {
+	if r.cfg.Mode != config.ModeWireGuard {
 		return nil, nil // forward mode re-binds its one socket from its rule
 	}
 	l, err := r.Sessions(timeout)
@@ -141,7 +140,7 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 			ClientAddr:     s.ClientAddr,
 			UpstreamLocal:  s.UpstreamLocal,
 			Upstream:       s.Upstream,
-			UpstreamConfig: r.cfg.Upstream,
+			UpstreamConfig: r.cfg.Upstream.String(),
 			Created:        s.Stats.Created,
 			Roam:           s.Roam,
 		})

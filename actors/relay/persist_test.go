@@ -12,6 +12,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
@@ -21,7 +22,7 @@ import (
 // the meantime gets a new one, reported as rebound.
 func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
-	first, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	first, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestRestoreKeepsUpstreamPorts(t *testing.T) {
 	system := relay.NewSystem(log)
 	defer system.Shutdown()
 	ev := watchSystem(t, system) // before Start: restoring publishes at once
-	second, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, log,
+	second, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), log,
 		relay.WithSystem(system), relay.WithRestore(saved))
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +107,10 @@ func TestRestoreRebindsOutsideRange(t *testing.T) {
 	system := relay.NewSystem(log)
 	defer system.Shutdown()
 	ev := watchSystem(t, system) // before Start: restoring publishes at once
-	r, err := relay.Start(relay.Config{
-		Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String(),
-		UpstreamPorts: relay.PortRange{First: first, Last: last},
-	}, log, relay.WithSystem(system), relay.WithRestore(saved))
+	cfg := relayConfig(t, up.addr(), func(c *config.Relay) {
+		c.UpstreamPorts = config.PortRange{First: first, Last: last}
+	}, "127.0.0.1:0")
+	r, err := relay.Start(cfg, log, relay.WithSystem(system), relay.WithRestore(saved))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,11 +33,8 @@ func refuse(id wgproto.ClientID) policy.Factory {
 
 func TestPolicyRefusesSession(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
-	r, err := relay.Start(relay.Config{
-		Listen:   []string{"127.0.0.1:0"},
-		Upstream: up.addr().String(),
-		Policy:   policy.Chain(policy.AllowAll, refuse(idA)),
-	}, zaptest.NewLogger(t))
+	r, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), zaptest.NewLogger(t),
+		relay.WithPolicy(policy.Chain(policy.AllowAll, refuse(idA))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -19,21 +18,16 @@ import (
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
 	"github.com/udpfwd/udpfwd/actors/writer"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/logx"
 	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// Defaults, with the reason for each.
+// Timing, with the reason for each. The settings' defaults are in
+// internal/config.
 const (
-	// DefaultIdleTimeout ends a session silent in either direction for
-	// this long. WireGuard sends a keepalive at least every few minutes on
-	// a live tunnel, and WARP clients every 25 s or so.
-	DefaultIdleTimeout = 10 * time.Minute
-	// DefaultResolveInterval is how often an upstream hostname is looked
-	// up again. WARP's anycast addresses change rarely.
-	DefaultResolveInterval = 5 * time.Minute
 	// unresolvedRetry is how soon a hostname that has no address yet is
 	// looked up again (for example while the network comes up at boot).
 	unresolvedRetry = 5 * time.Second
@@ -41,157 +35,12 @@ const (
 	resolveTimeout = 5 * time.Second
 	// stopTimeout bounds how long Close waits for one actor to stop.
 	stopTimeout = 2 * time.Second
-	// DefaultName names a relay that was given no name.
-	DefaultName = "default"
 )
-
-// Mode is how a relay groups datagrams.
-type Mode string
-
-// The relay modes.
-const (
-	// ModeWireGuard: one session, and one stable upstream source port, per
-	// WARP client ID (header bytes 1..3).
-	ModeWireGuard Mode = "wireguard"
-	// ModeForward: plain UDP port forwarding; one upstream socket, replies
-	// to the newest client address.
-	ModeForward Mode = "forward"
-)
-
-// Config describes one relay.
-type Config struct {
-	// Name labels the relay in logs, events and metrics.
-	Name string
-	// Mode defaults to ModeWireGuard.
-	Mode Mode
-	// Listen are the addresses to listen on ("[::]:2408" is dual-stack).
-	Listen []string
-	// Upstream is the upstream "host:port"; the host may be a name.
-	Upstream string
-	// UpstreamBind is the local "addr:port" upstream sockets bind to.
-	// Empty lets the kernel choose. In forward mode it is the outbound
-	// socket's address (port 0: the kernel chooses).
-	UpstreamBind string
-	// IdleTimeout ends a session silent in either direction this long;
-	// zero means DefaultIdleTimeout. Forward mode never expires.
-	IdleTimeout time.Duration
-	// ResolveInterval is how often a hostname upstream is looked up again;
-	// zero means DefaultResolveInterval.
-	ResolveInterval time.Duration
-	// UpstreamPorts, if set, is the range upstream sockets bind in (for
-	// firewall rules); each session takes a free port from it.
-	UpstreamPorts PortRange
-	// SocketBuffer is SO_RCVBUF and SO_SNDBUF for every socket; zero means
-	// udpio.DefaultSocketBuffer. ReadBuffer and WriteBuffer, if set, take
-	// precedence for their direction.
-	SocketBuffer            int
-	ReadBuffer, WriteBuffer int
-	// NoGSO sends every datagram as its own message. By default runs of
-	// same-size datagrams to one address go as one UDP GSO message (see
-	// udpio.Conn.WriteBatch); this is the switch for a network path that
-	// mishandles them.
-	NoGSO bool
-	// Security says who may use the relay and how much (wireguard mode).
-	Security Security
-	// Policy adds an operator's own policy actor after the built-in ones;
-	// nil adds none.
-	Policy policy.Factory
-}
-
-// Validate checks the configuration without touching the network and fills
-// in defaults.
-func (c *Config) Validate() error {
-	if c.Name == "" {
-		c.Name = DefaultName
-	}
-	if c.Mode == "" {
-		c.Mode = ModeWireGuard
-	}
-	if c.Mode != ModeWireGuard && c.Mode != ModeForward {
-		return fmt.Errorf("mode %q: want wireguard or forward", c.Mode)
-	}
-	if len(c.Listen) == 0 {
-		return errors.New("no listen address")
-	}
-	if len(c.Listen) > 256 {
-		return errors.New("at most 256 listen addresses per relay")
-	}
-	for _, l := range c.Listen {
-		if _, err := ParseAddrPort(l, true); err != nil {
-			return fmt.Errorf("listen address: %w", err)
-		}
-	}
-	if _, _, err := SplitHostPort(c.Upstream); err != nil {
-		return fmt.Errorf("upstream: %w", err)
-	}
-	if c.UpstreamBind != "" {
-		ap, err := ParseAddrPort(c.UpstreamBind, true)
-		if err != nil {
-			return fmt.Errorf("upstream bind address: %w", err)
-		}
-		if c.Mode == ModeWireGuard && ap.Port() != 0 {
-			return fmt.Errorf("upstream bind address %s: every session needs a port of its own; give port 0 (and a port range for firewall rules)", c.UpstreamBind)
-		}
-	}
-	if !c.UpstreamPorts.IsZero() && (c.UpstreamPorts.First == 0 || c.UpstreamPorts.First > c.UpstreamPorts.Last) {
-		return fmt.Errorf("upstream port range %d-%d: want 1 <= first <= last", c.UpstreamPorts.First, c.UpstreamPorts.Last)
-	}
-	if err := c.Security.validate(); err != nil {
-		return err
-	}
-	if c.IdleTimeout < 0 {
-		return fmt.Errorf("idle timeout %v: must be positive", c.IdleTimeout)
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	if c.ResolveInterval < 0 {
-		return fmt.Errorf("resolve interval %v: must be positive", c.ResolveInterval)
-	}
-	if c.ResolveInterval == 0 {
-		c.ResolveInterval = DefaultResolveInterval
-	}
-	if c.SocketBuffer < 0 || c.ReadBuffer < 0 || c.WriteBuffer < 0 {
-		return errors.New("socket buffer sizes must be positive")
-	}
-	return nil
-}
-
-// PortRange is an inclusive range of ports; the zero value is no range.
-type PortRange struct{ First, Last uint16 }
-
-// IsZero reports whether no range is set.
-func (p PortRange) IsZero() bool { return p == PortRange{} }
-
-// ParseAddrPort parses "ip:port" ("[v6]:port" for IPv6). A port of 0 is
-// accepted only if zeroOK.
-func ParseAddrPort(s string, zeroOK bool) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return ap, fmt.Errorf("%q is not ip:port (write IPv6 as [::]:2408)", s)
-	}
-	if ap.Port() == 0 && !zeroOK {
-		return ap, fmt.Errorf("%q: port 0", s)
-	}
-	return ap, nil
-}
-
-// SplitHostPort splits "host:port" and checks the port is 1..65535.
-func SplitHostPort(s string) (host string, port uint16, err error) {
-	h, p, err := net.SplitHostPort(s)
-	if err != nil || h == "" {
-		return "", 0, fmt.Errorf("%q is not host:port", s)
-	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, fmt.Errorf("%q: port %q is not 1..65535", s, p)
-	}
-	return h, uint16(n), nil
-}
 
 // Relay is a running relay.
 type Relay struct {
-	cfg       Config
+	cfg       config.Relay
+	policy    policy.Factory // the operator's own policy, after the built-in ones
 	log       *zap.Logger
 	system    *actor.ActorSystem
 	ownSystem bool
@@ -226,19 +75,24 @@ func WithLookup(f func(ctx context.Context, network, host string) ([]netip.Addr,
 	return func(r *Relay) { r.lookup = f }
 }
 
+// WithPolicy adds an operator's own policy actor after the built-in ones
+// (those the config's security settings ask for).
+func WithPolicy(f policy.Factory) Option { return func(r *Relay) { r.policy = f } }
+
 // NewSystem returns an actor system that logs through l.
 func NewSystem(l *zap.Logger) *actor.ActorSystem {
 	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logx.Slog(l) }))
 }
 
-// Start binds every socket of cfg and starts the relay's actors. Errors
-// binding a socket (address in use, permission) are returned, with the
-// address, before any actor runs. An upstream hostname that does not
-// resolve yet is not an error: it is retried, and sessions open once it
-// resolves.
-func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+// Start binds every socket of cfg and starts the relay's actors. cfg is
+// taken as it is: it must have passed config.File.Validate, which filled in
+// its defaults. Errors binding a socket (address in use, permission) are
+// returned, with the address, before any actor runs. An upstream hostname
+// that does not resolve yet is not an error: it is retried, and sessions
+// open once it resolves.
+func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
+	if len(cfg.Listen) == 0 || cfg.Upstream.IsZero() {
+		return nil, fmt.Errorf("relay %q: no listen address or no upstream (validate the config first)", cfg.Name)
 	}
 	r := &Relay{cfg: cfg, log: l.With(zap.String("relay", cfg.Name))}
 	for _, o := range opts {
@@ -248,13 +102,7 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		r.system = NewSystem(l)
 		r.ownSystem = true
 	}
-	sockOpts := udpio.Options{ReadBuffer: cfg.SocketBuffer, WriteBuffer: cfg.SocketBuffer, NoGSO: cfg.NoGSO}
-	if cfg.ReadBuffer > 0 {
-		sockOpts.ReadBuffer = cfg.ReadBuffer
-	}
-	if cfg.WriteBuffer > 0 {
-		sockOpts.WriteBuffer = cfg.WriteBuffer
-	}
+	sockOpts := udpio.Options{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
 
 	conns := make([]*udpio.Conn, 0, len(cfg.Listen))
 	closeAll := func() {
@@ -262,12 +110,11 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 			c.Close()
 		}
 	}
-	for _, l := range cfg.Listen {
-		ap, _ := ParseAddrPort(l, true)
+	for _, ap := range cfg.Listen {
 		c, err := udpio.Listen(ap, sockOpts)
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("listen on %s: %w", l, unwrapSyscall(err))
+			return nil, fmt.Errorf("listen on %s: %w", ap, unwrapSyscall(err))
 		}
 		conns = append(conns, c)
 		r.addrs = append(r.addrs, c.LocalAddr())
@@ -276,24 +123,21 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 
 	scfg := supervisor.Config{
 		Relay:         cfg.Name,
+		UpstreamBind:  cfg.UpstreamBind,
 		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 		IdleTimeout:   cfg.IdleTimeout,
-		Policy:        cfg.Security.policies(cfg.Policy),
-		MAC1:          cfg.Security.mac1Key(),
+		Policy:        policies(&cfg.Security, r.policy),
+		MAC1:          mac1Key(&cfg.Security),
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,
 		Readers:       &r.readers,
 	}
-	if cfg.UpstreamBind != "" {
-		scfg.UpstreamBind, _ = ParseAddrPort(cfg.UpstreamBind, true)
-	}
-	host, port, _ := SplitHostPort(cfg.Upstream)
-	literal, literalErr := netip.ParseAddr(host)
+	host, port := cfg.Upstream.Host(), cfg.Upstream.Port
 	switch cfg.Mode {
-	case ModeForward:
+	case config.ModeForward:
 		scfg.Mode = supervisor.ModeForward
-		up, err := r.resolve(context.Background(), host, port)
+		up, err := r.resolve(context.Background(), cfg.Upstream)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
@@ -305,8 +149,8 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 		}
 		scfg.ForwardConn = fc
 	default:
-		if literalErr == nil {
-			scfg.Upstream = netip.AddrPortFrom(literal.Unmap(), port)
+		if a := cfg.Upstream.Addr; a.IsValid() {
+			scfg.Upstream = netip.AddrPortFrom(a.Unmap(), port)
 		}
 	}
 
@@ -335,21 +179,24 @@ func Start(cfg Config, l *zap.Logger, opts ...Option) (*Relay, error) {
 	r.resolveDone = make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	r.stopResolve = cancel
-	if cfg.Mode == ModeWireGuard && literalErr != nil {
+	if cfg.Mode == config.ModeWireGuard && cfg.Upstream.Name != "" {
 		go r.resolveLoop(ctx, host, port)
 	} else {
 		close(r.resolveDone)
 	}
-	r.log.Info("relay started", zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.addrs),
-		zap.String("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout))
+	fields := []zap.Field{zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.addrs), zap.Stringer("upstream", cfg.Upstream)}
+	if cfg.Mode == config.ModeWireGuard { // forward mode has one session, which never expires
+		fields = append(fields, zap.Duration("idle_timeout", cfg.IdleTimeout))
+	}
+	r.log.Info("relay started", fields...)
 	return r, nil
 }
 
-func orAny(s string) string {
-	if s == "" {
+func orAny(ap netip.AddrPort) string {
+	if !ap.IsValid() {
 		return "any address"
 	}
-	return s
+	return ap.String()
 }
 
 // logBuffers warns when the kernel gave a socket less buffer than asked.
@@ -376,11 +223,13 @@ func unwrapSyscall(err error) error {
 	return err
 }
 
-// resolve looks host up and picks one address: the literal itself, else the
-// first IPv4 address (a VPS without IPv6 is common), else the first IPv6.
-func (r *Relay) resolve(ctx context.Context, host string, port uint16) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(host); err == nil {
-		return netip.AddrPortFrom(a.Unmap(), port), nil
+// resolve looks the upstream up and picks one address: the configured one,
+// else the first IPv4 address of its name (a VPS without IPv6 is common),
+// else the first IPv6.
+func (r *Relay) resolve(ctx context.Context, up config.HostPort) (netip.AddrPort, error) {
+	host, port := up.Name, up.Port
+	if up.Addr.IsValid() {
+		return netip.AddrPortFrom(up.Addr.Unmap(), port), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
@@ -408,7 +257,7 @@ func (r *Relay) resolveLoop(ctx context.Context, host string, port uint16) {
 	defer close(r.resolveDone)
 	var last netip.AddrPort
 	for {
-		ap, err := r.resolve(ctx, host, port)
+		ap, err := r.resolve(ctx, config.HostPort{Name: host, Port: port})
 		wait := r.cfg.ResolveInterval
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -462,8 +311,8 @@ func (r *Relay) Sessions(timeout time.Duration) (*messages.SessionList, error) {
 	return l, nil
 }
 
-// Config returns the relay's configuration, defaults filled in.
-func (r *Relay) Config() Config { return r.cfg }
+// Config returns the relay's configuration, as Start was given it.
+func (r *Relay) Config() config.Relay { return r.cfg }
 
 // Healthy reports an error if one of the relay's actors has stopped.
 func (r *Relay) Healthy() error {

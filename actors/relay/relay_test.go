@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
@@ -392,12 +394,10 @@ func TestStaticForward(t *testing.T) {
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
 			up := newUpstream(t, f.any, true)
-			r, err := relay.Start(relay.Config{
-				Mode:         relay.ModeForward,
-				Listen:       []string{f.any},
-				Upstream:     up.addr().String(),
-				UpstreamBind: f.any,
-			}, zaptest.NewLogger(t))
+			r, err := relay.Start(relayConfig(t, up.addr(), func(c *config.Relay) {
+				c.Mode = config.ModeForward
+				c.UpstreamBind = netip.MustParseAddrPort(f.any)
+			}, f.any), zaptest.NewLogger(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -429,7 +429,7 @@ func TestStaticForward(t *testing.T) {
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	r, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,20 +447,19 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 }
 
+// Start refuses what it cannot bind, naming the address, and a config that
+// was never validated. Bad values are refused by config.File.Validate
+// (internal/config's tests).
 func TestStartErrors(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", false)
 	taken := newClient(t, "127.0.0.1:0", up.addr())
 	tests := []struct {
 		name string
-		cfg  relay.Config
+		cfg  config.Relay
+		msg  string
 	}{
-		{"no listen", relay.Config{Upstream: "127.0.0.1:1"}},
-		{"bad listen", relay.Config{Listen: []string{"nonsense"}, Upstream: "127.0.0.1:1"}},
-		{"bad upstream port", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:0"}},
-		{"upstream without port", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1"}},
-		{"port in use", relay.Config{Listen: []string{taken.addr().String()}, Upstream: "127.0.0.1:1"}},
-		{"bad mode", relay.Config{Mode: "tcp", Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:1"}},
-		{"negative idle", relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: "127.0.0.1:1", IdleTimeout: -1}},
+		{"port in use", relayConfig(t, up.addr(), nil, taken.addr().String()), "listen on " + taken.addr().String()},
+		{"not validated", config.Relay{Name: "x"}, "validate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -468,6 +467,9 @@ func TestStartErrors(t *testing.T) {
 			if err == nil {
 				r.Close()
 				t.Fatal("Start succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("error %q does not say %q", err, tt.msg)
 			}
 		})
 	}
@@ -518,7 +520,7 @@ func portFree(ap netip.AddrPort) bool {
 
 func TestHealthy(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", false)
-	r, err := relay.Start(relay.Config{Listen: []string{"127.0.0.1:0"}, Upstream: up.addr().String()}, zaptest.NewLogger(t))
+	r, err := relay.Start(relayConfig(t, up.addr(), nil, "127.0.0.1:0"), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,11 +548,10 @@ func TestUpstreamReResolved(t *testing.T) {
 		defer mu.Unlock()
 		return []netip.Addr{answer}, nil
 	}
-	r, err := relay.Start(relay.Config{
-		Listen:          []string{"127.0.0.1:0"},
-		Upstream:        fmt.Sprintf("warp.example:%d", port),
-		ResolveInterval: 20 * time.Millisecond,
-	}, zaptest.NewLogger(t), relay.WithLookup(lookup))
+	r, err := relay.Start(relayConfig(t, first.addr(), func(c *config.Relay) {
+		c.Upstream = config.HostPort{Name: "warp.example", Port: port}
+		c.ResolveInterval = 20 * time.Millisecond
+	}, "127.0.0.1:0"), zaptest.NewLogger(t), relay.WithLookup(lookup))
 	if err != nil {
 		t.Fatal(err)
 	}

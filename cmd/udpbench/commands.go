@@ -263,6 +263,7 @@ type relayList struct {
 
 func (r *relayList) String() string     { return strings.Join(r.values, " ") }
 func (r *relayList) Set(s string) error { r.values = append(r.values, s); return nil }
+func (r *relayList) Type() string       { return "string" }
 
 func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (any, error) {
 	fs := newFlagSet("compare", stderr)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +19,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/udpfwd/udpfwd/internal/cli"
 )
 
 const usage = `udpbench: benchmark tool for UDP relays (udpfwd, nginx stream, socat, ...)
@@ -72,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	report, err := cmd(ctx, args[1:], stdout, stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, pflag.ErrHelp) {
 		return 0
 	}
 	if err != nil {
@@ -110,17 +113,22 @@ func writeJSON(w io.Writer, v any) {
 	fmt.Fprintf(w, "%s\n", b)
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("udpbench "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// newFlagSet returns a flag set for the command name (internal/cli, as
+// udpfwd's): errors come back to the caller; -h prints the flags on stderr.
+func newFlagSet(name string, stderr io.Writer) *pflag.FlagSet {
+	fs := cli.NewFlagSet("udpbench " + name)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage of udpbench %s:\n", name)
+		cli.PrintFlags(stderr, fs)
+	}
 	return fs
 }
 
 // parseFlags parses args, rejecting positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fs.Usage()
 			return err
 		}
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -132,7 +140,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 }
 
 // genFlags registers the generator's flags on fs.
-func genFlags(fs *flag.FlagSet, c *genConfig) {
+func genFlags(fs *pflag.FlagSet, c *genConfig) {
 	fs.IntVar(&c.Clients, "clients", 8, "client sockets, each with its own non-zero client ID")
 	fs.IntVar(&c.Window, "window", 64, "datagrams in flight per client in throughput mode")
 	fs.IntVar(&c.Batch, "batch", 64, "max datagrams per recvmmsg/sendmmsg")

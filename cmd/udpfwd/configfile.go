@@ -1,68 +1,77 @@
 package main
 
 import (
-	"github.com/udpfwd/udpfwd/actors/relay"
+	"strings"
+
 	"github.com/udpfwd/udpfwd/internal/config"
 )
 
-// fromFile turns a validated config file into relay configurations. Flags
-// given on the command line override the file: the daemon-wide ones
-// (logging, admin, state file) and, for every relay, the per-relay ones.
-func fromFile(f *config.File, o *options) ([]relay.Config, error) {
-	if !o.set["log-level"] {
-		o.logLevel = f.Log.Level
+// This file builds the one configuration (internal/config) from the
+// command line: the relay of -r, the rules of -f or the file of -c, then
+// the flags given, which set the file's keys with the keys' own parse
+// functions.
+
+// flagValues holds a config flag's values as the user gave them, one per
+// time the flag was given: internal/config parses them (File.SetFlag), with
+// the same functions and messages as the file's keys.
+type flagValues struct {
+	values   []string
+	def      string // the default the help shows
+	isSwitch bool   // takes no value (--no-gso)
+}
+
+func (v *flagValues) String() string {
+	if len(v.values) == 0 {
+		return v.def
 	}
-	if !o.set["log-format"] {
-		o.logFormat = f.Log.Format
+	return strings.Join(v.values, ",")
+}
+
+func (v *flagValues) Set(s string) error { v.values = append(v.values, s); return nil }
+
+func (v *flagValues) Type() string {
+	if v.isSwitch {
+		return "bool"
 	}
-	if !o.set["admin"] {
-		o.admin = f.Admin
+	return "string"
+}
+
+// IsBoolFlag lets a switch be given without a value.
+func (v *flagValues) IsBoolFlag() bool { return v.isSwitch }
+
+// config builds the configuration the command line asks for: the relay
+// of -r, the rules of -f or the file of -c, with the flags given over it,
+// validated once. Problems are usage errors (exit 2); warnings are for the
+// caller to show.
+func (o *options) config() (*config.File, []*config.Error, error) {
+	var f *config.File
+	var err error
+	switch {
+	case o.configFile != "":
+		f, err = config.Read(o.configFile)
+	case o.relay:
+		f, err = config.FromArgs(o.args[0], o.args[1])
+	default:
+		f, err = config.ReadForward(o.forwardFile)
 	}
-	if !o.set["state-file"] {
-		o.stateFile = f.StateFile
+	if err != nil {
+		return nil, nil, usageError{err}
 	}
-	cs := make([]relay.Config, 0, len(f.Relays))
-	for i := range f.Relays {
-		r := &f.Relays[i]
-		c := relay.Config{
-			Name:            r.Name,
-			Mode:            relay.Mode(r.Mode),
-			Upstream:        r.Upstream,
-			IdleTimeout:     r.IdleTimeout,
-			ResolveInterval: r.ResolveInterval,
-			UpstreamPorts:   relay.PortRange{First: r.UpstreamPorts.First, Last: r.UpstreamPorts.Last},
-			ReadBuffer:      r.ReadBuffer,
-			WriteBuffer:     r.WriteBuffer,
-			NoGSO:           r.NoGSO,
-		}
-		for _, l := range r.Listen {
-			c.Listen = append(c.Listen, l.String())
-		}
-		if r.UpstreamBind.IsValid() {
-			c.UpstreamBind = r.UpstreamBind.String()
-		}
-		if o.set["idle-timeout"] && c.Mode == relay.ModeWireGuard {
-			c.IdleTimeout = o.idleTimeout
-		}
-		if o.set["socket-buffer"] {
-			c.ReadBuffer, c.WriteBuffer = o.socketBuffer, o.socketBuffer
-		}
-		if o.set["no-gso"] {
-			c.NoGSO = o.noGSO
-		}
-		if o.set["upstream-bind"] {
-			c.UpstreamBind = o.upstreamBind
-		}
-		if c.Mode == relay.ModeWireGuard {
-			c.Security = securityFromFile(&r.Security)
-			if err := o.security.apply(&c.Security, o.set); err != nil {
-				return nil, usageError{err}
+	for _, cf := range config.Flags() {
+		if o.fs.Changed(cf.Name) {
+			if err := f.SetFlag(cf.Name, o.settings[cf.Name].values...); err != nil {
+				return nil, nil, usageError{err}
 			}
 		}
-		if err := c.Validate(); err != nil {
-			return nil, usageError{err}
-		}
-		cs = append(cs, c)
 	}
-	return cs, nil
+	if o.debug {
+		if err := f.SetFlag("log-level", "debug"); err != nil {
+			return nil, nil, usageError{err}
+		}
+	}
+	warnings, err := f.Validate()
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	return f, warnings, nil
 }

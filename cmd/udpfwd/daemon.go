@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 
@@ -36,6 +35,7 @@ type daemon struct {
 	system    *actor.ActorSystem
 	statePath string
 	lock      *state.Lock // held while running
+	logConfig config.Log  // what the logger was built with
 
 	mu     sync.Mutex
 	relays []*relay.Relay
@@ -49,12 +49,14 @@ type daemon struct {
 	adminAddr string
 }
 
-func newDaemon(log *zap.Logger, statePath string) *daemon {
-	return &daemon{log: log, system: relay.NewSystem(log), statePath: statePath, saved: state.New()}
+// newDaemon returns a daemon for cfg's process-wide settings; its relays
+// start with startAll.
+func newDaemon(log *zap.Logger, cfg *config.File) *daemon {
+	return &daemon{log: log, system: relay.NewSystem(log), statePath: cfg.StateFile, logConfig: cfg.Log, saved: state.New()}
 }
 
 // start starts a relay with the sessions the state file holds for it.
-func (d *daemon) start(c relay.Config) (*relay.Relay, error) {
+func (d *daemon) start(c config.Relay) (*relay.Relay, error) {
 	opts := []relay.Option{relay.WithSystem(d.system)}
 	if saved := d.saved.Relays[c.Name]; len(saved) > 0 {
 		opts = append(opts, relay.WithRestore(saved))
@@ -167,12 +169,13 @@ func (d *daemon) stop() {
 	d.system.Shutdown()
 }
 
-// startAll starts every relay or none.
-func (d *daemon) startAll(cfgs []relay.Config, nameErr func(relay.Config, error) error) error {
-	for _, c := range cfgs {
+// startAll starts every relay or none; nameErr says which relay (by its
+// index in cfgs) an error is about.
+func (d *daemon) startAll(cfgs []config.Relay, nameErr func(i int, err error) error) error {
+	for i, c := range cfgs {
 		if _, err := d.start(c); err != nil {
 			d.stop()
-			return nameErr(c, err)
+			return nameErr(i, err)
 		}
 	}
 	return nil
@@ -244,27 +247,24 @@ func (d *daemon) stopAdmin() {
 // new ones start; a relay whose settings changed is restarted and given
 // its live sessions back on their upstream ports, so every session of a
 // relay that still exists is kept. An invalid file changes nothing.
+//
+// The command line's flags apply over the new file as they did at start.
 func (d *daemon) reload(o *options) {
-	f, err := config.Load(o.configFile)
+	f, warnings, err := o.config()
 	if err != nil {
 		d.log.Error("reload: config not applied, still running the previous one", zap.Error(err))
 		return
 	}
-	next := *o
-	next.set = o.set
-	cfgs, err := fromFile(f, &next)
-	if err != nil {
-		d.log.Error("reload: config not applied, still running the previous one", zap.Error(err))
-		return
+	logWarnings(d.log, warnings)
+	if f.StateFile != d.statePath {
+		d.log.Warn("reload: a new state_file applies at the next start", zap.String("state_file", f.StateFile))
 	}
-	if next.stateFile != d.statePath {
-		d.log.Warn("reload: a new state_file applies at the next start", zap.String("state_file", next.stateFile))
-	}
-	if next.logLevel != o.logLevel || next.logFormat != o.logFormat {
+	if f.Log != d.logConfig {
 		d.log.Warn("reload: log settings apply at the next start")
 	}
 
-	want := make(map[string]relay.Config, len(cfgs))
+	cfgs := f.Relays
+	want := make(map[string]config.Relay, len(cfgs))
 	for _, c := range cfgs {
 		want[c.Name] = c
 	}
@@ -274,12 +274,13 @@ func (d *daemon) reload(o *options) {
 	kept, added, removed, restarted := 0, 0, 0, 0
 	for _, r := range current {
 		c, ok := want[r.Name()]
+		running := r.Config()
 		switch {
 		case !ok:
 			d.remove(r)
 			d.log.Info("reload: relay removed", zap.String("relay", r.Name()))
 			removed++
-		case reflect.DeepEqual(c, r.Config()):
+		case c.Equal(&running):
 			kept++
 		default:
 			if err := d.restart(r, c); err != nil {
@@ -300,9 +301,9 @@ func (d *daemon) reload(o *options) {
 		}
 		added++
 	}
-	if next.admin != d.adminAddr {
+	if f.Admin != d.adminAddr {
 		d.stopAdmin()
-		if err := d.startAdmin(next.admin); err != nil {
+		if err := d.startAdmin(f.Admin); err != nil {
 			d.log.Error("reload: admin listener", zap.Error(err))
 		}
 	}
@@ -315,7 +316,7 @@ func (d *daemon) reload(o *options) {
 // restart replaces r by a relay with configuration c that takes over r's
 // sessions on their upstream ports. If c cannot start (say, its new listen
 // address is taken), r's configuration is started again with them.
-func (d *daemon) restart(r *relay.Relay, c relay.Config) error {
+func (d *daemon) restart(r *relay.Relay, c config.Relay) error {
 	saved, err := r.Snapshot(askTimeout)
 	if err != nil {
 		return fmt.Errorf("ask for its sessions: %w", err)

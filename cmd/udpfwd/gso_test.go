@@ -39,14 +39,14 @@ func TestNoGSO(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cs, err := configs(o)
+			f, _, err := o.config()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(cs) != len(tt.want) {
-				t.Fatalf("%d relays, want %d", len(cs), len(tt.want))
+			if len(f.Relays) != len(tt.want) {
+				t.Fatalf("%d relays, want %d", len(f.Relays), len(tt.want))
 			}
-			for _, c := range cs {
+			for _, c := range f.Relays {
 				if want, ok := tt.want[c.Name]; !ok || c.NoGSO != want {
 					t.Errorf("relay %q: NoGSO %v, want %v", c.Name, c.NoGSO, want)
 				}
@@ -58,7 +58,7 @@ func TestNoGSO(t *testing.T) {
 func writeRules(t *testing.T, dir string) string {
 	t.Helper()
 	p := filepath.Join(dir, "rules")
-	// configs only builds the relays' configuration: nothing is bound.
+	// config only builds the relays' configuration: nothing is bound.
 	if err := os.WriteFile(p, []byte("127.0.0.1,5300,0.0.0.0,0,127.0.0.1,9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

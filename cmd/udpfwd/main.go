@@ -3,30 +3,27 @@
 // client stays on the same WARP server; and, with -f, a static UDP port
 // forwarder.
 //
-// This file turns flags into relay configurations and handles signals; the
-// relay itself is in package actors/relay.
+// This file reads the command line into one configuration (internal/config)
+// and handles signals; the relay itself is in package actors/relay.
 package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 
-	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/cli"
 	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/logx"
 	"github.com/udpfwd/udpfwd/internal/sdnotify"
-	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -62,98 +59,60 @@ type usageError struct{ error }
 
 // options are the parsed command line.
 type options struct {
-	relay        bool
-	forwardFile  string
-	debug        bool
-	idleTimeout  time.Duration
-	logLevel     string
-	logFormat    string
-	socketBuffer int
-	noGSO        bool
-	upstreamBind string
-	stateFile    string
-	admin        string
-	configFile   string
-	version      bool
-	args         []string
-	set          map[string]bool // flags given on the command line
-	security     securityFlags
+	fs          *pflag.FlagSet
+	relay       bool
+	forwardFile string
+	configFile  string
+	debug       bool
+	version     bool
+	args        []string
+	// settings are the values of the flags that set config keys, as
+	// given, by flag name (config.Flags).
+	settings map[string]*flagValues
 }
 
-func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("udpfwd", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.BoolVar(&o.relay, "r", false, "relay mode: LISTEN and UPSTREAM follow")
-	fs.StringVar(&o.forwardFile, "f", "", "static forward mode: read rules from `FILE`")
-	fs.BoolVar(&o.debug, "d", false, "debug logs (same as --log-level debug)")
-	fs.DurationVar(&o.idleTimeout, "idle-timeout", relay.DefaultIdleTimeout, "end a session silent in either direction this `long`")
-	fs.StringVar(&o.logLevel, "log-level", "info", "`level`: debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log-format", "console", "`format`: console or json")
-	fs.IntVar(&o.socketBuffer, "socket-buffer", udpio.DefaultSocketBuffer, "receive and send buffer of every socket, in `bytes`")
-	fs.BoolVar(&o.noGSO, "no-gso", false, "send every datagram as its own message, without UDP GSO (for a path that mishandles it)")
-	fs.StringVar(&o.upstreamBind, "upstream-bind", "", "local `ip:port` for upstream sockets (port 0: the kernel chooses)")
-	fs.StringVar(&o.stateFile, "state-file", "", "keep sessions in `FILE` so that they survive a restart on the same upstream ports")
-	fs.StringVar(&o.admin, "admin", "", "serve /metrics, /healthz and /sessions on `ip:port` (off unless given)")
-	fs.StringVar(&o.configFile, "c", "", "read relays from the YAML config `FILE`; flags given too override it")
-	o.security.register(fs)
+func newFlagSet(o *options) *pflag.FlagSet {
+	fs := cli.NewFlagSet("udpfwd")
+	fs.BoolVarP(&o.relay, "r", "r", false, "relay WireGuard by client ID from LISTEN to UPSTREAM")
+	cli.ValueName(fs, "r", "LISTEN UPSTREAM")
+	fs.StringVarP(&o.forwardFile, "f", "f", "", "static UDP forwarding, rules from `FILE`")
+	fs.StringVarP(&o.configFile, "c", "c", "", "relays from the YAML config `FILE`; the flags below, given too, override it for every relay")
+	fs.BoolVarP(&o.debug, "d", "d", false, "debug logs (same as --log-level debug)")
+	o.settings = make(map[string]*flagValues)
+	for _, cf := range config.Flags() {
+		v := &flagValues{def: cf.Default, isSwitch: cf.Switch}
+		o.settings[cf.Name] = v
+		f := fs.VarPF(v, cf.Name, "", cf.Usage)
+		if cf.Switch {
+			f.NoOptDefVal = "true"
+		}
+	}
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.Usage = func() { printUsage(fs, out) }
+	o.fs = fs
 	return fs
 }
 
-// printUsage prints the usage text and the flags, long ones with "--".
-func printUsage(fs *flag.FlagSet, out io.Writer) {
+// printUsage prints the usage text and the flags.
+func printUsage(fs *pflag.FlagSet, out io.Writer) {
 	fmt.Fprint(out, usageText)
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		dash := "--"
-		if len(f.Name) == 1 {
-			dash = "-"
-		}
-		left := dash + f.Name
-		if name != "" {
-			left += " " + name
-		}
-		if f.DefValue != "" && f.DefValue != "false" {
-			usage += " (default " + f.DefValue + ")"
-		}
-		fmt.Fprintf(out, "  %-26s %s\n", left, usage)
-	})
-	fmt.Fprintf(out, "  %-26s %s\n", "-h, --help", "show this help")
+	cli.PrintFlags(out, fs)
 }
 
 // parse reads the command line. Flags may come before, between or after
 // the positional arguments, as in the seed's "udpfwd -r LISTEN UPSTREAM -d".
 func parse(args []string, out io.Writer) (*options, error) {
 	o := &options{}
-	fs := newFlagSet(o, io.Discard) // errors are reported in one line by the caller
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				printUsage(fs, out)
-				return nil, err
-			}
-			return nil, usageError{firstLine(err)}
+	fs := newFlagSet(o)
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			printUsage(fs, out)
+			return nil, err
 		}
-		args = fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		if args[0] == "--" {
-			o.args = append(o.args, args[1:]...)
-			break
-		}
-		o.args = append(o.args, args[0])
-		args = args[1:]
+		return nil, usageError{err}
 	}
-	o.set = map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	o.args = fs.Args()
 	if o.version {
 		return o, nil
-	}
-	if o.debug {
-		o.logLevel = "debug"
-		o.set["log-level"] = true
 	}
 	modes := 0
 	for _, m := range []bool{o.relay, o.forwardFile != "", o.configFile != ""} {
@@ -175,82 +134,8 @@ func parse(args []string, out io.Writer) (*options, error) {
 			return nil, usageError{fmt.Errorf("unexpected argument %q: use -r LISTEN UPSTREAM, -f FILE or -c CONFIG", o.args[0])}
 		}
 		return nil, usageError{errors.New("use -r LISTEN UPSTREAM, -f FILE or -c CONFIG")}
-	case o.idleTimeout <= 0:
-		return nil, usageError{fmt.Errorf("--idle-timeout %v: must be positive", o.idleTimeout)}
-	case o.socketBuffer <= 0:
-		return nil, usageError{fmt.Errorf("--socket-buffer %d: must be positive", o.socketBuffer)}
-	}
-	if err := (logx.Options{Level: o.logLevel, Format: o.logFormat}).Validate(); err != nil {
-		return nil, usageError{err}
-	}
-	if o.admin != "" {
-		if _, err := relay.ParseAddrPort(o.admin, true); err != nil {
-			return nil, usageError{fmt.Errorf("--admin: %w", err)}
-		}
 	}
 	return o, nil
-}
-
-// firstLine keeps flag's error to one line.
-func firstLine(err error) error {
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return errors.New(s)
-}
-
-// configs turns options (and the config file they name) into relay
-// configurations, and fills in the daemon-wide settings the file holds.
-func configs(o *options) ([]relay.Config, error) {
-	if o.configFile != "" {
-		f, err := config.Load(o.configFile)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		return fromFile(f, o)
-	}
-	if o.relay {
-		c := relay.Config{
-			Mode:         relay.ModeWireGuard,
-			Listen:       []string{o.args[0]},
-			Upstream:     o.args[1],
-			UpstreamBind: o.upstreamBind,
-			IdleTimeout:  o.idleTimeout,
-			SocketBuffer: o.socketBuffer,
-			NoGSO:        o.noGSO,
-		}
-		if err := o.security.apply(&c.Security, o.set); err != nil {
-			return nil, usageError{err}
-		}
-		if err := c.Validate(); err != nil {
-			return nil, usageError{err}
-		}
-		return []relay.Config{c}, nil
-	}
-	f, err := os.Open(o.forwardFile)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("forward file: %w", err)}
-	}
-	defer f.Close()
-	rules, err := config.ParseForwardRules(f, o.forwardFile)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	cs := make([]relay.Config, 0, len(rules))
-	for _, r := range rules {
-		c := relay.Config{
-			Name:         "line" + strconv.Itoa(r.Line),
-			Mode:         relay.ModeForward,
-			Listen:       []string{r.In.String()},
-			Upstream:     r.Dest,
-			UpstreamBind: r.Out.String(),
-			SocketBuffer: o.socketBuffer,
-			NoGSO:        o.noGSO,
-		}
-		if err := c.Validate(); err != nil {
-			return nil, usageError{fmt.Errorf("%s:%d: %w", o.forwardFile, r.Line, err)}
-		}
-		cs = append(cs, c)
-	}
-	return cs, nil
 }
 
 // versionString is what --version and udpfwd_build_info show.
@@ -306,7 +191,7 @@ func main() {
 // run is main without the process: it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		printUsage(newFlagSet(&options{}, stderr), stderr)
+		printUsage(newFlagSet(&options{}), stderr)
 		return exitUsage
 	}
 	switch args[0] {
@@ -318,7 +203,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runID(args[1:], stdout, stderr)
 	}
 	o, err := parse(args, stdout)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, pflag.ErrHelp) {
 		return exitOK // usage already printed, as asked
 	}
 	if err != nil {
@@ -328,15 +213,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "udpfwd", versionString())
 		return exitOK
 	}
-	cfgs, err := configs(o)
+	cfg, warnings, err := o.config()
 	if err != nil {
 		return fail(stderr, err)
 	}
-	log, err := logx.New(logx.Options{Level: o.logLevel, Format: o.logFormat})
+	log, err := logx.New(logx.Options{Level: cfg.Log.Level, Format: cfg.Log.Format})
 	if err != nil {
 		return fail(stderr, usageError{err})
 	}
 	defer log.Sync() //nolint:errcheck // stderr
+	logWarnings(log, warnings)
 
 	// Signals are caught before anything slow or blocking: a service
 	// manager's stop at any point of start-up is a prompt, clean stop.
@@ -345,21 +231,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 
-	d := newDaemon(log, o.stateFile)
+	d := newDaemon(log, cfg)
 	err = startOrStop(sig, log, func() error {
-		if err := d.openState(stateSizeLimit(cfgs)); err != nil {
+		if err := d.openState(stateSizeLimit(cfg.Relays)); err != nil {
 			return err
 		}
-		err := d.startAll(cfgs, func(c relay.Config, err error) error {
+		err := d.startAll(cfg.Relays, func(i int, err error) error {
 			if o.forwardFile != "" {
-				return fmt.Errorf("%s:%s: %w", o.forwardFile, strings.TrimPrefix(c.Name, "line"), err)
+				return fmt.Errorf("%s: %w", cfg.Origin(i), err)
 			}
-			return fmt.Errorf("relay %s: %w", c.Name, err)
+			return fmt.Errorf("relay %s: %w", cfg.Relays[i].Name, err)
 		})
 		if err != nil {
 			return err
 		}
-		if err := d.startAdmin(o.admin); err != nil {
+		if err := d.startAdmin(cfg.Admin); err != nil {
 			d.stop()
 			return err
 		}
@@ -400,26 +286,50 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// logWarnings logs the configuration's warnings: values that work but
+// probably do not do what was meant.
+func logWarnings(log *zap.Logger, warnings []*config.Error) {
+	for _, w := range warnings {
+		log.Warn("config: " + w.Error())
+	}
+}
+
+const checkUsageText = `Usage: udpfwd check -c CONFIG [-q]
+
+Validates CONFIG and prints the effective configuration, defaults filled in.
+Warnings (values that work but probably do not do what was meant) go to
+stderr; the exit code is 0 for a valid file, 2 for one with a mistake.
+
+Flags:
+`
+
 // runCheck is "udpfwd check -c FILE": validate and print the effective
 // configuration. Exit 0 if valid, 2 if not.
 func runCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("udpfwd check", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	file := fs.String("c", "", "the config `FILE` to check")
-	quiet := fs.Bool("q", false, "print nothing when the file is valid")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "Usage: udpfwd check -c CONFIG [-q]\n\nValidates CONFIG and prints the effective configuration, defaults filled in.")
+	fs := cli.NewFlagSet("udpfwd check")
+	file := fs.StringP("c", "c", "", "the config `FILE` to check")
+	quiet := fs.BoolP("q", "q", false, "print nothing on stdout when the file is valid")
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, checkUsageText)
+			cli.PrintFlags(stdout, fs)
 			return exitOK
 		}
-		return fail(stderr, usageError{firstLine(err)})
+		return fail(stderr, usageError{err})
 	}
 	if *file == "" || fs.NArg() > 0 {
 		return fail(stderr, usageError{errors.New("check needs -c CONFIG and nothing else")})
 	}
-	f, err := config.Load(*file)
+	f, err := config.Read(*file)
 	if err != nil {
 		return fail(stderr, usageError{err})
+	}
+	warnings, err := f.Validate()
+	if err != nil {
+		return fail(stderr, usageError{err})
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "udpfwd: warning: %s\n", w)
 	}
 	out, err := f.Effective()
 	if err != nil {

@@ -91,8 +91,8 @@ func TestBadInput(t *testing.T) {
 		{"-r with three arguments", []string{"-r", "127.0.0.1:0", "127.0.0.1:1", "x"}, 2, "LISTEN and UPSTREAM"},
 		{"bad listen address", []string{"-r", "nowhere", "127.0.0.1:2408"}, 2, `"nowhere"`},
 		{"listen port too big", []string{"-r", "127.0.0.1:70000", "127.0.0.1:2408"}, 2, "70000"},
-		{"upstream without port", []string{"-r", "127.0.0.1:0", "127.0.0.1"}, 2, "upstream"},
-		{"upstream port 0", []string{"-r", "127.0.0.1:0", "127.0.0.1:0"}, 2, "upstream"},
+		{"upstream without port", []string{"-r", "127.0.0.1:0", "127.0.0.1"}, 2, "UPSTREAM"},
+		{"upstream port 0", []string{"-r", "127.0.0.1:0", "127.0.0.1:0"}, 2, "UPSTREAM"},
 		{"upstream port not a number", []string{"-r", "127.0.0.1:0", "example.com:http2"}, 2, "http2"},
 		{"bad idle timeout", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "soon"}, 2, "idle-timeout"},
 		{"negative idle timeout", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "-1s"}, 2, "idle-timeout"},
@@ -201,5 +201,48 @@ func TestSignalsStopCleanly(t *testing.T) {
 				t.Fatal("did not stop within 5 s")
 			}
 		})
+	}
+}
+
+// An idle timeout under WARP's keepalive interval is not refused: the
+// relay starts and logs a warning naming the flag.
+func TestShortIdleTimeoutWarned(t *testing.T) {
+	cmd, stderr, done := startDaemon(t, "-r", "127.0.0.1:0", "127.0.0.1:2408", "--idle-timeout", "10s")
+	stopDaemon(t, cmd, done)
+	if s := stderr.String(); !strings.Contains(s, "WARN\tconfig: --idle-timeout: 10s is shorter than the 25s") {
+		t.Errorf("no warning in the log:\n%s", s)
+	}
+}
+
+// udpfwd -h reads cleanly: one column of flags, one of help, each flag's
+// value named, no default said twice.
+func TestHelpReadsCleanly(t *testing.T) {
+	code, stdout, _ := udpfwd(t, "-h")
+	_, flags, ok := strings.Cut(stdout, "\nFlags:\n")
+	if code != 0 || !ok {
+		t.Fatalf("exit %d, no Flags section:\n%s", code, stdout)
+	}
+	column := -1
+	for _, line := range strings.Split(strings.TrimSuffix(flags, "\n"), "\n") {
+		start := len(line) - len(strings.TrimLeft(line, " "))
+		i := strings.Index(line[start:], "   ")
+		if i < 0 {
+			t.Fatalf("no space between the columns: %q", line)
+		}
+		text := strings.TrimLeft(line[start+i:], " ")
+		if c := len(line) - len(text); column < 0 {
+			column = c
+		} else if c != column {
+			t.Errorf("help text at column %d, not %d: %q", c, column, line)
+		}
+		if strings.Count(line, "(default") > 1 || strings.Contains(line, "[=") || strings.Contains(line, " long ") ||
+			strings.Contains(line, " string ") || strings.Contains(line, " int ") {
+			t.Errorf("a glitch: %q", line)
+		}
+	}
+	for _, want := range []string{"-r LISTEN UPSTREAM", "-c FILE", "--socket-buffer SIZE", "(default 4MiB)", "--idle-timeout D", "(default 10m)", "-h, --help"} {
+		if !strings.Contains(flags, want) {
+			t.Errorf("the flags do not show %q:\n%s", want, flags)
+		}
 	}
 }

@@ -30,7 +30,6 @@ func TestSecurityFlagsRefused(t *testing.T) {
 	}{
 		{"public key not base64", []string{"--upstream-public-key", "not a key"}, "--upstream-public-key"},
 		{"public key too short", []string{"--upstream-public-key", "qBoV"}, "--upstream-public-key"},
-		{"public key empty", []string{"--upstream-public-key", ""}, "--upstream-public-key"},
 		{"client ID zzz", []string{"--allow-client", "zzz"}, "--allow-client"},
 		{"client ID zero", []string{"--allow-client", "000000"}, "zero"},
 		{"client ID triple out of range", []string{"--allow-client", "168,26,256"}, "--allow-client"},
@@ -43,7 +42,6 @@ func TestSecurityFlagsRefused(t *testing.T) {
 		{"client rate NaN", []string{"--client-rate", "NaN"}, "--client-rate"},
 		{"client rate infinite", []string{"--client-rate", "Inf"}, "--client-rate"},
 		{"client byte rate bad", []string{"--client-rate", "100,lots"}, "--client-rate"},
-		{"max sessions 0", []string{"--max-sessions", "0"}, "--max-sessions"},
 		{"max sessions negative", []string{"--max-sessions", "-1"}, "--max-sessions"},
 		{"max sessions not a number", []string{"--max-sessions", "many"}, "max-sessions"},
 		{"sessions per IP negative", []string{"--max-sessions-per-ip", "-1"}, "--max-sessions-per-ip"},

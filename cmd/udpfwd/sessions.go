@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -20,7 +19,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/cli"
 )
 
 // defaultAdminAddr is where `udpfwd sessions` looks for the admin listener
@@ -49,33 +51,18 @@ Flags:
 // when the listener cannot be reached or a relay did not answer, 2 for a
 // wrong command line.
 func runSessions(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("udpfwd sessions", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port` (or http://host:port)")
+	fs := cli.NewFlagSet("udpfwd sessions")
+	adminAddr := fs.String("admin", defaultAdminAddr, "the admin listener's `ip:port`, or http://host:port")
 	relayName := fs.String("relay", "", "show only the relay `NAME`")
 	asJSON := fs.Bool("json", false, "print the sessions as /sessions' JSON, every page in one")
 	tokenFile := fs.String("admin-token-file", "", "send the admin token read from `FILE` (needed when udpfwd has one)")
-	usage := func(w io.Writer) {
-		fmt.Fprint(w, sessionsUsageText)
-		fs.VisitAll(func(f *flag.Flag) {
-			name, help := flag.UnquoteUsage(f)
-			left := "--" + f.Name
-			if name != "" {
-				left += " " + name
-			}
-			if f.DefValue != "" && f.DefValue != "false" {
-				help += " (default " + f.DefValue + ")"
-			}
-			fmt.Fprintf(w, "  %-28s %s\n", left, help)
-		})
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage(stdout)
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprint(stdout, sessionsUsageText)
+			cli.PrintFlags(stdout, fs)
 			return 0
 		}
-		msg, _, _ := strings.Cut(err.Error(), "\n")
-		fmt.Fprintf(stderr, "udpfwd sessions: %s (see udpfwd sessions -h)\n", msg)
+		fmt.Fprintf(stderr, "udpfwd sessions: %s (see udpfwd sessions -h)\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
@@ -198,7 +199,7 @@ func TestSessionsErrors(t *testing.T) {
 		{name: "a relay did not answer", args: []string{"--admin", partialAddr}, code: 1, stderr: "relay stuck did not list its sessions: context deadline exceeded", stdout: "qBoV"},
 		{name: "bad admin address", args: []string{"--admin", "9090"}, code: 2, stderr: `--admin: "9090" is not ip:port`},
 		{name: "bad admin scheme", args: []string{"--admin", "ftp://127.0.0.1:9090"}, code: 2, stderr: "--admin"},
-		{name: "unknown flag", args: []string{"--bogus"}, code: 2, stderr: "flag provided but not defined: -bogus (see udpfwd sessions -h)"},
+		{name: "unknown flag", args: []string{"--bogus"}, code: 2, stderr: "flag provided but not defined: --bogus (see udpfwd sessions -h)"},
 		{name: "stray argument", args: []string{"warp"}, code: 2, stderr: `unexpected argument "warp"`},
 		{name: "help", args: []string{"-h"}, code: 0, stdout: "--admin ip:port"},
 	}
@@ -292,7 +293,12 @@ func TestSessionsLive(t *testing.T) {
 			up.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	r, err := relay.Start(relay.Config{Name: "warp", Listen: []string{"127.0.0.1:0"}, Upstream: up.LocalAddr().String()}, zaptest.NewLogger(t))
+	cfg := &config.File{Relays: []config.Relay{{Name: "warp", Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		Upstream: config.HostPortFrom(up.LocalAddr().(*net.UDPAddr).AddrPort())}}}
+	if _, err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := relay.Start(cfg.Relays[0], zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

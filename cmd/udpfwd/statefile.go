@@ -6,7 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/state"
 )
@@ -23,11 +23,11 @@ func checkStateDir(path string) error {
 // stateSizeLimit is the largest state file the relays cfgs can have
 // written: state.SizeLimit of their session caps summed (a forward relay
 // saves none). A larger file is refused unread.
-func stateSizeLimit(cfgs []relay.Config) int64 {
+func stateSizeLimit(cfgs []config.Relay) int64 {
 	nofile, _ := limits.OpenFileLimit()
 	sessions := 0
 	for _, c := range cfgs {
-		if c.Mode == relay.ModeForward {
+		if c.Mode == config.ModeForward {
 			continue
 		}
 		n := c.Security.MaxSessions

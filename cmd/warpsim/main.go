@@ -23,7 +23,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -33,6 +32,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
+
+	"github.com/udpfwd/udpfwd/internal/cli"
 	"github.com/udpfwd/udpfwd/internal/warptest"
 )
 
@@ -69,7 +71,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
 		fmt.Fprintln(stderr, "warpsim:", err)
@@ -119,24 +121,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
-	fs := flag.NewFlagSet("warpsim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("warpsim")
 	var o options
 	var size, relay, edge string
-	fs.IntVar(&o.servers, "servers", warptest.DefaultServers, "WireGuard servers behind the edge's ECMP router (at least 2)")
-	fs.IntVar(&o.roams, "roams", 3, "times the client changes its local UDP port during the download (at least 1)")
+	fs.IntVar(&o.servers, "servers", warptest.DefaultServers, "WireGuard servers behind the edge's ECMP router, at least 2")
+	fs.IntVar(&o.roams, "roams", 3, "times the client changes its local UDP port during the download, at least 1")
 	fs.StringVar(&size, "size", "64MiB", "size of the download, e.g. 16MiB, 1GiB or 1000000")
-	fs.DurationVar(&o.stall, "stall", 3*time.Second, "no progress for this long counts as a stall (under 15s, when WireGuard would re-handshake)")
+	fs.DurationVar(&o.stall, "stall", 3*time.Second, "no progress for this long counts as a stall; under 15s, when WireGuard would re-handshake")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "only run the client straight to the edge")
 	fs.BoolVar(&o.relayOnly, "relay-only", false, "only run the client through the relay")
 	fs.StringVar(&relay, "relay", "", "use the relay already running at this loopback `ADDR` (its upstream must be --edge) instead of an in-process udpfwd")
 	fs.StringVar(&edge, "edge", "127.0.0.1:0", "loopback `ADDR` of the edge's router in the relay case (set it to a running relay's upstream)")
-	fs.BoolVar(&o.verbose, "v", false, "tell each step on stderr")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: warpsim [flags]\n\nShows a roaming WireGuard client breaking on an ECMP-hashed WARP edge, and udpfwd fixing it.\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	fs.BoolVarP(&o.verbose, "v", "v", false, "tell each step on stderr")
+	if err := cli.Parse(fs, args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Fprintln(stderr, "usage: warpsim [flags]\n\nShows a roaming WireGuard client breaking on an ECMP-hashed WARP edge, and udpfwd fixing it.\n\nflags:")
+			cli.PrintFlags(stderr, fs)
+		}
 		return o, err
 	}
 	if fs.NArg() > 0 {

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 )
 
 // startInProcessRelay starts udpfwd in this process, listening on a loopback
@@ -15,11 +16,15 @@ import (
 // and a function that stops it. udpfwd's own log is kept quiet: the demo
 // prints the outcome.
 func startInProcessRelay(upstream netip.AddrPort) (netip.AddrPort, func() error, error) {
-	r, err := relay.Start(relay.Config{
+	f := &config.File{Relays: []config.Relay{{
 		Name:     "warpsim",
-		Listen:   []string{"127.0.0.1:0"},
-		Upstream: upstream.String(),
-	}, zap.NewNop())
+		Listen:   []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		Upstream: config.HostPortFrom(upstream),
+	}}}
+	if _, err := f.Validate(); err != nil {
+		return netip.AddrPort{}, nil, fmt.Errorf("udpfwd config: %w", err)
+	}
+	r, err := relay.Start(f.Relays[0], zap.NewNop())
 	if err != nil {
 		return netip.AddrPort{}, nil, fmt.Errorf("start udpfwd: %w", err)
 	}

@@ -6,17 +6,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
-
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // schema lists the keys allowed in each mapping, by the mapping's path
@@ -69,15 +64,20 @@ func decode(data []byte, name string) (*File, error) {
 	return f, nil
 }
 
-// yamlLine matches the line number in the YAML parser's messages.
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
 // syntaxError turns the YAML parser's error into "name:line: message".
+//
+// Keys and values are placed by the nodes' positions (yaml.Node.Line). A
+// syntax error leaves no node, and yaml.v3 (go.yaml.in/yaml/v3 v3.0.6) has
+// no typed error for it: the line exists only in its message, "yaml: line
+// N: problem". That prefix is the one fallback read from the text.
 func syntaxError(name string, data []byte, err error) error {
 	e := &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: "), Err: err}
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		e.Msg = m[2]
+	if rest, ok := strings.CutPrefix(e.Msg, "line "); ok {
+		if n, msg, ok := strings.Cut(rest, ": "); ok {
+			if line, aerr := strconv.Atoi(n); aerr == nil {
+				e.Line, e.Msg = line, msg
+			}
+		}
 	}
 	if strings.Contains(e.Msg, "found character that cannot start any token") && bytes.Contains(data, []byte("\t")) {
 		e.Msg += " (indent with spaces: YAML does not allow tabs)"
@@ -241,74 +241,13 @@ func (d *decoder) list(n *yaml.Node, path string, item func(v *yaml.Node, path s
 	}
 }
 
-func (d *decoder) str(n *yaml.Node, path string, dst *string) {
+// set parses the scalar at n with a key's parse function.
+func (d *decoder) set(n *yaml.Node, path string, parse func(string) error) {
 	if s, ok := d.scalar(n, path); ok {
-		*dst = s
+		if err := parse(s); err != nil {
+			d.errAt(n, path, err, "%v", err)
+		}
 	}
-}
-
-func (d *decoder) duration(n *yaml.Node, path string, dst *time.Duration) {
-	s, ok := d.scalar(n, path)
-	if !ok {
-		return
-	}
-	v, err := time.ParseDuration(s)
-	switch {
-	case err != nil && strings.Trim(s, "0123456789") == "":
-		d.errAt(n, path, err, "%q has no unit: write %ss, %sm, ...", s, s, s)
-	case err != nil:
-		d.errAt(n, path, err, "%q is not a duration (like 90s, 10m, 1h)", s)
-	case v <= 0:
-		d.errAt(n, path, nil, "%q: must be more than 0 (leave the key out for the default)", s)
-	default:
-		*dst = v
-	}
-}
-
-func (d *decoder) integer(n *yaml.Node, path string, dst *int) {
-	s, ok := d.scalar(n, path)
-	if !ok {
-		return
-	}
-	v, err := strconv.ParseInt(s, 10, 32)
-	if err != nil || v < 0 {
-		d.errAt(n, path, err, "%q is not a whole number 0..%d", s, math.MaxInt32)
-		return
-	}
-	*dst = int(v)
-}
-
-func (d *decoder) rate(n *yaml.Node, path string, dst *float64) {
-	s, ok := d.scalar(n, path)
-	if !ok {
-		return
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
-		d.errAt(n, path, err, "%q is not a rate: want a number 0 or more, per second", s)
-		return
-	}
-	*dst = v
-}
-
-// size reads a byte size; positive says 0 is refused (a socket buffer).
-func (d *decoder) size(n *yaml.Node, path string, positive bool) (int64, bool) {
-	s, ok := d.scalar(n, path)
-	if !ok {
-		return 0, false
-	}
-	v, err := ParseByteSize(s)
-	switch {
-	case err != nil:
-		d.errAt(n, path, err, "%v", err)
-	case v > math.MaxInt32:
-		d.errAt(n, path, nil, "%q is too large", s)
-	case v == 0 && positive:
-		d.errAt(n, path, nil, "%q: must be more than 0 (leave the key out for the default)", s)
-	default:
-		return v, true
-	}
-	return 0, false
 }
 
 func (d *decoder) file(n *yaml.Node, f *File) {
@@ -316,18 +255,9 @@ func (d *decoder) file(n *yaml.Node, f *File) {
 	d.mapping(n, "", func(key string, v *yaml.Node, path string) {
 		switch key {
 		case "log":
-			d.mapping(v, path, func(key string, v *yaml.Node, path string) {
-				switch key {
-				case "level":
-					d.str(v, path, &f.Log.Level)
-				case "format":
-					d.str(v, path, &f.Log.Format)
-				}
+			d.mapping(v, path, func(_ string, v *yaml.Node, path string) {
+				d.set(v, path, func(s string) error { return fileKeys[path](f, s) })
 			})
-		case "admin":
-			d.str(v, path, &f.Admin)
-		case "state_file":
-			d.str(v, path, &f.StateFile)
 		case "relays":
 			if v.Kind != yaml.SequenceNode && !isNull(v) {
 				d.errAt(v, path, nil, "want a list of relays (lines starting with '- '), got %s", describe(v))
@@ -340,128 +270,44 @@ func (d *decoder) file(n *yaml.Node, f *File) {
 				d.relay(deref(item), p, &r)
 				f.Relays = append(f.Relays, r)
 			}
+		default:
+			d.set(v, path, func(s string) error { return fileKeys[path](f, s) })
 		}
 	})
 }
 
+// relay decodes the relay at n, whose path is at: every key goes to its
+// entry in relayKeys or relayLists, by its path below the relay.
 func (d *decoder) relay(n *yaml.Node, at string, r *Relay) {
 	if n.Kind != yaml.MappingNode {
 		d.errAt(n, at, nil, "want a relay (name, listen, upstream, ...), got %s", describe(n))
 		return
 	}
-	d.mapping(n, at, func(key string, v *yaml.Node, path string) {
-		switch key {
-		case "name":
-			d.str(v, path, &r.Name)
-		case "mode":
-			var s string
-			d.str(v, path, &s)
-			r.Mode = Mode(s)
-		case "listen":
-			d.list(v, path, func(v *yaml.Node, path string) {
-				if s, ok := d.scalar(v, path); ok {
-					if ap, err := parseListen(s); err != nil {
-						d.errAt(v, path, err, "%v", err)
-					} else {
-						r.Listen = append(r.Listen, ap)
-					}
-				}
-			})
-		case "upstream":
-			d.str(v, path, &r.Upstream)
-		case "idle_timeout":
-			d.duration(v, path, &r.IdleTimeout)
-		case "resolve_interval":
-			d.duration(v, path, &r.ResolveInterval)
-		case "upstream_bind":
-			if s, ok := d.scalar(v, path); ok && s != "" {
-				if ap, err := parseBind(s); err != nil {
-					d.errAt(v, path, err, "%v", err)
-				} else {
-					r.UpstreamBind = ap
-				}
+	var keys func(n *yaml.Node, path string)
+	keys = func(n *yaml.Node, path string) {
+		d.mapping(n, path, func(_ string, v *yaml.Node, path string) {
+			key := strings.TrimPrefix(path, at+".")
+			switch {
+			case key == "security" || key == "security.client_rate":
+				keys(v, path)
+			case key == "security.allow_clients":
+				d.list(v, path, func(v *yaml.Node, path string) { d.clientID(v, path, r) })
+			case relayLists[key] != nil:
+				d.list(v, path, func(v *yaml.Node, path string) {
+					d.set(v, path, func(s string) error { return relayLists[key](r, s) })
+				})
+			default:
+				d.set(v, path, func(s string) error { return relayKeys[key](r, s) })
 			}
-		case "upstream_ports":
-			if s, ok := d.scalar(v, path); ok && s != "" {
-				if pr, err := ParsePortRange(s); err != nil {
-					d.errAt(v, path, err, "%v", err)
-				} else {
-					r.UpstreamPorts = pr
-				}
-			}
-		case "read_buffer":
-			if b, ok := d.size(v, path, true); ok {
-				r.ReadBuffer = int(b)
-			}
-		case "write_buffer":
-			if b, ok := d.size(v, path, true); ok {
-				r.WriteBuffer = int(b)
-			}
-		case "gso":
-			if s, ok := d.scalar(v, path); ok {
-				switch s {
-				case "true":
-					r.NoGSO = false
-				case "false":
-					r.NoGSO = true
-				default:
-					d.errAt(v, path, nil, "%q: want true or false", s)
-				}
-			}
-		case "security":
-			d.security(v, path, &r.Security)
-		}
-	})
-}
-
-func (d *decoder) security(n *yaml.Node, at string, s *Security) {
-	d.mapping(n, at, func(key string, v *yaml.Node, path string) {
-		switch key {
-		case "upstream_public_key":
-			if t, ok := d.scalar(v, path); ok && t != "" {
-				if k, err := ParsePublicKey(t); err != nil {
-					d.errAt(v, path, err, "%v", err)
-				} else {
-					s.UpstreamPublicKey = k
-				}
-			}
-		case "allow_clients":
-			d.list(v, path, func(v *yaml.Node, path string) {
-				if id, ok := d.clientID(v, path); ok {
-					s.AllowClients = append(s.AllowClients, id)
-				}
-			})
-		case "allow_cidrs":
-			d.list(v, path, func(v *yaml.Node, path string) { d.cidr(v, path, &s.AllowCIDRs) })
-		case "deny_cidrs":
-			d.list(v, path, func(v *yaml.Node, path string) { d.cidr(v, path, &s.DenyCIDRs) })
-		case "max_sessions":
-			d.integer(v, path, &s.MaxSessions)
-		case "max_sessions_per_ip":
-			d.integer(v, path, &s.MaxSessionsPerIP)
-		case "new_sessions_per_ip":
-			d.rate(v, path, &s.NewSessionsPerIP)
-		case "new_sessions_per_ip_burst":
-			d.integer(v, path, &s.NewSessionsPerIPBurst)
-		case "client_rate":
-			d.mapping(v, path, func(key string, v *yaml.Node, path string) {
-				switch key {
-				case "datagrams_per_second":
-					d.rate(v, path, &s.ClientRate.DatagramsPerSecond)
-				case "bytes_per_second":
-					if b, ok := d.size(v, path, false); ok {
-						s.ClientRate.BytesPerSecond = b
-					}
-				}
-			})
-		}
-	})
+		})
+	}
+	keys(n, at)
 }
 
 // clientID reads one allowed client ID: a string in any form
 // wgproto.ParseClientID reads, or a list of three bytes as sing-box and
 // Xray write "reserved".
-func (d *decoder) clientID(n *yaml.Node, path string) (wgproto.ClientID, bool) {
+func (d *decoder) clientID(n *yaml.Node, path string, r *Relay) {
 	text := n.Value
 	if n.Kind == yaml.SequenceNode {
 		parts := make([]string, 0, len(n.Content))
@@ -470,61 +316,14 @@ func (d *decoder) clientID(n *yaml.Node, path string) (wgproto.ClientID, bool) {
 		}
 		text = strings.Join(parts, ",")
 	} else if _, ok := d.scalar(n, path); !ok {
-		return wgproto.ClientID{}, false
+		return
 	}
-	id, err := wgproto.ParseClientID(text)
-	if err != nil {
+	if err := relayLists["security.allow_clients"](r, text); err != nil {
 		msg := err.Error()
 		if text != "" && strings.Trim(text, "0123456789") == "" && len(text) <= 3 {
+			// YAML read [168, 26, 21] as three items.
 			msg += `; write a decimal triple as one item: ["168,26,21"] or [[168, 26, 21]]`
 		}
 		d.errAt(n, path, err, "%s", msg)
-		return id, false
 	}
-	return id, true
-}
-
-// cidr reads a network; a bare address is a network of one.
-func (d *decoder) cidr(n *yaml.Node, path string, dst *[]netip.Prefix) {
-	s, ok := d.scalar(n, path)
-	if !ok {
-		return
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		a, aerr := netip.ParseAddr(s)
-		if aerr != nil {
-			d.errAt(n, path, err, "%q is not a CIDR like 192.0.2.0/24 or 2001:db8::/32", s)
-			return
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
-	}
-	*dst = append(*dst, p)
-}
-
-// parseListen reads "ip:port" for a listening socket.
-func parseListen(s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(s)
-	if err == nil {
-		return ap, nil
-	}
-	if strings.HasPrefix(s, ":") {
-		return ap, fmt.Errorf("%q has no address: write [::]%s (every address) or 0.0.0.0%s (IPv4 only)", s, s, s)
-	}
-	if _, aerr := netip.ParseAddr(strings.Trim(s, "[]")); aerr == nil {
-		return ap, fmt.Errorf("%q has no port: write it as ip:port", s)
-	}
-	return ap, fmt.Errorf("%q is not ip:port (write IPv6 as [::]:2408)", s)
-}
-
-// parseBind reads an upstream bind address: an IP, or ip:port.
-func parseBind(s string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")); err == nil {
-		return netip.AddrPortFrom(a, 0), nil
-	}
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return ap, fmt.Errorf("%q is not an IP address (or ip:port in forward mode)", s)
-	}
-	return ap, nil
 }

@@ -60,7 +60,7 @@ type outClientRate struct {
 // every key the relays use, for "udpfwd check". Parse reads the output
 // back to an equal configuration.
 func (f *File) Effective() ([]byte, error) {
-	if err := f.Validate(); err != nil {
+	if _, err := f.Validate(); err != nil {
 		return nil, err
 	}
 	out := outFile{
@@ -88,7 +88,7 @@ func outRelayOf(r *Relay) outRelay {
 		Name:        r.Name,
 		Mode:        string(r.Mode),
 		Listen:      make([]string, 0, len(r.Listen)),
-		Upstream:    r.Upstream,
+		Upstream:    r.Upstream.String(),
 		ReadBuffer:  sizeValue(int64(r.ReadBuffer)),
 		WriteBuffer: sizeValue(int64(r.WriteBuffer)),
 		GSO:         !r.NoGSO,

@@ -4,10 +4,9 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"net"
+	"math"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,9 +15,8 @@ import (
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
-// Defaults of the config file, with the reason for each. The relay's own
-// defaults (actors/relay) are the same; they are repeated here because
-// internal packages do not import actors.
+// Defaults, with the reason for each. Validate fills them in; the relay
+// (actors/relay) takes them from here.
 const (
 	// DefaultLogLevel and DefaultLogFormat match the command-line flags.
 	DefaultLogLevel  = "info"
@@ -44,8 +42,7 @@ const (
 	maxNameLen = 64
 )
 
-// Mode is how a relay groups datagrams; the values are those of the
-// relay package's Mode.
+// Mode is how a relay groups datagrams.
 type Mode string
 
 // The relay modes.
@@ -58,9 +55,10 @@ const (
 	ModeForward Mode = "forward"
 )
 
-// File is a config file: process-wide settings and the relays to run.
-// Parse and Load return it validated with defaults filled in; a File built
-// in code is checked and completed by Validate.
+// File is the whole configuration: process-wide settings and the relays to
+// run. It is filled from a config file (Decode, Read), from the command
+// line (FromArgs, ReadForward, SetFlag) or in code, and then checked once,
+// defaults filled in, by Validate. Parse and Load do both for a file.
 type File struct {
 	// Log selects the logger, as --log-level and --log-format do.
 	Log Log
@@ -96,8 +94,8 @@ type Relay struct {
 	// A forward relay has exactly one. Port 0 lets the kernel choose (for
 	// tests: the chosen port is only logged).
 	Listen []netip.AddrPort
-	// Upstream is "host:port"; the host may be a name.
-	Upstream string
+	// Upstream is where sessions send to; the host may be a name.
+	Upstream HostPort
 	// IdleTimeout ends a session silent in either direction this long
 	// (wireguard mode only).
 	IdleTimeout time.Duration
@@ -167,7 +165,8 @@ func (s *Security) IsZero() bool {
 }
 
 // Equal reports whether r and o configure the same relay, value for
-// value (a reload can keep a relay that did not change).
+// value: a reload keeps a relay whose configuration is Equal. It compares
+// every field (a test sets each field in turn to catch one left out).
 func (r *Relay) Equal(o *Relay) bool {
 	return r.Name == o.Name && r.Mode == o.Mode && slices.Equal(r.Listen, o.Listen) && r.Upstream == o.Upstream &&
 		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
@@ -195,14 +194,22 @@ type Error struct {
 	// Path is the key's path, e.g. "relays[1].idle_timeout"; empty when
 	// the problem is the whole file.
 	Path string
+	// Flag is the command-line flag or argument that set the value
+	// ("--socket-buffer", "UPSTREAM"), when one did; the message then
+	// names it instead of the file and the key.
+	Flag string
 	// Msg says what is wrong.
 	Msg string
 	// Err is the underlying error, if any.
 	Err error
 }
 
-// Error reads "file:line: path: msg", leaving out what is unknown.
+// Error reads "file:line: path: msg", leaving out what is unknown, or
+// "flag: msg" for a value from the command line.
 func (e *Error) Error() string {
+	if e.Flag != "" {
+		return e.Flag + ": " + e.Msg
+	}
 	var b strings.Builder
 	if e.File != "" {
 		b.WriteString(e.File)
@@ -225,26 +232,80 @@ func (e *Error) Unwrap() error { return e.Err }
 // maxErrors is how many problems one error reports; more are counted.
 const maxErrors = 20
 
-// source remembers where each key was written.
+// source remembers where each value was set: a line of the config file, or
+// a command-line flag.
 type source struct {
-	name  string
-	lines map[string]int // key path -> line
+	name  string            // the file's name as given, for messages
+	lines map[string]int    // key path -> line
+	flags map[string]string // key path -> the flag or argument that set it
+	// forward is set for a static forward file: its relays are its rules,
+	// and messages name a rule's fields rather than keys.
+	forward bool
 }
 
-// line is the line of path, or of its nearest ancestor that was written;
-// 0 for a list element the file did not have (a relay added in code).
-func (s *source) line(path string) int {
-	if s == nil {
-		return 0
+// setBy records that origin (a flag) set the key at path, replacing what
+// the file said there: later messages about the key, or a part of it, name
+// the flag.
+func (s *source) setBy(path, origin string) {
+	for p := range s.lines {
+		if p == path || strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") {
+			delete(s.lines, p)
+		}
 	}
-	for p := path; ; p = parentPath(p) {
+	if s.flags == nil {
+		s.flags = make(map[string]string)
+	}
+	s.flags[path] = origin
+}
+
+// locate fills in where e's key was set: the flag that set it or one of its
+// ancestors, else the line of the nearest ancestor the file wrote (none for
+// a list element the file did not have, such as a relay added in code).
+func (s *source) locate(e *Error) {
+	if s == nil {
+		return
+	}
+	e.File = s.name
+	for p := e.Path; ; p = parentPath(p) {
+		if f, ok := s.flags[p]; ok {
+			e.Flag = f
+			return
+		}
+		if p == "" {
+			break
+		}
+	}
+	for p := e.Path; ; p = parentPath(p) {
 		if l, ok := s.lines[p]; ok {
-			return l
+			e.Line = l
+			break
 		}
 		if p == "" || strings.HasSuffix(p, "]") {
-			return 0
+			break
 		}
 	}
+	if s.forward {
+		e.Path = ruleField(e.Path)
+	}
+}
+
+// ruleField names the field of a forward rule that a relay's key path
+// comes from: its relays are "relays[i]" with one listen address.
+func ruleField(path string) string {
+	_, key, _ := strings.Cut(path, "].")
+	switch {
+	case !strings.HasPrefix(path, "relays["):
+		return path
+	case key == "":
+		return ""
+	case strings.HasPrefix(key, "listen"):
+		return "in"
+	case key == "upstream_bind":
+		return "out"
+	case key == "upstream":
+		return "dest"
+	}
+	return key
 }
 
 // parentPath drops the last ".key" or "[i]" of a key path.
@@ -256,29 +317,50 @@ func parentPath(p string) string {
 	return p[:i]
 }
 
-// problems collects Errors.
+// problems collects Errors, and warnings: values that work but probably
+// do not do what was meant.
 type problems struct {
-	src  *source
-	errs []*Error
+	src   *source
+	errs  []*Error
+	warns []*Error
 }
 
 func (p *problems) add(path string, err error, format string, args ...any) {
 	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...), Err: err}
-	if p.src != nil {
-		e.File, e.Line = p.src.name, p.src.line(path)
-	}
+	p.src.locate(e)
 	p.errs = append(p.errs, e)
+}
+
+func (p *problems) warn(path string, format string, args ...any) {
+	e := &Error{Path: path, Msg: fmt.Sprintf(format, args...)}
+	p.src.locate(e)
+	p.warns = append(p.warns, e)
+}
+
+// sorted orders es by line, flags first, and drops repeats (a flag sets
+// every relay, so each relay would report its value again).
+func sorted(es []*Error) []*Error {
+	slices.SortStableFunc(es, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+	seen := make(map[string]bool)
+	out := es[:0]
+	for _, e := range es {
+		if s := e.Error(); !seen[s] {
+			seen[s] = true
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (p *problems) err() error {
 	if len(p.errs) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(p.errs, func(a, b *Error) int { return cmp.Compare(a.Line, b.Line) })
+	es := sorted(p.errs)
 	errs := make([]error, 0, maxErrors+1)
-	for i, e := range p.errs {
+	for i, e := range es {
 		if i == maxErrors {
-			errs = append(errs, fmt.Errorf("and %d more problems", len(p.errs)-maxErrors))
+			errs = append(errs, fmt.Errorf("and %d more problems", len(es)-maxErrors))
 			break
 		}
 		errs = append(errs, e)
@@ -286,25 +368,41 @@ func (p *problems) err() error {
 	return errors.Join(errs...)
 }
 
-// Load reads and parses the config file at path; errors name the path as
-// given.
-func Load(path string) (*File, error) {
+// Read reads and decodes the config file at path, without validating it
+// as a whole (see Decode); errors name the path as given.
+func Read(path string) (*File, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(data, path)
+	return Decode(data, path)
 }
 
-// Parse decodes a config file, rejecting unknown keys and bad values, and
-// validates it (filling in defaults). name is the file name used in
-// errors, which read "name:line: key.path: problem".
-func Parse(data []byte, name string) (*File, error) {
-	f, err := decode(data, name)
+// Decode reads a config file, refusing bad YAML, unknown keys and values
+// that do not parse, without validating the whole (missing keys, conflicts,
+// defaults): flags may still change it; Validate comes last. name is the
+// file name used in errors, which read "name:line: key.path: problem".
+func Decode(data []byte, name string) (*File, error) { return decode(data, name) }
+
+// Load is Read, then Validate.
+func Load(path string) (*File, error) {
+	f, err := Read(path)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Validate(); err != nil {
+	if _, err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// Parse is Decode, then Validate.
+func Parse(data []byte, name string) (*File, error) {
+	f, err := Decode(data, name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Validate(); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -313,11 +411,11 @@ func Parse(data []byte, name string) (*File, error) {
 // Validate fills in defaults for unset values and checks the whole
 // configuration: each value, the rules of each mode, and conflicts between
 // relays (names, listening ports). It does not touch the network. Calling
-// it again is harmless. For a File from Parse or Load, errors name the
-// file and the line where the key was written; a value changed after
-// Parse (a flag override) is still reported at that line, and a relay
-// added after Parse at no line.
-func (f *File) Validate() error {
+// it again is harmless. Problems are returned as one error (one *Error per
+// line, in file order); warnings, about values that work but probably do
+// not do what was meant, come back apart for the caller to show. Each
+// names where its value was set: the file's line and key, or the flag.
+func (f *File) Validate() (warnings []*Error, err error) {
 	p := &problems{src: f.src}
 	if f.Log.Level == "" {
 		f.Log.Level = DefaultLogLevel
@@ -325,19 +423,18 @@ func (f *File) Validate() error {
 	if f.Log.Format == "" {
 		f.Log.Format = DefaultLogFormat
 	}
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
-		p.add("log.level", nil, "%q: want debug, info, warn or error", f.Log.Level)
-	}
-	if f.Log.Format != "console" && f.Log.Format != "json" {
-		p.add("log.format", nil, "%q: want console or json", f.Log.Format)
-	}
-	if f.Admin != "" {
-		if _, err := parseHostPort(f.Admin, true); err != nil {
-			p.add("admin", err, "%v", err)
+	for _, v := range []struct {
+		path, text string
+		parse      func(string) (string, error)
+	}{
+		{"log.level", f.Log.Level, parseLogLevel},
+		{"log.format", f.Log.Format, parseLogFormat},
+		{"admin", f.Admin, parseAdmin},
+		{"state_file", f.StateFile, parseStateFile},
+	} {
+		if _, err := v.parse(v.text); err != nil {
+			p.add(v.path, err, "%v", err)
 		}
-	}
-	if f.StateFile != "" && (!filepath.IsAbs(f.StateFile) || strings.HasSuffix(f.StateFile, "/")) {
-		p.add("state_file", nil, "%q: want an absolute file path (under systemd: /var/lib/udpfwd/state.json)", f.StateFile)
 	}
 	if len(f.Relays) == 0 {
 		p.add("relays", nil, "no relays: at least one is needed")
@@ -354,7 +451,7 @@ func (f *File) Validate() error {
 		}
 	}
 	f.checkPorts(p)
-	return p.err()
+	return sorted(p.warns), p.err()
 }
 
 // validate checks one relay and fills in its defaults.
@@ -384,13 +481,16 @@ func (r *Relay) validate(p *problems, at string) {
 			p.add(fmt.Sprintf("%s.listen[%d]", at, j), nil, "not an ip:port")
 		}
 	}
-	var upstream netip.Addr
-	if r.Upstream == "" {
+	upstream := r.Upstream.Addr
+	switch h := r.Upstream; {
+	case h.IsZero():
 		p.add(at, nil, "upstream is missing (host:port)")
-	} else if a, err := parseHostPort(r.Upstream, false); err != nil {
-		p.add(at+".upstream", err, "%v", err)
-	} else {
-		upstream = a
+	case h.Port == 0:
+		p.add(at+".upstream", nil, "%s: port 0 is not 1..65535", h)
+	case h.Addr.IsValid() == (h.Name != ""):
+		p.add(at+".upstream", nil, "%+v: give a name or an address", h)
+	case h.Name != "" && !isDNSName(h.Name):
+		p.add(at+".upstream", nil, "%q is neither an IP address nor a host name", h.Name)
 	}
 	if r.UpstreamBind.IsValid() && upstream.IsValid() && r.UpstreamBind.Addr().Unmap().Is4() != upstream.Unmap().Is4() {
 		p.add(at+".upstream_bind", nil, "%s and the upstream %s are not the same IP version", r.UpstreamBind.Addr(), upstream)
@@ -405,8 +505,8 @@ func (r *Relay) validate(p *problems, at string) {
 		key string
 		v   int
 	}{{"read_buffer", r.ReadBuffer}, {"write_buffer", r.WriteBuffer}} {
-		if b.v < MinSocketBuffer || b.v > MaxSocketBuffer {
-			p.add(at+"."+b.key, nil, "%s: want %s..%s", sizeText(int64(b.v)), FormatByteSize(MinSocketBuffer), FormatByteSize(MaxSocketBuffer))
+		if err := checkBuffer(strconv.Itoa(b.v), int64(b.v)); err != nil {
+			p.add(at+"."+b.key, err, "%v", err)
 		}
 	}
 	if r.Mode == ModeForward {
@@ -421,6 +521,8 @@ func (r *Relay) validate(p *problems, at string) {
 	}
 	if r.IdleTimeout < 0 {
 		p.add(at+".idle_timeout", nil, "%v: must be positive", r.IdleTimeout)
+	} else if r.IdleTimeout < WARPKeepalive {
+		p.warn(at+".idle_timeout", "%v is shorter than the %v between a WARP client's keepalives: an idle client's session ends between two, and its next datagram opens a new one on a new upstream port (maybe to another WARP server)", r.IdleTimeout, WARPKeepalive)
 	}
 	if r.ResolveInterval < 0 {
 		p.add(at+".resolve_interval", nil, "%v: must be positive", r.ResolveInterval)
@@ -490,6 +592,8 @@ func (s *Security) validate(p *problems, at string, ports PortRange) {
 	} {
 		if n.v < 0 || n.v != n.v {
 			p.add(at+"."+n.key, nil, "%v: must be 0 or more", n.v)
+		} else if math.IsInf(n.v, 1) {
+			p.add(at+"."+n.key, nil, "%v: must be finite (0 is no limit)", n.v)
 		}
 	}
 	if s.NewSessionsPerIPBurst != 0 && s.NewSessionsPerIP == 0 {
@@ -506,6 +610,17 @@ type boundPort struct {
 	path string
 }
 
+// where names the key at path inside a message: its path, or for a
+// forward file's rule, the rule's line.
+func (p *problems) where(path string) string {
+	if p.src == nil || !p.src.forward {
+		return path
+	}
+	e := &Error{Path: path}
+	p.src.locate(e)
+	return fmt.Sprintf("%s of line %d", e.Path, e.Line)
+}
+
 // checkPorts reports listening addresses that two sockets would both bind,
 // and upstream port ranges that contain a listening port.
 func (f *File) checkPorts(p *problems) {
@@ -519,7 +634,7 @@ func (f *File) checkPorts(p *problems) {
 			path := fmt.Sprintf("relays[%d].listen[%d]", i, j)
 			for _, b := range bound {
 				if b.addr.Port() == l.Port() && overlap(b.addr.Addr(), l.Addr()) {
-					p.add(path, nil, "%s overlaps %s (%s)", l, b.addr, b.path)
+					p.add(path, nil, "%s overlaps %s (%s)", l, b.addr, p.where(b.path))
 				}
 			}
 			bound = append(bound, boundPort{l, path})
@@ -528,7 +643,7 @@ func (f *File) checkPorts(p *problems) {
 			path := fmt.Sprintf("relays[%d].upstream_bind", i)
 			for _, b := range bound {
 				if b.addr.Port() == r.UpstreamBind.Port() && overlap(b.addr.Addr(), r.UpstreamBind.Addr()) {
-					p.add(path, nil, "%s overlaps %s (%s)", r.UpstreamBind, b.addr, b.path)
+					p.add(path, nil, "%s overlaps %s (%s)", r.UpstreamBind, b.addr, p.where(b.path))
 				}
 			}
 			bound = append(bound, boundPort{r.UpstreamBind, path})
@@ -545,7 +660,7 @@ func (f *File) checkPorts(p *problems) {
 		}
 		for _, b := range bound {
 			if r.UpstreamPorts.Contains(b.addr.Port()) && overlap(b.addr.Addr(), bind) {
-				p.add(fmt.Sprintf("relays[%d].upstream_ports", i), nil, "%s contains the port of %s (%s)", r.UpstreamPorts, b.addr, b.path)
+				p.add(fmt.Sprintf("relays[%d].upstream_ports", i), nil, "%s contains the port of %s (%s)", r.UpstreamPorts, b.addr, p.where(b.path))
 			}
 		}
 	}
@@ -565,58 +680,4 @@ func overlap(a, b netip.Addr) bool {
 		return true
 	}
 	return false
-}
-
-// parseHostPort checks "host:port": the host is an IP address or a DNS
-// name, the port 1..65535. For a listener (the admin HTTP server) the host
-// may be empty (all addresses) and the port 0 (the kernel chooses). It
-// returns the host's address when it is a literal.
-func parseHostPort(s string, listener bool) (netip.Addr, error) {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%q is not host:port (write IPv6 as [2001:db8::1]:2408)", s)
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !listener) {
-		return netip.Addr{}, fmt.Errorf("%q: port %q is not 1..65535", s, port)
-	}
-	if host == "" {
-		if listener {
-			return netip.Addr{}, nil
-		}
-		return netip.Addr{}, fmt.Errorf("%q: the host is missing", s)
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return a, nil
-	}
-	if !isDNSName(host) {
-		return netip.Addr{}, fmt.Errorf("%q: %q is neither an IP address nor a host name", s, host)
-	}
-	return netip.Addr{}, nil
-}
-
-// isDNSName reports whether s is a syntactically valid host name.
-func isDNSName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, c := range label {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// sizeText writes a byte size for a message: "4MiB", or "4 bytes".
-func sizeText(n int64) string {
-	if s := FormatByteSize(n); s != strconv.FormatInt(n, 10) {
-		return s
-	}
-	return strconv.FormatInt(n, 10) + " bytes"
 }

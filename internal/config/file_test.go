@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -15,6 +16,9 @@ import (
 	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
+
+// upstream is a documentation address as an upstream.
+var upstream = config.HostPortFrom(netip.MustParseAddrPort("192.0.2.1:2408"))
 
 // warpKey is WARP's upstream public key, as the README shows it.
 const warpKey = "bmXOC+F1FxEMF9dyiK2H5/1SUtzH0JuVo51h2wPfgyo="
@@ -73,7 +77,7 @@ func TestParseFull(t *testing.T) {
 		{"name", w.Name == "warp"},
 		{"mode", w.Mode == config.ModeWireGuard},
 		{"listen", slices.Equal(w.Listen, []netip.AddrPort{netip.MustParseAddrPort("[::]:2408"), netip.MustParseAddrPort("127.0.0.1:2409")})},
-		{"upstream", w.Upstream == "engage.cloudflareclient.com:2408"},
+		{"upstream", w.Upstream == config.HostPort{Name: "engage.cloudflareclient.com", Port: 2408}},
 		{"idle_timeout", w.IdleTimeout == 90*time.Second},
 		{"resolve_interval", w.ResolveInterval == 90*time.Minute},
 		{"upstream_bind", w.UpstreamBind == netip.MustParseAddrPort("0.0.0.0:0")},
@@ -99,7 +103,7 @@ func TestParseFull(t *testing.T) {
 	}
 	d := f.Relays[1]
 	if d.Mode != config.ModeForward || len(d.Listen) != 1 || d.Listen[0] != netip.MustParseAddrPort("127.0.0.1:5353") ||
-		d.UpstreamBind != netip.MustParseAddrPort("[::]:5300") || d.Upstream != "[2001:db8::53]:53" {
+		d.UpstreamBind != netip.MustParseAddrPort("[::]:5300") || d.Upstream.String() != "[2001:db8::53]:53" {
 		t.Errorf("forward relay decoded wrong: %+v", d)
 	}
 	if d.IdleTimeout != 0 || d.ResolveInterval != 0 || !d.Security.IsZero() {
@@ -119,7 +123,7 @@ func TestParseDefaults(t *testing.T) {
 		Name:            "warp",
 		Mode:            config.ModeWireGuard,
 		Listen:          []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
-		Upstream:        "192.0.2.1:2408",
+		Upstream:        upstream,
 		IdleTimeout:     config.DefaultIdleTimeout,
 		ResolveInterval: config.DefaultResolveInterval,
 		ReadBuffer:      config.DefaultSocketBuffer,
@@ -185,7 +189,7 @@ func TestParseErrors(t *testing.T) {
 		{"upstream_ports zero", relayAt[:len(relayAt)-14] + "    upstream_ports: 0-10\n", 5, "relays[0].upstream_ports", "ports 1..65535"},
 		{"buffer in MB", relayAt[:len(relayAt)-14] + "    read_buffer: 4MB\n", 5, "relays[0].read_buffer", "write KiB, MiB or GiB"},
 		{"buffer garbage", relayAt[:len(relayAt)-14] + "    write_buffer: lots\n", 5, "relays[0].write_buffer", "is not a size"},
-		{"buffer zero", relayAt[:len(relayAt)-14] + "    write_buffer: 0\n", 5, "relays[0].write_buffer", "must be more than 0"},
+		{"buffer zero", relayAt[:len(relayAt)-14] + "    write_buffer: 0\n", 5, "relays[0].write_buffer", `"0" is too small: want 4KiB..1GiB`},
 		{"gso not a boolean", relayAt[:len(relayAt)-14] + "    gso: maybe\n", 5, "relays[0].gso", "want true or false"},
 		{"buffer too large", relayAt[:len(relayAt)-14] + "    read_buffer: 4GiB\n", 5, "relays[0].read_buffer", "too large"},
 		{"public key short", relayAt + "      upstream_public_key: abc=\n", 6, "relays[0].security.upstream_public_key", "want 32 bytes in base64"},
@@ -229,7 +233,7 @@ func TestParseErrors(t *testing.T) {
 		{"upstream no host", "relays:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: \":2408\"\n", 4, "relays[0].upstream", "the host is missing"},
 		{"bind IP version", relayAt[:len(relayAt)-14] + "    upstream_bind: \"::\"\n", 5, "relays[0].upstream_bind", ":: and the upstream 192.0.2.1 are not the same IP version"},
 		{"bind port in wireguard mode", relayAt[:len(relayAt)-14] + "    upstream_bind: 0.0.0.0:4000\n", 5, "relays[0].upstream_bind", "without a port in wireguard mode"},
-		{"buffer too small", relayAt[:len(relayAt)-14] + "    read_buffer: 4\n", 5, "relays[0].read_buffer", "4 bytes: want 4KiB..1GiB"},
+		{"buffer too small", relayAt[:len(relayAt)-14] + "    read_buffer: 4\n", 5, "relays[0].read_buffer", `"4" is too small (4 bytes): want 4KiB..1GiB; write 4MiB`},
 		{"buffer too big", relayAt[:len(relayAt)-14] + "    write_buffer: 2000000000\n", 5, "relays[0].write_buffer", "want 4KiB..1GiB"},
 		{"forward two listens", "relays:\n  - name: a\n    mode: forward\n    listen: [127.0.0.1:1, 127.0.0.1:2]\n    upstream: 192.0.2.1:1\n", 4, "relays[0].listen", "exactly one address, got 2"},
 		{"forward idle_timeout", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    idle_timeout: 1m\n", 6, "relays[0].idle_timeout", "not used in forward mode"},
@@ -273,25 +277,40 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestParseReportsEveryProblemInOrder(t *testing.T) {
-	in := "log: {level: loud}\n" + // 1
-		"admin: nope\n" + // 2
-		"relays:\n" + // 3
-		"  - name: A\n" + // 4
-		"    listen: 127.0.0.1:1\n" + // 5
-		"    upstream: 192.0.2.1:0\n" // 6
-	_, err := config.Parse([]byte(in), "u.yaml")
-	if err == nil {
-		t.Fatal("no error")
-	}
-	lines := strings.Split(err.Error(), "\n")
-	want := []string{"u.yaml:1: log.level", "u.yaml:2: admin", "u.yaml:4: relays[0].name", "u.yaml:6: relays[0].upstream"}
-	if len(lines) != len(want) {
-		t.Fatalf("%d problems, want %d:\n%s", len(lines), len(want), err)
-	}
-	for i := range want {
-		if !strings.HasPrefix(lines[i], want[i]+": ") {
-			t.Errorf("problem %d = %q, want it to start with %q", i, lines[i], want[i])
-		}
+	for _, tt := range []struct {
+		name, in string
+		want     []string
+	}{
+		{"values", "log: {level: loud}\n" + // 1
+			"admin: nope\n" + // 2
+			"relays:\n" + // 3
+			"  - name: a\n" + // 4
+			"    listen: 127.0.0.1\n" + // 5
+			"    upstream: 192.0.2.1:0\n", // 6
+			[]string{"u.yaml:1: log.level", "u.yaml:2: admin", "u.yaml:5: relays[0].listen[0]", "u.yaml:6: relays[0].upstream"}},
+		{"the whole", "relays:\n" + // 1
+			"  - name: A\n" + // 2
+			"    listen: 127.0.0.1:1\n" + // 3
+			"  - name: b\n" + // 4
+			"    listen: 127.0.0.1:1\n" + // 5
+			"    upstream: 192.0.2.1:1\n", // 6
+			[]string{"u.yaml:2: relays[0].name", "u.yaml:2: relays[0]", "u.yaml:5: relays[1].listen[0]"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tt.in), "u.yaml")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Fatalf("%d problems, want %d:\n%s", len(lines), len(tt.want), err)
+			}
+			for i := range tt.want {
+				if !strings.HasPrefix(lines[i], tt.want[i]+": ") {
+					t.Errorf("problem %d = %q, want it to start with %q", i, lines[i], tt.want[i])
+				}
+			}
+		})
 	}
 }
 
@@ -319,7 +338,7 @@ func TestParseAliases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Relays[1].Upstream != "192.0.2.1:2408" || f.Relays[1].Security.MaxSessions != 7 {
+	if f.Relays[1].Upstream != upstream || f.Relays[1].Security.MaxSessions != 7 {
 		t.Errorf("aliases not followed: %+v", f.Relays[1])
 	}
 }
@@ -344,16 +363,16 @@ func TestValidateBuiltInCode(t *testing.T) {
 	f := &config.File{Relays: []config.Relay{{
 		Name:     "a",
 		Listen:   []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-		Upstream: "192.0.2.1:2408",
+		Upstream: upstream,
 	}}}
-	if err := f.Validate(); err != nil {
+	if _, err := f.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	r := f.Relays[0]
 	if r.Mode != config.ModeWireGuard || r.IdleTimeout != config.DefaultIdleTimeout || r.ReadBuffer != config.DefaultSocketBuffer || f.Log.Level != "info" {
 		t.Errorf("defaults not filled in: %+v %+v", f.Log, r)
 	}
-	if err := f.Validate(); err != nil {
+	if _, err := f.Validate(); err != nil {
 		t.Errorf("second Validate: %v", err)
 	}
 
@@ -376,16 +395,28 @@ func TestValidateBuiltInCode(t *testing.T) {
 		{"port range reversed", func(r *config.Relay) { r.UpstreamPorts = config.PortRange{First: 9, Last: 8} }, "relays[0].upstream_ports: 9-8: want first..last"},
 		{"negative cap", func(r *config.Relay) { r.Security.MaxSessions = -1 }, "relays[0].security.max_sessions: -1: must be 0 or more"},
 		{"negative byte rate", func(r *config.Relay) { r.Security.ClientRate.BytesPerSecond = -1 }, "relays[0].security.client_rate.bytes_per_second: -1: must be 0 or more"},
+		// Rates must be finite: a NaN rate compares false with everything,
+		// so a limiter would let everything through.
+		{"negative sessions per IP", func(r *config.Relay) { r.Security.MaxSessionsPerIP = -1 }, "relays[0].security.max_sessions_per_ip: -1: must be 0 or more"},
+		{"negative new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = -1 }, "relays[0].security.new_sessions_per_ip: -1: must be 0 or more"},
+		{"NaN new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = math.NaN() }, "relays[0].security.new_sessions_per_ip: NaN: must be 0 or more"},
+		{"infinite new sessions per IP", func(r *config.Relay) { r.Security.NewSessionsPerIP = math.Inf(1) }, "relays[0].security.new_sessions_per_ip: +Inf: must be finite"},
+		{"negative new-session burst", func(r *config.Relay) { r.Security.NewSessionsPerIPBurst = -1 }, "relays[0].security.new_sessions_per_ip_burst: -1: must be 0 or more"},
+		{"NaN client rate", func(r *config.Relay) { r.Security.ClientRate.DatagramsPerSecond = math.NaN() }, "relays[0].security.client_rate.datagrams_per_second: NaN: must be 0 or more"},
+		{"infinite client rate", func(r *config.Relay) { r.Security.ClientRate.DatagramsPerSecond = math.Inf(1) }, "relays[0].security.client_rate.datagrams_per_second: +Inf: must be finite"},
+		{"buffer too small", func(r *config.Relay) { r.ReadBuffer = 4 }, `relays[0].read_buffer: "4" is too small (4 bytes): want 4KiB..1GiB`},
+		{"upstream port 0", func(r *config.Relay) { r.Upstream.Port = 0 }, "relays[0].upstream: 192.0.2.1:0: port 0 is not 1..65535"},
+		{"upstream bad name", func(r *config.Relay) { r.Upstream = config.HostPort{Name: "bad name", Port: 1} }, `relays[0].upstream: "bad name" is neither an IP address nor a host name`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &config.File{Relays: []config.Relay{{
 				Name:     "a",
 				Listen:   []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")},
-				Upstream: "192.0.2.1:2408",
+				Upstream: upstream,
 			}}}
 			tt.change(&f.Relays[0])
-			err := f.Validate()
+			_, err := f.Validate()
 			// Built in code: no file name and no line.
 			if err == nil || !strings.HasPrefix(err.Error(), tt.msg) {
 				t.Fatalf("Validate: %v, want it to start with %q", err, tt.msg)
@@ -472,15 +503,15 @@ func TestValidateAfterChangesInCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A relay added from the command line was never in the file: no line.
-	f.Relays = append(f.Relays, config.Relay{Name: "cli", Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:2408")}, Upstream: "192.0.2.1:1"})
-	err = f.Validate()
+	f.Relays = append(f.Relays, config.Relay{Name: "cli", Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:2408")}, Upstream: config.HostPortFrom(netip.MustParseAddrPort("192.0.2.1:1"))})
+	_, err = f.Validate()
 	if err == nil || !strings.HasPrefix(err.Error(), "u.yaml: relays[1].listen[0]: 127.0.0.1:2408 overlaps") {
 		t.Fatalf("Validate: %v, want the conflict reported without a line", err)
 	}
 	// A value of the file changed in code is reported where the file set it.
 	f.Relays = f.Relays[:1]
-	f.Relays[0].Upstream = "192.0.2.1:0"
-	if err := f.Validate(); err == nil || !strings.HasPrefix(err.Error(), "u.yaml:4: relays[0].upstream: ") {
+	f.Relays[0].Upstream.Port = 0
+	if _, err := f.Validate(); err == nil || !strings.HasPrefix(err.Error(), "u.yaml:4: relays[0].upstream: ") {
 		t.Fatalf("Validate: %v, want it at line 4", err)
 	}
 }

@@ -1,12 +1,11 @@
-// Package config reads the relay's configuration files.
 package config
 
 import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -18,8 +17,8 @@ type ForwardRule struct {
 	In   netip.AddrPort
 	// Out is the outbound socket's address; port 0 lets the kernel choose.
 	Out netip.AddrPort
-	// Dest is "host:port"; the host may be a name.
-	Dest string
+	// Dest is where datagrams go; the host may be a name.
+	Dest HostPort
 }
 
 // ParseForwardRules reads a static forward file: one rule per line (or
@@ -84,8 +83,49 @@ func parseForwardRule(s string) (ForwardRule, error) {
 	if err != nil {
 		return r, err
 	}
-	r.Dest = net.JoinHostPort(f[4], strconv.Itoa(int(port)))
+	r.Dest = HostPort{Name: f[4], Port: port}
+	if a, err := netip.ParseAddr(f[4]); err == nil {
+		r.Dest = HostPort{Addr: a, Port: port}
+	}
 	return r, nil
+}
+
+// ReadForward reads the static forward file at path ("udpfwd -f FILE") as
+// a config: one forward relay per rule, named "line" and its line number
+// ("line4", then "line4-2" for a second rule on that line).
+// Messages about a relay's values name the file, the rule's line and its
+// field ("rules:3: dest: ..."). Flags are applied with SetFlag, then the
+// whole is checked with Validate.
+func ReadForward(path string) (*File, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("forward file: %w", err)
+	}
+	defer fh.Close()
+	rules, err := ParseForwardRules(fh, path)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{src: &source{name: path, lines: map[string]int{}, forward: true}}
+	perLine := make(map[int]int)
+	for i, rule := range rules {
+		perLine[rule.Line]++
+		name := "line" + strconv.Itoa(rule.Line)
+		if n := perLine[rule.Line]; n > 1 { // rules separated by ';'
+			name += "-" + strconv.Itoa(n)
+		}
+		f.Relays = append(f.Relays, Relay{
+			Name:         name,
+			Mode:         ModeForward,
+			Listen:       []netip.AddrPort{rule.In},
+			Upstream:     rule.Dest,
+			UpstreamBind: rule.Out,
+		})
+		at := fmt.Sprintf("relays[%d]", i)
+		f.src.lines[at] = rule.Line
+		f.src.lines[at+".listen[0]"] = rule.Line
+	}
+	return f, nil
 }
 
 func addrPort(what, addr, port string, zeroOK bool) (netip.AddrPort, error) {
@@ -110,4 +150,16 @@ func parsePort(what, s string, zeroOK bool) (uint16, error) {
 		return 0, fmt.Errorf("%s-port %q is not %s..65535", what, s, lo)
 	}
 	return uint16(n), nil
+}
+
+// Origin is where relays[i] was written, "file:line", or "" for a relay the
+// file did not have (from the command line, or added in code).
+func (f *File) Origin(i int) string {
+	if f.src == nil || f.src.name == "" {
+		return ""
+	}
+	if l := f.src.lines[fmt.Sprintf("relays[%d]", i)]; l > 0 {
+		return f.src.name + ":" + strconv.Itoa(l)
+	}
+	return ""
 }

@@ -20,10 +20,10 @@ func TestParseForwardRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []config.ForwardRule{
-		{Line: 2, In: netip.MustParseAddrPort("127.0.0.1:5000"), Out: netip.MustParseAddrPort("127.0.0.1:0"), Dest: "127.0.0.1:6000"},
-		{Line: 3, In: netip.MustParseAddrPort("[::1]:5001"), Out: netip.MustParseAddrPort("[::1]:7001"), Dest: "localhost:6001"},
-		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5002"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: "10.0.0.1:6002"},
-		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5003"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: "[::1]:6003"},
+		{Line: 2, In: netip.MustParseAddrPort("127.0.0.1:5000"), Out: netip.MustParseAddrPort("127.0.0.1:0"), Dest: hp("127.0.0.1:6000")},
+		{Line: 3, In: netip.MustParseAddrPort("[::1]:5001"), Out: netip.MustParseAddrPort("[::1]:7001"), Dest: config.HostPort{Name: "localhost", Port: 6001}},
+		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5002"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("10.0.0.1:6002")},
+		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5003"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("[::1]:6003")},
 	}
 	if len(rules) != len(want) {
 		t.Fatalf("got %d rules, want %d: %+v", len(rules), len(want), rules)
@@ -34,6 +34,8 @@ func TestParseForwardRules(t *testing.T) {
 		}
 	}
 }
+
+func hp(s string) config.HostPort { return config.HostPortFrom(netip.MustParseAddrPort(s)) }
 
 func TestParseForwardRulesErrors(t *testing.T) {
 	tests := []struct{ name, in, msg string }{
