@@ -258,7 +258,9 @@ func (rep *compareReport) setFloors(before, after []limitRow) {
 					b.Size, b.CPUUsPerDgram, a.CPUUsPerDgram))
 			}
 		}
-		rep.FloorNotes = append(rep.FloorNotes, limitWarnings(f)...)
+		for _, w := range limitWarnings(f) {
+			rep.FloorNotes = append(rep.FloorNotes, fmt.Sprintf("%d bytes: %s", f.Size, w))
+		}
 		rep.Floors = append(rep.Floors, f)
 	}
 	if len(rep.Floors) > 0 {
