@@ -185,24 +185,15 @@ func printGen(w io.Writer, rep genReport) {
 	}
 }
 
-// limitReport is the JSON last line of `udpbench limit`.
-type limitReport struct {
-	Mode            string     `json:"mode"`
-	CPU             int        `json:"cpu"`
-	Rows            []limitRow `json:"rows"`
-	FloorUsPerDgram float64    `json:"floor_us_per_dgram"`
-	Warnings        []string   `json:"warnings,omitempty"`
-}
-
 func cmdLimit(ctx context.Context, args []string, stdout, stderr io.Writer) (any, error) {
 	fs := newFlagSet("limit", stderr)
 	var cfg limitConfig
 	fs.IntVar(&cfg.Size, "size", 64, "datagram size")
 	fs.IntVar(&cfg.Batch, "batch", 64, "datagrams per sendmmsg/recvmmsg")
 	fs.DurationVar(&cfg.Duration, "duration", 2*time.Second, "measured time per row")
-	fs.IntVar(&cfg.CPU, "cpu", -1, "CPU to pin the thread to (-1: the last one allowed)")
+	fs.IntVar(&cfg.CPU, "cpu", -1, "CPU to pin the thread to (-1: every allowed CPU in turns; the quietest counts)")
 	fs.IntVar(&cfg.SockBuf, "sockbuf", defaultSockBuf, "SO_RCVBUF/SO_SNDBUF bytes")
-	apis := fs.String("api", "raw,xnet,raw1", "rows to measure: raw (recvmmsg/sendmmsg), xnet (x/net ReadBatch/WriteBatch), raw1 (raw, one datagram per call)")
+	apis := fs.String("api", limitAPIs, limitAPIsHelp)
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -212,48 +203,7 @@ func cmdLimit(ctx context.Context, args []string, stdout, stderr io.Writer) (any
 	if cfg.Batch < 1 || cfg.Batch > 1024 || cfg.Duration <= 0 {
 		return nil, fmt.Errorf("%w: --batch 1..1024 and --duration > 0", errUsage)
 	}
-	cpu, err := pickCPU(cfg.CPU)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
-	}
-	rep := limitReport{Mode: "limit", CPU: cpu}
-	for api := range strings.SplitSeq(*apis, ",") {
-		batch := cfg.Batch
-		if api == "raw1" {
-			api, batch = "raw", 1
-		}
-		if api != "raw" && api != "xnet" {
-			return rep, fmt.Errorf("%w: --api %q: want raw, xnet or raw1", errUsage, api)
-		}
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
-		}
-		fmt.Fprintf(stderr, "udpbench limit: %s, batch %d, %v on cpu %d ...\n", api, batch, cfg.Duration, cpu)
-		row, err := measureLimit(cfg, cpu, api, batch)
-		if err != nil {
-			return rep, err
-		}
-		rep.Rows = append(rep.Rows, row)
-		if row.OtherSec > 0.05*row.Seconds {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s/%d: cpu %d spent %.2f s of %.2f s on other work: another process shared the core, rerun on a quiet machine", row.API, row.Batch, cpu, row.OtherSec, row.Seconds))
-		}
-		if api == "raw" && batch == cfg.Batch && rep.FloorUsPerDgram == 0 {
-			rep.FloorUsPerDgram = row.CPUUsPerDgram
-		}
-	}
-	fmt.Fprintf(stdout, "udpbench limit: %d-byte datagrams, one thread pinned to cpu %d, a connected socket pair on 127.0.0.1\n", cfg.Size, cpu)
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "API\tBATCH\tDATAGRAMS/S\tCPU µs/DGRAM\tPROCESS CPU µs/DGRAM\tWALL µs/DGRAM\tCPU UTIL\t")
-	for _, r := range rep.Rows {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.2f\t\n", r.API, r.Batch, r.PPS, r.CPUUsPerDgram, r.ProcUsPerDgram, r.WallUsPerDgram, r.CPUUtil)
-	}
-	tw.Flush()
-	fmt.Fprintln(stdout, "CPU µs/DGRAM = the pinned thread's utime+stime per datagram sent and received (loopback delivery runs in the sender's context, so this is the whole kernel path); PROCESS counts all threads.")
-	fmt.Fprintln(stdout, "raw: blocking sockets outside Go's netpoller (the kernel floor); xnet: Go sockets with x/net ReadBatch/WriteBatch (what a Go relay pays).")
-	for _, w := range rep.Warnings {
-		fmt.Fprintf(stdout, "WARNING: %s\n", w)
-	}
-	return rep, nil
+	return runLimit(ctx, cfg, *apis, stdout, stderr)
 }
 
 // relayList collects repeated --relay flags.
@@ -322,10 +272,7 @@ func printCompare(w io.Writer, rep compareReport) {
 	}
 	fmt.Fprintf(w, "udpbench compare: %d clients x %d in flight, throughput %.0f s and ping-pong %.0f s per size, %d cores shared by generator, echo and relay\n",
 		rep.Clients, rep.Window, rep.DurationS, rep.PingS, rep.Cores)
-	if rep.Floor != nil {
-		fmt.Fprintf(w, "kernel floor: %.3f µs CPU per datagram moved (%d bytes, sendmmsg/recvmmsg, one pinned core, %.0f datagrams/s)\n",
-			rep.Floor.CPUUsPerDgram, rep.Floor.Size, rep.Floor.PPS)
-	}
+	printFloors(w, rep)
 	first := ""
 	for _, r := range rep.Rows {
 		if r.Error == "" && !r.Direct {

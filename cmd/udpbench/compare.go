@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -202,16 +203,80 @@ type compareRow struct {
 
 // compareReport is the JSON last line of `udpbench compare`.
 type compareReport struct {
-	Mode       string       `json:"mode"`
-	Clients    int          `json:"clients"`
-	Window     int          `json:"window"`
-	Sizes      []int        `json:"sizes"`
-	DurationS  float64      `json:"duration_s"`
-	PingS      float64      `json:"pingpong_duration_s"`
-	Cores      int          `json:"cores"`
-	Convention string       `json:"convention"`
-	Floor      *limitRow    `json:"floor,omitempty"`
+	Mode       string  `json:"mode"`
+	Clients    int     `json:"clients"`
+	Window     int     `json:"window"`
+	Sizes      []int   `json:"sizes"`
+	DurationS  float64 `json:"duration_s"`
+	PingS      float64 `json:"pingpong_duration_s"`
+	Cores      int     `json:"cores"`
+	Convention string  `json:"convention"`
+	// Floor is the kernel floor at the first size (Floors[0]).
+	Floor *limitRow `json:"floor,omitempty"`
+	// Floors is the kernel floor at each size: `udpbench limit`'s raw row
+	// (batched sendmmsg/recvmmsg, one message per datagram, one thread on
+	// one core), measured before and after the relays, the lower kept.
+	Floors []limitRow `json:"floors,omitempty"`
+	// FloorRuns is every floor measurement: before, then after.
+	FloorRuns  []limitRow   `json:"floor_runs,omitempty"`
+	FloorNotes []string     `json:"floor_notes,omitempty"`
 	Rows       []compareRow `json:"rows"`
+}
+
+// measureFloors measures the kernel floor at every size of cfg.
+func measureFloors(ctx context.Context, cfg compareConfig, when string) ([]limitRow, error) {
+	var rows []limitRow
+	for _, size := range cfg.Sizes {
+		if ctx.Err() != nil {
+			return rows, ctx.Err()
+		}
+		cfg.Progress("kernel floor %s: %d-byte datagrams, %v ...", when, size, cfg.FloorTime)
+		row, err := measureLimit(limitConfig{Size: size, Batch: 64, Duration: cfg.FloorTime, CPU: -1, SockBuf: cfg.Gen.SockBuf}, -1, "raw", 64)
+		if err != nil {
+			return rows, fmt.Errorf("kernel floor: %w", err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// setFloors keeps, per size, the lower of the floors measured before and
+// after the relays (after may be nil), and notes where they disagree.
+func (rep *compareReport) setFloors(before, after []limitRow) {
+	rep.Floors, rep.FloorRuns, rep.FloorNotes = nil, nil, nil
+	rep.FloorRuns = append(append(rep.FloorRuns, before...), after...)
+	for i, b := range before {
+		f := b
+		if i < len(after) {
+			a := after[i]
+			if a.CPUUsPerDgram < f.CPUUsPerDgram {
+				f = a
+			}
+			lo, hi := min(a.CPUUsPerDgram, b.CPUUsPerDgram), max(a.CPUUsPerDgram, b.CPUUsPerDgram)
+			if lo > 0 && hi > 1.2*lo {
+				rep.FloorNotes = append(rep.FloorNotes, fmt.Sprintf("%d bytes: the floor measured %.3f µs before the relays and %.3f µs after: the machine or its host was busy during one of them; the lower counts",
+					b.Size, b.CPUUsPerDgram, a.CPUUsPerDgram))
+			}
+		}
+		for _, w := range limitWarnings(f) {
+			rep.FloorNotes = append(rep.FloorNotes, fmt.Sprintf("%d bytes: %s", f.Size, w))
+		}
+		rep.Floors = append(rep.Floors, f)
+	}
+	if len(rep.Floors) > 0 {
+		rep.Floor = &rep.Floors[0]
+	}
+}
+
+// printFloors writes the floor lines of a compare report.
+func printFloors(w io.Writer, rep compareReport) {
+	for _, f := range rep.Floors {
+		fmt.Fprintf(w, "kernel floor: %.3f µs CPU per datagram moved (%d bytes, sendmmsg/recvmmsg, one message per datagram, one pinned core (cpu %d), median of %d slices, %.0f datagrams/s)\n",
+			f.CPUUsPerDgram, f.Size, f.CPU, f.Slices, f.PPS)
+	}
+	for _, n := range rep.FloorNotes {
+		fmt.Fprintf(w, "note floor: %s\n", n)
+	}
 }
 
 // fwdConvention states how CPU per forwarded datagram is counted.
@@ -322,17 +387,12 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 		defer os.RemoveAll(work)
 	}
 
+	var floorsBefore []limitRow
 	if cfg.Floor {
-		cpu, err := pickCPU(-1)
-		if err != nil {
+		if floorsBefore, err = measureFloors(ctx, cfg, "before the relays"); err != nil {
 			return rep, err
 		}
-		progress("kernel floor: %d-byte datagrams on cpu %d ...", cfg.Sizes[0], cpu)
-		row, err := measureLimit(limitConfig{Size: cfg.Sizes[0], Batch: 64, Duration: cfg.FloorTime, SockBuf: cfg.Gen.SockBuf}, cpu, "raw", 64)
-		if err != nil {
-			return rep, err
-		}
-		rep.Floor = &row
+		rep.setFloors(floorsBefore, nil)
 	}
 
 	echoPort, err := freeUDPPort()
@@ -366,7 +426,17 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 	if !echo.running() {
 		return rep, echo.exitError()
 	}
-	addRatios(rep.Rows, rep.Floor)
+	if cfg.Floor && ctx.Err() == nil {
+		// The same figure again, minutes later: a floor disturbed by
+		// whatever else ran on the machine (or its host) shows as a
+		// difference, and the lower of the two counts.
+		after, err := measureFloors(ctx, cfg, "after the relays")
+		if err != nil {
+			return rep, err
+		}
+		rep.setFloors(floorsBefore, after)
+	}
+	addRatios(rep.Rows, rep.Floors)
 	addWarnings(rep.Rows, rep.Cores)
 	if failed > 0 {
 		return rep, fmt.Errorf("%d of %d relays failed", failed, len(cfg.Relays))
@@ -543,16 +613,18 @@ type runCPU struct {
 }
 
 // addRatios fills the ratio columns against the first relay's row of the
-// same size, and each row's multiple of the kernel floor.
-func addRatios(rows []compareRow, floor *limitRow) {
+// same size, and each row's multiple of the kernel floor at its size.
+func addRatios(rows []compareRow, floors []limitRow) {
 	first := map[int]*compareRow{}
 	for i := range rows {
 		r := &rows[i]
 		if r.Error != "" {
 			continue
 		}
-		if floor != nil && floor.CPUUsPerDgram > 0 && r.Size == floor.Size {
-			r.FloorX = r.RelayUsPerFwd / floor.CPUUsPerDgram
+		for _, f := range floors {
+			if f.Size == r.Size && f.CPUUsPerDgram > 0 {
+				r.FloorX = r.RelayUsPerFwd / f.CPUUsPerDgram
+			}
 		}
 		f, ok := first[r.Size]
 		if !ok && r.Direct {
