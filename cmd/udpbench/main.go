@@ -31,7 +31,7 @@ Usage:
   udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)]
   udpbench gen     [--target HOST:PORT (default: in-process echo)] [--mode throughput|pingpong|both]
                    [--clients 8] [--window 64] [--size 64] [--duration 5s] [--warmup 1s] [--drain 1s]
-  udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (last allowed)]
+  udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (every allowed CPU in turn)]
   udpbench compare [--relay NAME | --relay 'NAME=COMMAND TEMPLATE']... [--sizes 64,1392]
                    [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
   udpbench relay   --listen HOST:PORT --upstream HOST:PORT   (naive per-datagram relay, a baseline)

@@ -493,7 +493,7 @@ func (p *Poller[T]) read(w *pollWork) {
 			w.batch = GetBatch()
 		}
 		d := &rb.store[i]
-		w.batch.D = append(w.batch.D, Datagram{
+		w.batch.Datagrams = append(w.batch.Datagrams, Datagram{
 			Buf:       d.Buf,
 			N:         int(rb.hdrs[i].Len),
 			Addr:      addr,

@@ -98,7 +98,7 @@ func startReaders(tb testing.TB, cfg *udpio.PollerConfig, conns []*udpio.Conn, h
 						}
 						break
 					}
-					n := len(b.D)
+					n := len(b.Datagrams)
 					handle(i, b)
 					if n < udpio.MaxBatch {
 						break
@@ -169,7 +169,7 @@ func BenchmarkReadersThroughput(b *testing.B) {
 			var want atomic.Int64
 			done := make(chan struct{}, 1)
 			r := startReaders(b, k.poll, conns, func(_ int, batch *udpio.Batch) {
-				if got.Add(int64(len(batch.D))) == want.Load() {
+				if got.Add(int64(len(batch.Datagrams))) == want.Load() {
 					done <- struct{}{}
 				}
 				batch.Release()
@@ -188,7 +188,7 @@ func BenchmarkReadersThroughput(b *testing.B) {
 			for b.Loop() {
 				want.Add(active * each)
 				for range active * each / udpio.MaxBatch {
-					if sent, _, err := peer.WriteBatch(out, out.D); sent != len(out.D) {
+					if sent, _, err := peer.WriteBatch(out, out.Datagrams); sent != len(out.Datagrams) {
 						b.Fatalf("sent %d: %v", sent, err)
 					}
 				}
@@ -238,7 +238,7 @@ func BenchmarkReadersPingPong(b *testing.B) {
 			p0 := processCPU()
 			for b.Loop() {
 				start := time.Now()
-				if sent, _, err := peer.WriteBatch(out, out.D); sent != 1 {
+				if sent, _, err := peer.WriteBatch(out, out.Datagrams); sent != 1 {
 					b.Fatal(err)
 				}
 				timeout.Reset(testTimeout)
@@ -357,7 +357,7 @@ func TestIdleSocketsChild(t *testing.T) {
 	// Check that the readers work.
 	out := udpio.GetBatch()
 	out.Add(udpio.Datagram{Buf: udpio.GetBuffer(), N: 32, Addr: conns[n-1].LocalAddr()})
-	peer.WriteBatch(out, out.D)
+	peer.WriteBatch(out, out.Datagrams)
 	out.Release()
 	select {
 	case owner := <-arrived:

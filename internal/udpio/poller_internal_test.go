@@ -38,8 +38,8 @@ func TestPollerForeignSources(t *testing.T) {
 		var s seen
 		s.foreign = r.Foreign
 		if r.Batch != nil {
-			for i := range r.Batch.D {
-				s.payloads = append(s.payloads, string(r.Batch.D[i].Bytes()))
+			for i := range r.Batch.Datagrams {
+				s.payloads = append(s.payloads, string(r.Batch.Datagrams[i].Bytes()))
 			}
 			r.Batch.Release()
 		}

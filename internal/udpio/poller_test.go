@@ -45,9 +45,9 @@ func recorder(ch chan<- delivery) func(*udpio.Ready[int]) {
 	return func(r *udpio.Ready[int]) {
 		d := delivery{owner: r.Owner, foreign: r.Foreign, err: r.Err, removed: r.Removed}
 		if r.Batch != nil {
-			for i := range r.Batch.D {
-				d.payloads = append(d.payloads, append([]byte(nil), r.Batch.D[i].Bytes()...))
-				d.trunc = append(d.trunc, r.Batch.D[i].Truncated)
+			for i := range r.Batch.Datagrams {
+				d.payloads = append(d.payloads, append([]byte(nil), r.Batch.Datagrams[i].Bytes()...))
+				d.trunc = append(d.trunc, r.Batch.Datagrams[i].Truncated)
 			}
 			r.Batch.Release()
 		}
@@ -175,7 +175,7 @@ func TestPollerFairness(t *testing.T) {
 				if len(calls) == 0 {
 					<-release // hold the loop while the test queues datagrams
 				}
-				for range len(r.Batch.D) {
+				for range len(r.Batch.Datagrams) {
 					calls = append(calls, r.Owner)
 				}
 				r.Batch.Release()
@@ -391,8 +391,8 @@ func TestPollerChurn(t *testing.T) {
 					violations.Add(1)
 				}
 				if r.Batch != nil {
-					for i := range r.Batch.D {
-						pl := r.Batch.D[i].Bytes()
+					for i := range r.Batch.Datagrams {
+						pl := r.Batch.Datagrams[i].Bytes()
 						if len(pl) < 4 || int(pl[0])<<24|int(pl[1])<<16|int(pl[2])<<8|int(pl[3]) != s.id {
 							violations.Add(1)
 						}
@@ -550,7 +550,7 @@ func TestPollerAllocs(t *testing.T) {
 			got := make(chan int, 64)
 			p := newPoller(t, m.cfg, func(r *udpio.Ready[int]) {
 				if r.Batch != nil {
-					got <- len(r.Batch.D)
+					got <- len(r.Batch.Datagrams)
 					r.Batch.Release()
 				}
 			})
@@ -566,7 +566,7 @@ func TestPollerAllocs(t *testing.T) {
 			deadline := time.NewTimer(4 * testTimeout) // one timer: time.After would allocate per run
 			defer deadline.Stop()
 			allocs := testing.AllocsPerRun(200, func() {
-				if sent, _, err := srv.WriteBatch(out, out.D); sent != 8 {
+				if sent, _, err := srv.WriteBatch(out, out.Datagrams); sent != 8 {
 					t.Fatal(err)
 				}
 				for n := 0; n < 8; {

@@ -54,8 +54,8 @@ func collect(t *testing.T, g *udpio.Group) <-chan arrival {
 					}
 					continue
 				}
-				for j := range b.D {
-					ch <- arrival{i, append([]byte(nil), b.D[j].Bytes()...)}
+				for j := range b.Datagrams {
+					ch <- arrival{i, append([]byte(nil), b.Datagrams[j].Bytes()...)}
 				}
 			}
 		}()
