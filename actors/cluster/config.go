@@ -60,6 +60,14 @@ const (
 	ackTimeout = 2 * time.Second
 )
 
+// remoteConnectTries is how often remote's endpoint writer tries to connect
+// to a peer before it gives up and dead-letters what was queued for it. Each
+// failed try sleeps 2 s inside the writer (pinned remote), and stopping a
+// node waits for a writer that is trying: protoactor's default of 5 made
+// every Close after a peer's death take 10 s. A peer that is down for longer
+// than this leaves the cluster anyway; a new message starts a new writer.
+const remoteConnectTries = 2
+
 // staticPollInterval is how often the automanaged provider polls every
 // peer's health port. protoactor's default is 2 s; 1 s notices a dead node
 // in about a second (measured) at the price of one small HTTP request per
@@ -222,5 +230,6 @@ func (c Config) remoteConfig() (*remote.Config, *tls.Config, error) {
 		remote.WithServerOptions(serverOpts...),
 		remote.WithDialOptions(dialOpts...),
 	)
+	rc.MaxRetryCount = remoteConnectTries
 	return rc, clientTLS, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
@@ -154,33 +155,44 @@ func staticConfigs(name string, binds ...netip.AddrPort) []Config {
 	return out
 }
 
+// delivery is what a sink saw of one message.
+type delivery struct {
+	payloads []string
+	client   wgproto.ClientID
+	listen   netip.AddrPort
+	replyTo  *actor.PID // RemoteDatagrams only
+	from     []netip.AddrPort
+	reply    bool // a RemoteReplies
+}
+
 // sink is a stand-in for a session (or an ingress writer): it hands every
-// batch it receives to a channel as the datagrams' payloads and releases it.
+// batch it receives to a channel and releases it.
 type sink struct {
-	got chan []string
+	got chan delivery
 }
 
 func (s *sink) Receive(ctx actor.Context) {
 	var b *udpio.Batch
+	var d delivery
 	switch m := ctx.Message().(type) {
 	case *RemoteDatagrams:
-		b = m.Batch
+		b, d.client, d.listen, d.replyTo = m.Batch, m.Client, m.Listen, m.ReplyTo
 	case *RemoteReplies:
-		b = m.Batch
+		b, d.client, d.listen, d.reply = m.Batch, m.Client, m.Listen, true
 	default:
 		return
 	}
-	out := make([]string, len(b.D))
 	for i := range b.D {
-		out[i] = string(b.D[i].Bytes())
+		d.payloads = append(d.payloads, string(b.D[i].Bytes()))
+		d.from = append(d.from, b.D[i].Addr)
 	}
 	b.Release()
-	s.got <- out
+	s.got <- d
 }
 
 // spawnSink spawns a sink on n with a buffered channel.
-func spawnSink(n *testNode, buffer int) (*actor.PID, chan []string) {
-	ch := make(chan []string, buffer)
+func spawnSink(n *testNode, buffer int) (*actor.PID, chan delivery) {
+	ch := make(chan delivery, buffer)
 	pid := n.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &sink{got: ch} }))
 	return pid, ch
 }
@@ -220,14 +232,16 @@ func tagOf(payload string) string {
 	return s
 }
 
-// recv waits for the next batch on ch.
-func recv(t *testing.T, ch chan []string) []string {
+// recv waits for the next delivery on ch.
+func recv(t *testing.T, ch chan delivery) delivery {
 	t.Helper()
 	select {
 	case got := <-ch:
 		return got
 	case <-time.After(eventTimeout):
 		t.Fatal("no batch arrived")
-		return nil
+		return delivery{}
 	}
 }
+
+func zapNop() *zap.Logger { return zap.NewNop() }

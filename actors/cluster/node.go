@@ -50,9 +50,6 @@ type MemberLeft struct {
 	ID      string
 }
 
-// healthReporter is what both membership providers offer.
-type healthReporter interface{ GetHealthStatus() error }
-
 // Node is this process's membership in a cluster of relay nodes: the
 // protoactor cluster (remote, gossip, membership provider), the session
 // directory, and the cross-node datagram path. Its methods may be called
@@ -64,7 +61,6 @@ type Node struct {
 	system *actor.ActorSystem
 	c      *cluster.Cluster
 	lookup *firstSeen
-	health healthReporter
 	self   string // this node's cluster address as protoactor writes it
 	inbox  *actor.PID
 	sub    *eventstream.Subscription
@@ -108,13 +104,13 @@ func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error
 		if err != nil {
 			return nil, err
 		}
-		provider, n.health, stopHealth = p, p, stop
+		provider, stopHealth = p, stop
 	} else {
 		p, err := etcdProvider(cfg, clientTLS, log)
 		if err != nil {
 			return nil, err
 		}
-		provider, n.health = p, p
+		provider = p
 	}
 
 	kind := cluster.NewKind(SessionKind, actor.PropsFromFunc(func(actor.Context) {}))
@@ -220,12 +216,12 @@ func (n *Node) Members() []string {
 	return append([]string(nil), n.lookup.view.Load().members...)
 }
 
-// Health reports nil while the membership provider works and this node
-// counts itself a member, else why not.
+// Health reports nil while this node counts itself a member of the
+// cluster, else why not. It does not ask the providers' GetHealthStatus:
+// the automanaged one blocks for up to a poll interval behind a lock held
+// while it sleeps, and the etcd one reads a field its watcher writes
+// without synchronisation and never clears.
 func (n *Node) Health() error {
-	if err := n.health.GetHealthStatus(); err != nil {
-		return fmt.Errorf("cluster membership: %w", err)
-	}
 	if !n.lookup.view.Load().has(n.self) {
 		return errors.New("cluster membership: this node is not a member yet")
 	}
