@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -129,5 +132,29 @@ func TestStaticPeersDirectory(t *testing.T) {
 	binds := []netip.AddrPort{freeBind(t), freeBind(t), freeBind(t), freeBind(t)}
 	cfgs := staticConfigs("static", binds...)
 	abc := startNodes(t, cfgs[:3]...)
+	expectHealthOnBindIP(t, binds[0], "static")
 	directoryLifecycle(t, abc, func() *testNode { return startNode(t, cfgs[3]) })
+}
+
+// expectHealthOnBindIP checks that the automanaged health server of the node
+// at bind answers on bind's IP and holds its port on that IP only: another
+// loopback IP can take the same port (it could not if the server listened
+// on 0.0.0.0).
+func expectHealthOnBindIP(t *testing.T, bind netip.AddrPort, name string) {
+	t.Helper()
+	h := healthAddr(bind)
+	resp, err := http.Get("http://" + h.String() + "/_health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"cluster_name":"`+name+`"`) {
+		t.Fatalf("health %s: %d %s", h, resp.StatusCode, body)
+	}
+	other, err := net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), h.Port()).String())
+	if err != nil {
+		t.Fatalf("the health port is held beyond %s: %v", bind.Addr(), err)
+	}
+	other.Close()
 }
