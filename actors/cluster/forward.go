@@ -65,6 +65,9 @@ type PeerStats struct {
 	// Unconfirmed counts datagrams sent but never acknowledged within the
 	// acknowledgement timeout: probably lost with a broken connection.
 	Unconfirmed uint64
+	// InFlight is the number of batches sent and not yet acknowledged now
+	// (at most linkWindow, 32).
+	InFlight int
 }
 
 // Stats is a snapshot of the node's cluster state, for metrics.
@@ -204,6 +207,7 @@ type link struct {
 // linkStats are a link's counters, written by its actor and read by Stats.
 type linkStats struct {
 	forwarded, batches, droppedFull, droppedLeft, unconfirmed atomic.Uint64
+	inFlight                                                  atomic.Int64
 }
 
 func (s *linkStats) snapshot(peer string) PeerStats {
@@ -214,6 +218,7 @@ func (s *linkStats) snapshot(peer string) PeerStats {
 		DroppedFull: s.droppedFull.Load(),
 		DroppedLeft: s.droppedLeft.Load(),
 		Unconfirmed: s.unconfirmed.Load(),
+		InFlight:    int(s.inFlight.Load()),
 	}
 }
 
@@ -287,6 +292,7 @@ func (l *linkActor) Receive(ctx actor.Context) {
 		if m.Seq > l.acked && m.Seq <= l.sent {
 			l.acked = m.Seq
 			l.progress = time.Now()
+			l.stats.inFlight.Store(int64(l.sent - l.acked))
 		}
 		l.drain(ctx)
 	case *checkStall:
@@ -332,6 +338,7 @@ func (l *linkActor) stalled() {
 		l.stats.unconfirmed.Add(uint64(l.inflight[s%linkWindow]))
 	}
 	l.acked = l.sent
+	l.stats.inFlight.Store(0)
 }
 
 // arm schedules a stall check while batches wait.
@@ -359,6 +366,7 @@ func (l *linkActor) transmit(ctx actor.Context, o *outgoing) {
 	l.inflight[l.sent%linkWindow] = count
 	l.stats.forwarded.Add(uint64(count))
 	l.stats.batches.Add(1)
+	l.stats.inFlight.Store(int64(l.sent - l.acked))
 	ctx.Request(l.inbox, m)
 }
 

@@ -28,7 +28,7 @@ const eventTimeout = 30 * time.Second
 // were both free a moment ago. The cluster needs its ports known before it
 // starts (peers are configured by address), so the test takes them from :0
 // and hands them back.
-func freeBind(t *testing.T) netip.AddrPort {
+func freeBind(t testing.TB) netip.AddrPort {
 	t.Helper()
 	for range 100 {
 		a, err := net.Listen("tcp", "127.0.0.1:0")
@@ -56,13 +56,13 @@ type testNode struct {
 
 // newSystem builds an actor system that logs protoactor's warnings and
 // errors into the test log.
-func newSystem(t *testing.T) *actor.ActorSystem {
+func newSystem(t testing.TB) *actor.ActorSystem {
 	l := zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
 	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logx.Slog(l) }))
 }
 
 // startNode starts one node; see startNodes.
-func startNode(t *testing.T, cfg Config) *testNode {
+func startNode(t testing.TB, cfg Config) *testNode {
 	t.Helper()
 	return startNodes(t, cfg)[0]
 }
@@ -70,7 +70,7 @@ func startNode(t *testing.T, cfg Config) *testNode {
 // startNodes starts nodes, each on a new actor system, concurrently (each
 // start takes a second in protoactor's StartMember), and closes them when
 // the test ends unless the test closed them.
-func startNodes(t *testing.T, cfgs ...Config) []*testNode {
+func startNodes(t testing.TB, cfgs ...Config) []*testNode {
 	t.Helper()
 	out := make([]*testNode, len(cfgs))
 	errs := make([]error, len(cfgs))
@@ -114,7 +114,7 @@ func closeNodes(nodes ...*testNode) {
 
 // waitMembers waits, on membership events, until every node sees exactly
 // the members want.
-func waitMembers(t *testing.T, nodes []*testNode, want ...*testNode) {
+func waitMembers(t testing.TB, nodes []*testNode, want ...*testNode) {
 	t.Helper()
 	var addrs []string
 	for _, w := range want {
