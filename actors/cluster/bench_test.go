@@ -143,4 +143,3 @@ func BenchmarkCrossProcess(b *testing.B) {
 	b.ReportMetric(float64(sender.Nanoseconds())/float64(want)/1000, "sender-cpu-µs/datagram")
 	b.ReportMetric(float64(childNS)/float64(want)/1000, "receiver-cpu-µs/datagram")
 }
-

@@ -122,6 +122,9 @@ func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error
 		if stopHealth != nil {
 			stopHealth()
 		}
+		if n.c.Remote != nil {
+			n.c.Remote.Shutdown(false)
+		}
 		return nil, err
 	}
 	n.self = system.Address()
