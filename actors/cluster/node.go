@@ -36,7 +36,9 @@ const etcdDialTimeout = 5 * time.Second
 
 // MemberJoined is published on the actor system's event stream when a node
 // joins the cluster as this node sees it (this node too, when it first sees
-// itself).
+// itself). Membership events are published on the membership provider's
+// goroutine while protoactor holds its member-list lock: subscribers must
+// not block (send to an actor instead).
 type MemberJoined struct {
 	Address netip.AddrPort // the member's cluster address
 	ID      string         // the member's actor-system ID, new on every start
@@ -255,7 +257,10 @@ func (n *Node) Unregister(id wgproto.ClientID, pid *actor.PID) {
 // Lookup returns the session of client id wherever it lives, or nil: from
 // the cluster's PID cache, else from the directory (a remote request on a
 // miss, then cached). It never creates a session. A PID of a node that is
-// no longer a member is never returned.
+// no longer a member is never returned. Misses are not cached, so every
+// lookup of an unknown client costs a round trip to its directory owners:
+// look up on handshake initiations (or rate-limit misses), not on every
+// datagram of an unknown client ID.
 func (n *Node) Lookup(id wgproto.ClientID) *actor.PID {
 	key := id.String()
 	v := n.lookup.view.Load()
