@@ -131,6 +131,13 @@ func waitMembers(t testing.TB, nodes []*testNode, want ...*testNode) {
 	for _, w := range want {
 		addrs = append(addrs, w.Address())
 	}
+	waitMembersAt(t, nodes, addrs...)
+}
+
+// waitMembersAt waits, on membership events, until every node sees exactly
+// the members at addrs.
+func waitMembersAt(t testing.TB, nodes []*testNode, addrs ...string) {
+	t.Helper()
 	wantStr := strings.Join(sorted(addrs), ",")
 	deadline := time.After(eventTimeout)
 	for _, n := range nodes {
