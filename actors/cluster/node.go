@@ -77,10 +77,13 @@ type Node struct {
 	closeOnce sync.Once
 }
 
-// Start joins the cluster that cfg describes and returns when this node is a
-// member (membership itself converges shortly after, reported by
-// MemberJoined events). log receives this package's own messages;
-// protoactor logs through the actor system's logger.
+// Start joins the cluster that cfg describes: it starts protoactor remote on
+// Bind, the membership provider and the session directory, and returns
+// after protoactor's StartMember (which waits a second). Membership
+// converges shortly after, reported by MemberJoined events. A busy port, an
+// unreachable etcd or unreadable TLS files are errors here. log receives
+// this package's own messages; protoactor logs through the actor system's
+// logger.
 func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
