@@ -96,6 +96,13 @@ func directoryLifecycle(t *testing.T, abc []*testNode, join func() *testNode) {
 	pids := sessionsOn(t, a, sessions)
 	expectLookups(t, abc, pids)
 
+	// First seen wins: B admitting the same client gets A's session back.
+	dup, _ := spawnSink(b, 1)
+	if got, err := b.Register(clientID(0), dup); err != nil || !samePID(got, pids[0]) {
+		t.Fatalf("a second registration from B = %v, %v; want A's %v", got, err, pids[0])
+	}
+	b.system.Root.Stop(dup)
+
 	unknown := clientID(sessions + 1)
 	for _, n := range abc {
 		if got := n.Lookup(unknown); got != nil {
