@@ -1,0 +1,336 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/labstack/echo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// etcdBaseKey is the etcd key prefix under which nodes register, one key
+// per node below /udpfwd/<cluster name>/.
+const etcdBaseKey = "/udpfwd"
+
+// etcdDialTimeout bounds the start-up check that etcd answers: the pinned
+// provider's first request has no deadline and would wait forever.
+const etcdDialTimeout = 5 * time.Second
+
+// MemberJoined is published on the actor system's event stream when a node
+// joins the cluster as this node sees it (this node too, when it first sees
+// itself). Membership events are published on the membership provider's
+// goroutine while protoactor holds its member-list lock: subscribers must
+// not block (send to an actor instead).
+type MemberJoined struct {
+	Address netip.AddrPort // the member's cluster address
+	ID      string         // the member's actor-system ID, new on every start
+}
+
+// MemberLeft is published on the actor system's event stream when a node
+// leaves the cluster as this node sees it: closed, killed or unreachable. Its
+// sessions are gone; lookups no longer return them.
+type MemberLeft struct {
+	Address netip.AddrPort
+	ID      string
+}
+
+// Node is this process's membership in a cluster of relay nodes: the
+// protoactor cluster (remote, gossip, membership provider), the session
+// directory, and the cross-node datagram path. Its methods may be called
+// from any goroutine. Start one Node per actor system, before spawning any
+// actor whose PID other nodes are to reach (a PID carries the system's
+// address from the moment it is spawned, and that address is set by Start).
+type Node struct {
+	log    *zap.Logger
+	system *actor.ActorSystem
+	c      *cluster.Cluster
+	lookup *firstSeen
+	self   string // this node's cluster address as protoactor writes it
+	inbox  *actor.PID
+	sub    *eventstream.Subscription
+
+	members atomic.Int64
+
+	linksMu sync.Mutex
+	links   map[string]*link
+
+	received, droppedGone, droppedMalformed atomic.Uint64
+
+	closeOnce sync.Once
+}
+
+// Start joins the cluster that cfg describes: it starts protoactor remote on
+// Bind, the membership provider and the session directory, and returns
+// after protoactor's StartMember (which waits a second). Membership
+// converges shortly after, reported by MemberJoined events. A busy port, an
+// unreachable etcd or unreadable TLS files are errors here. log receives
+// this package's own messages; protoactor logs through the actor system's
+// logger.
+func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rc, clientTLS, err := cfg.remoteConfig()
+	if err != nil {
+		return nil, err
+	}
+	// Remote panics when it cannot listen; find out first.
+	ln, err := net.Listen("tcp", cfg.Bind.String())
+	if err != nil {
+		return nil, fmt.Errorf("cluster bind: %w", err)
+	}
+	_ = ln.Close()
+
+	n := &Node{log: log, system: system, links: map[string]*link{}}
+	n.lookup = newFirstSeen(system, log)
+
+	var provider cluster.ClusterProvider
+	var stopHealth func()
+	if len(cfg.Peers) > 0 {
+		p, stop, err := n.staticProvider(cfg)
+		if err != nil {
+			return nil, err
+		}
+		provider, stopHealth = p, stop
+	} else {
+		p, err := etcdProvider(cfg, clientTLS, log)
+		if err != nil {
+			return nil, err
+		}
+		provider = p
+	}
+
+	kind := cluster.NewKind(SessionKind, actor.PropsFromFunc(func(actor.Context) {}))
+	ccfg := cluster.Configure(cfg.Name, provider, n.lookup, rc, cluster.WithKinds(kind))
+	n.c = cluster.New(system, ccfg)
+	n.sub = system.EventStream.Subscribe(n.onEvent)
+	if err := n.startMember(); err != nil {
+		system.EventStream.Unsubscribe(n.sub)
+		if stopHealth != nil {
+			stopHealth()
+		}
+		if n.c.Remote != nil {
+			n.c.Remote.Shutdown(false)
+		}
+		return nil, err
+	}
+	n.self = system.Address()
+	n.inbox, err = system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &inbox{n: n} }), inboxName)
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("spawn cluster inbox: %w", err)
+	}
+	log.Info("cluster member started", zap.String("cluster", cfg.Name), zap.String("address", n.self))
+	return n, nil
+}
+
+// startMember runs protoactor's StartMember, which panics on errors.
+func (n *Node) startMember() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("start cluster member: %v", r)
+		}
+	}()
+	n.c.StartMember()
+	return nil
+}
+
+// staticProvider builds the automanaged provider. Its own health server
+// listens on 0.0.0.0; its test hook takes a prepared echo server instead,
+// so the health server here listens on Bind's IP only, on a listener
+// opened now (a busy port is a start error, not a log line).
+func (n *Node) staticProvider(cfg Config) (*automanaged.AutoManagedProvider, func(), error) {
+	self := healthAddr(cfg.Bind)
+	ln, err := net.Listen("tcp", self.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster health port (bind port + %d): %w", HealthPortOffset, err)
+	}
+	hosts := []string{self.String()}
+	for _, p := range cfg.Peers {
+		if h := healthAddr(p).String(); h != hosts[0] {
+			hosts = append(hosts, h)
+		}
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Listener = ln
+	e.GET("/_health", func(ctx echo.Context) error {
+		return ctx.JSON(http.StatusOK, automanaged.NewNode(cfg.Name, n.system.ID,
+			cfg.Bind.Addr().Unmap().String(), int(cfg.Bind.Port()), int(self.Port()), n.c.GetClusterKinds()))
+	})
+	p := automanaged.NewWithTesting(staticPollInterval, int(self.Port()), e, hosts...)
+	return p, func() { _ = e.Close() }, nil
+}
+
+// etcdProvider builds the etcd provider after checking that etcd answers.
+// With TLS configured and https URLs, the etcd client uses this node's
+// certificate and CA too.
+func etcdProvider(cfg Config, clientTLS *tls.Config, log *zap.Logger) (*etcd.Provider, error) {
+	ec := clientv3.Config{
+		Endpoints:   cfg.Etcd,
+		DialTimeout: etcdDialTimeout,
+		Logger:      log.Named("etcd"),
+	}
+	for _, u := range cfg.Etcd {
+		if strings.HasPrefix(u, "https://") {
+			ec.TLS = clientTLS
+		}
+	}
+	probe, err := clientv3.New(ec)
+	if err != nil {
+		return nil, fmt.Errorf("cluster etcd: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), etcdDialTimeout)
+	_, err = probe.Get(ctx, etcdBaseKey, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
+	_ = probe.Close()
+	if err != nil {
+		return nil, fmt.Errorf("cluster etcd %s: %w", strings.Join(cfg.Etcd, ","), err)
+	}
+	p, err := etcd.NewWithConfig(etcdBaseKey, ec)
+	if err != nil {
+		return nil, fmt.Errorf("cluster etcd: %w", err)
+	}
+	return p, nil
+}
+
+// Address is this node's cluster address as members and PIDs carry it.
+func (n *Node) Address() string { return n.self }
+
+// Cluster is the underlying protoactor cluster, for what this package does
+// not wrap.
+func (n *Node) Cluster() *cluster.Cluster { return n.c }
+
+// Members returns the cluster addresses of the current members, sorted.
+func (n *Node) Members() []string {
+	return append([]string(nil), n.lookup.view.Load().members...)
+}
+
+// Health reports nil while this node counts itself a member of the
+// cluster, else why not. It does not ask the providers' GetHealthStatus:
+// the automanaged one blocks for up to a poll interval behind a lock held
+// while it sleeps, and the etcd one reads a field its watcher writes
+// without synchronisation and never clears.
+func (n *Node) Health() error {
+	if !n.lookup.view.Load().has(n.self) {
+		return errors.New("cluster membership: this node is not a member yet")
+	}
+	return nil
+}
+
+// Register records pid, a session this node admitted for client id, in the
+// cluster's directory, so that other nodes send the client's datagrams to
+// it. It waits for the directory (a remote request, about 200 µs) and
+// returns the PID the directory holds: pid, or the session of another node
+// that registered id first; the caller then closes its own. On an error
+// (the directory's node died unnoticed) the session is still kept and
+// re-registered after the next topology change. pid must be an actor of
+// this node.
+func (n *Node) Register(id wgproto.ClientID, pid *actor.PID) (*actor.PID, error) {
+	if pid == nil || pid.Address != n.self {
+		return nil, fmt.Errorf("register %s: PID %v is not on this node (%s); start the cluster before spawning sessions", id, pid, n.self)
+	}
+	return n.lookup.register(id.String(), pid)
+}
+
+// Unregister removes this node's session pid for client id from the
+// directory. It does not wait.
+func (n *Node) Unregister(id wgproto.ClientID, pid *actor.PID) {
+	n.lookup.unregister(id.String(), pid)
+}
+
+// Lookup returns the session of client id wherever it lives, or nil: from
+// the cluster's PID cache, else from the directory (a remote request on a
+// miss, then cached). It never creates a session. A PID of a node that is
+// no longer a member is never returned. Misses are not cached, so every
+// lookup of an unknown client costs a round trip to its directory owners:
+// look up on handshake initiations (or rate-limit misses), not on every
+// datagram of an unknown client ID.
+func (n *Node) Lookup(id wgproto.ClientID) *actor.PID {
+	key := id.String()
+	v := n.lookup.view.Load()
+	if pid, ok := n.c.PidCache.Get(key, SessionKind); ok {
+		if v.has(pid.Address) {
+			return pid
+		}
+		n.c.PidCache.RemoveByValue(key, SessionKind, pid)
+	}
+	pid := n.lookup.Get(cluster.NewClusterIdentity(key, SessionKind))
+	if pid != nil {
+		n.c.PidCache.Set(key, SessionKind, pid)
+	}
+	return pid
+}
+
+// Close leaves the cluster: other members are told by gossip that this
+// node left gracefully and by the provider that it is gone, so they drop
+// its sessions at once instead of after a failure timeout. The actor system
+// keeps running (protoactor's own Cluster.Shutdown would shut it down).
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		n.c.Gossip.SetState(cluster.GracefullyLeftKey, &emptypb.Empty{})
+		if err := n.c.Config.ClusterProvider.Shutdown(true); err != nil {
+			n.log.Warn("cluster provider shutdown", zap.Error(err))
+		}
+		n.system.EventStream.Unsubscribe(n.sub)
+		n.lookup.Shutdown()
+		n.c.Gossip.Shutdown()
+		n.linksMu.Lock()
+		for _, l := range n.links {
+			_ = n.system.Root.StopFuture(l.pid).Wait()
+		}
+		n.links = map[string]*link{}
+		n.linksMu.Unlock()
+		if n.inbox != nil {
+			_ = n.system.Root.StopFuture(n.inbox).Wait()
+		}
+		n.c.Remote.Shutdown(true)
+		n.log.Info("cluster member left", zap.String("address", n.self))
+	})
+}
+
+// onEvent runs on the publisher's goroutine (the membership provider's)
+// for every event on the stream; it handles topology changes.
+func (n *Node) onEvent(evt any) {
+	t, ok := evt.(*cluster.ClusterTopology)
+	if !ok {
+		return
+	}
+	n.lookup.onTopology(t)
+	n.members.Store(int64(len(t.Members)))
+	for _, m := range t.Left {
+		n.dropLink(m.Address())
+		n.system.EventStream.Publish(&MemberLeft{Address: parseMember(m), ID: m.Id})
+	}
+	for _, m := range t.Joined {
+		n.system.EventStream.Publish(&MemberJoined{Address: parseMember(m), ID: m.Id})
+	}
+}
+
+// parseMember returns a member's cluster address; invalid if its host is not
+// an IP.
+func parseMember(m *cluster.Member) netip.AddrPort {
+	ip, err := netip.ParseAddr(strings.Trim(m.Host, "[]"))
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(ip, uint16(m.Port))
+}
