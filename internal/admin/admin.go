@@ -30,6 +30,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/netutil"
 
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 )
@@ -67,9 +68,10 @@ const (
 	maxScrapesInFlight = 4
 	// MaxFiles is the most file descriptors the admin listener uses: its
 	// listening socket, DefaultMaxConns connections and one /proc file per
-	// scrape in flight. The session cap's margin (package limits) must
-	// include it.
-	MaxFiles = 1 + DefaultMaxConns + maxScrapesInFlight
+	// scrape in flight. It is limits.AdminFiles, which the session cap's
+	// default margin includes; a test checks that the caps above add up to
+	// it.
+	MaxFiles = limits.AdminFiles
 )
 
 // Relay is what the admin listener needs of one relay.
