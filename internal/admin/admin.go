@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -96,9 +97,11 @@ type StatusReporter interface {
 type Options struct {
 	// Version is the udpfwd_build_info version label.
 	Version string
-	// Healthy reports whether the process is healthy (every relay running);
-	// /healthz answers 200 when it returns nil, else 503 with the error.
-	// Nil means always healthy.
+	// Healthy reports whether the process is healthy (every relay
+	// running, its upstream resolved, below its session cap); /healthz
+	// answers 200 when it returns nil, else 503 with the error, one line of
+	// it per failing relay (errors.Join of one error per relay). Nil means
+	// always healthy.
 	Healthy func() error
 	// Logger logs server errors; nil discards them.
 	Logger *zap.Logger
@@ -320,7 +323,9 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	if s.opts.Healthy != nil {
 		if err := s.opts.Healthy(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "unhealthy: %v\n", err)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(w, "unhealthy: %s\n", line)
+			}
 			return
 		}
 	}
@@ -329,8 +334,8 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 const indexText = `udpfwd admin listener
   /metrics            Prometheus metrics
-  /healthz            200 "ok" when every relay runs, else 503 and the reason
-  /sessions           live sessions as JSON: ?relay=NAME for one relay,
+  /healthz            200 "ok" when every relay runs, else 503 and one line per failing relay
+  /sessions           live sessions (and static forwards) as JSON: ?relay=NAME for one relay,
                       ?limit=N&after=KEY for a page (the reply's "next" is the next page);
                       needs "Authorization: Bearer TOKEN" if a token is set
 `
