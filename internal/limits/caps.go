@@ -173,6 +173,14 @@ func (c *Caps) Sessions(ip netip.Addr) (total, fromSource int) {
 	return c.total, c.perSource[src]
 }
 
+// Limit returns the cap on sessions in all (CapsConfig.MaxSessions; zero:
+// none).
+func (c *Caps) Limit() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.MaxSessions
+}
+
 // TrackedSources returns how many per-source rate limiters are kept.
 func (c *Caps) TrackedSources() int {
 	c.mu.Lock()
