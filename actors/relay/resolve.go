@@ -98,8 +98,7 @@ func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, por
 			return
 		case err != nil:
 			if !last.IsValid() {
-				wait = min(retry, every)
-				retry = min(2*retry, every)
+				wait, retry = backoff(retry, every)
 			}
 			if msg := err.Error(); msg != failing {
 				failing = msg
@@ -137,4 +136,11 @@ func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, por
 		case <-timer.C:
 		}
 	}
+}
+
+// backoff returns how long to wait before looking up again a name that has
+// not resolved yet, retry, and the wait after that, twice as long: neither
+// is ever longer than the resolve interval every.
+func backoff(retry, every time.Duration) (wait, next time.Duration) {
+	return min(retry, every), min(2*retry, every)
 }
