@@ -135,7 +135,8 @@ const maxPages = 1000
 
 // fetchAllSessions gets /sessions and every page after it, following each
 // reply's "next", and returns them as one reply: the sessions of every page
-// in order, each failing relay once, the first page's time.
+// in order, the forwards (the first page has them), each failing relay
+// once, the first page's time.
 func fetchAllSessions(ctx context.Context, base *url.URL, relay, token string) (*admin.SessionsReply, error) {
 	u := *base
 	u.Path += "/sessions"
@@ -154,6 +155,7 @@ func fetchAllSessions(ctx context.Context, base *url.URL, relay, token string) (
 			all = &admin.SessionsReply{Time: page.Time, SnapshotTime: page.SnapshotTime, Sessions: []admin.SessionRecord{}}
 		}
 		all.Sessions = append(all.Sessions, page.Sessions...)
+		all.Forwards = append(all.Forwards, page.Forwards...)
 		for _, e := range page.Errors {
 			if !failed[e.Relay] {
 				failed[e.Relay] = true
