@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -324,5 +325,71 @@ func TestAdminFlagsThroughProcess(t *testing.T) {
 	status, body := httpGet(t, base+"/healthz", "", "")
 	if want := "unhealthy: relay default: upstream upstream.invalid:2408 has no address\n"; status != http.StatusServiceUnavailable || body != want {
 		t.Errorf("/healthz: %d %q, want 503 %q", status, body, want)
+	}
+}
+
+// A token file that cannot be read is refused by check and by a reload,
+// which then keeps the running token; a new token takes effect with a
+// reload.
+func TestTokenFileOnReload(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("first-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "udpfwd.yaml")
+	if err := os.WriteFile(cfg, []byte("admin: 127.0.0.1:0\nadmin_token_file: "+token+
+		"\nrelays:\n  - name: a\n    listen: 127.0.0.1:0\n    upstream: 127.0.0.1:9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd, stderr, done := startDaemon(t, "-c", cfg)
+	defer stopDaemon(t, cmd, done)
+	base := "http://" + adminAddr(t, stderr)
+	if status, _ := httpGet(t, base+"/sessions", "", "first-token"); status != http.StatusOK {
+		t.Fatalf("/sessions with the token: %d", status)
+	}
+
+	os.Remove(token)
+	if code, _, errOut := udpfwd(t, "check", "-q", "-c", cfg); code != 2 || !strings.Contains(errOut, "admin token file") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("check with a missing token file: exit %d, stderr %q; want 2 and one line", code, errOut)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, stderr, "config not applied")
+	if !strings.Contains(stderr.String(), "admin token file") {
+		t.Errorf("the refusal does not name the token file:\n%s", stderr.String())
+	}
+	if status, _ := httpGet(t, base+"/sessions", "", "first-token"); status != http.StatusOK {
+		t.Errorf("after the refused reload the running token: %d, want 200", status)
+	}
+
+	if err := os.WriteFile(token, []byte("second-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, stderr, "reloaded")
+	base = "http://" + adminAddrAfter(t, stderr, 2)
+	if status, _ := httpGet(t, base+"/sessions", "", "second-token"); status != http.StatusOK {
+		t.Errorf("the new token after the reload: %d, want 200", status)
+	}
+	if status, _ := httpGet(t, base+"/sessions", "", "first-token"); status != http.StatusUnauthorized {
+		t.Errorf("the old token after the reload: %d, want 401", status)
+	}
+}
+
+// adminAddrAfter returns the address of the n-th "admin listener started"
+// line (a reload that changes the admin settings starts it anew, on a new
+// port for port 0).
+func adminAddrAfter(t *testing.T, stderr *lockedBuffer, n int) string {
+	t.Helper()
+	re := regexp.MustCompile(`admin listener started\s+\{"addr": "([^"]+)"\}`)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m := re.FindAllStringSubmatch(stderr.String(), -1); len(m) >= n {
+			return m[n-1][1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d admin listener addresses in:\n%s", n, stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
