@@ -159,8 +159,8 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 }
 
 // noListener is the listener index a saved session gets when its listening
-// socket was removed: no socket has it (a relay has at most
-// config.MaxListen sockets, and one with that many has had none removed).
+// socket was removed: the next start gives it to no socket unless the
+// listen list then holds all config.MaxListen addresses.
 const noListener = config.MaxListen - 1
 
 // listenPlaces returns, for each listener index, the socket's place in the
