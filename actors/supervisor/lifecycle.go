@@ -118,6 +118,9 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 		return false
 	}
 	delete(s.sessions, e.info.Client)
+	if !e.forward {
+		s.cfg.Counters.SetLive(len(s.sessions))
+	}
 	if how.stopSession != nil {
 		how.stopSession(e.pid)
 	}
@@ -130,7 +133,6 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 		}
 		return true
 	}
-	s.cfg.Counters.SetLive(len(s.sessions))
 	s.cfg.Counters.Count(why)
 	info := e.info
 	info.ClientAddr = e.stats.ClientAddr()
