@@ -41,12 +41,31 @@
 //     SessionOpened.
 //   - Callers of the Relay's methods: Start's caller sends RestoreSessions;
 //     Relay.Sessions (the admin listener's handlers, the state saver) runs
-//     the supervisor inline for ListSessions; Close's caller runs the
-//     supervisor's Stopping, and the sessions' as protoactor stops them.
+//     the supervisor inline for ListSessions; Reconfigure's caller (a
+//     reload) runs the supervisor inline for Reconfigure, and the sessions
+//     for ApplySettings and the writers for SocketSettings where they are
+//     idle; Close's caller runs the supervisor's Stopping, and the
+//     sessions' as protoactor stops them.
+//   - A scrape of /metrics reads the listening sockets' kernel drop
+//     counters on the scraper's goroutine (MetricsStatus); no actor runs.
+//
+// # Reload in place
+//
+// Reconfigure changes a running relay's settings without closing its
+// listening sockets or any session's upstream socket (see its doc for each
+// setting). A listening socket's index, which every batch and every
+// session's roaming state carries to pick the writer of its replies, is
+// fixed for the relay's life: a reload that removes a socket leaves its
+// index empty (its writer lives on until Close, so a reply sent just before
+// a session heard of the removal is counted, not lost as a dead letter),
+// and a socket it adds takes a new index. The state file numbers sockets by
+// their place in the listen list, as the next start binds them
+// (Snapshot translates).
 //
 // Whatever goroutine runs an actor, state shared between actors is only
 // what is safe for concurrent use: stats.Counters and stats.Session
-// (atomics), limits.Caps (a mutex), and the udpio.Conn sockets, each read by
-// one goroutine (a listener's or session's reader) and written by whichever
-// goroutine runs its one writer (the writer actor, or the session).
+// (atomics), metrics.Status (atomics and a mutex), limits.Caps (a mutex),
+// and the udpio.Conn sockets, each read by one goroutine (a listener's or
+// session's reader) and written by whichever goroutine runs its one writer
+// (the writer actor, or the session), which alone switches its GSO.
 package relay

@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/state"
 )
 
@@ -38,7 +41,7 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 		}
 		m.Sessions = append(m.Sessions, messages.RestoredSession{
 			Info: messages.SessionInfo{
-				Relay: r.cfg.Name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
+				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
 				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream,
 			},
 			Created: s.Created,
@@ -63,10 +66,11 @@ type restoreRules struct {
 
 // restoreRules takes the rules from the relay's configuration.
 func (r *Relay) restoreRules() restoreRules {
+	cfg := r.Config()
 	return restoreRules{
-		upstream: r.cfg.Upstream.String(),
-		bind:     r.cfg.UpstreamBind.Addr(),
-		ports:    [2]uint16{r.cfg.UpstreamPorts.First, r.cfg.UpstreamPorts.Last},
+		upstream: cfg.Upstream.String(),
+		bind:     cfg.UpstreamBind.Addr(),
+		ports:    [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 	}
 }
 
@@ -123,15 +127,21 @@ func checkRestore(s state.Session, rules restoreRules) (rebind string, err error
 }
 
 // Snapshot returns the relay's live sessions in the form the state file
-// keeps them.
+// keeps them. A saved roaming state names the listening socket by its place
+// in the relay's listen list, which is how the next start numbers its
+// sockets; after a reload changed the list, the relay's own numbering
+// differs, and the states are translated. A session whose socket a reload
+// removed names none (noListener): its replies wait until it is heard again.
 func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
-	if r.cfg.Mode != config.ModeWireGuard {
+	cfg := r.Config()
+	if cfg.Mode != config.ModeWireGuard {
 		return nil, nil // forward mode re-binds its one socket from its rule
 	}
 	l, err := r.Sessions(timeout)
 	if err != nil {
 		return nil, err
 	}
+	places := r.listenPlaces()
 	out := make([]state.Session, 0, len(l.Sessions))
 	for _, s := range l.Sessions {
 		out = append(out, state.Session{
@@ -140,10 +150,58 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 			ClientAddr:     s.ClientAddr,
 			UpstreamLocal:  s.UpstreamLocal,
 			Upstream:       s.Upstream,
-			UpstreamConfig: r.cfg.Upstream.String(),
+			UpstreamConfig: cfg.Upstream.String(),
 			Created:        s.Stats.Created,
-			Roam:           s.Roam,
+			Roam:           renumberListener(s.Roam, places),
 		})
 	}
 	return out, nil
+}
+
+// noListener is the listener index a saved session gets when its listening
+// socket was removed: the next start gives it to no socket unless the
+// listen list then holds all config.MaxListen addresses.
+const noListener = config.MaxListen - 1
+
+// listenPlaces returns, for each listener index, the socket's place in the
+// listen list (-1 for a removed one), or nil when they are the same.
+func (r *Relay) listenPlaces() []int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	places := make([]int, len(r.slots))
+	same := len(r.slots) == len(r.cfg.Listen)
+	for i, sl := range r.slots {
+		places[i] = -1
+		if sl != nil {
+			places[i] = slices.Index(r.cfg.Listen, sl.want)
+		}
+		same = same && places[i] == i
+	}
+	if same {
+		return nil
+	}
+	return places
+}
+
+// renumberListener rewrites a saved roaming state's listener index by
+// places (see listenPlaces); nil places, or a state it cannot read, leave
+// it as it is.
+func renumberListener(saved []byte, places []int) []byte {
+	if places == nil || len(saved) == 0 {
+		return saved
+	}
+	var st roam.State
+	if err := json.Unmarshal(saved, &st); err != nil {
+		return saved
+	}
+	i := int(st.Listener)
+	st.Listener = noListener
+	if i < len(places) && places[i] >= 0 {
+		st.Listener = uint8(places[i])
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return saved
+	}
+	return b
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -19,7 +20,9 @@ import (
 	"github.com/udpfwd/udpfwd/actors/supervisor"
 	"github.com/udpfwd/udpfwd/actors/writer"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/logx"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -29,37 +32,72 @@ import (
 // internal/config.
 const (
 	// unresolvedRetry is how soon a hostname that has no address yet is
-	// looked up again (for example while the network comes up at boot).
+	// looked up again at first (for example while the network comes up at
+	// boot); each failure doubles it, up to the resolve interval.
 	unresolvedRetry = 5 * time.Second
 	// resolveTimeout bounds one lookup.
 	resolveTimeout = 5 * time.Second
 	// stopTimeout bounds how long Close waits for one actor to stop.
 	stopTimeout = 2 * time.Second
+	// reconfigureTimeout bounds how long Reconfigure waits for the
+	// supervisor to take the new settings: it tells every live session,
+	// each a message, so tens of thousands take milliseconds.
+	reconfigureTimeout = 10 * time.Second
 )
 
-// Relay is a running relay.
+// Relay is a running relay. Its settings change in place with Reconfigure
+// (a reload); Close stops it.
 type Relay struct {
-	cfg       config.Relay
+	name      string
+	origin    string         // where its rule was written, for a static forward
 	policy    policy.Factory // the operator's own policy, after the built-in ones
 	log       *zap.Logger
 	system    *actor.ActorSystem
 	ownSystem bool
 	counters  stats.Counters
+	status    metrics.Status
+	caps      *limits.Caps // the session caps every policy actor counts against (wireguard mode)
 
-	addrs      []netip.AddrPort
-	listeners  []*actor.PID
-	writers    []*actor.PID
 	supervisor *actor.PID
 	sub        *eventSubscription
+	restore    []state.Session
+	lookup     func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	readers    sync.WaitGroup // the sessions' reader goroutines
 
-	restore []state.Session
-	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	readers sync.WaitGroup // the sessions' reader goroutines
+	// ops serializes Reconfigure and Close: one changes the relay at a
+	// time, and nothing changes it once it is closed.
+	ops      sync.Mutex
+	closed   bool
+	closeErr error
+	// retired are the writers of listening sockets a reload removed. They
+	// live until Close, so that a reply a session sent just before it
+	// learned of the removal reaches an actor (and fails on the closed
+	// socket, counted) rather than a dead letter.
+	retired []*actor.PID
 
-	stopResolve context.CancelFunc
-	resolveDone chan struct{}
-	closeOnce   sync.Once
-	closeErr    error
+	// mu guards what Reconfigure changes and the accessors read.
+	mu  sync.RWMutex
+	cfg config.Relay
+	// slots are the listening sockets by listener index; nil where a
+	// reload removed one (an index never names another socket).
+	slots []*slot
+	// missing are configured listen addresses a reload could not bind.
+	missing []netip.AddrPort
+
+	resolver      *resolver    // nil without a hostname to resolve
+	resolveEvery  atomic.Int64 // resolve_interval, for the resolver
+	upstreamKnown atomic.Bool  // the upstream has an address (health)
+	drops         kernelDrops
+}
+
+// slot is one listening socket with its listener and writer. Its index in
+// Relay.slots is the listener index that batches and saved roaming states
+// carry, and the index of its writer in the writers every session holds.
+type slot struct {
+	want     netip.AddrPort // as configured (port 0: the kernel chose)
+	conn     *udpio.Conn
+	listener *actor.PID
+	writer   *actor.PID
 }
 
 // Option changes how Start builds a relay.
@@ -79,9 +117,20 @@ func WithLookup(f func(ctx context.Context, network, host string) ([]netip.Addr,
 // (those the config's security settings ask for).
 func WithPolicy(f policy.Factory) Option { return func(r *Relay) { r.policy = f } }
 
+// WithOrigin names where the relay's rule was written ("rules:4:2" for the
+// second rule on line 4 of a static forward file): its log lines and its
+// row in /sessions carry it, since a forward relay's name ("line4-2") has
+// to be a metric label.
+func WithOrigin(origin string) Option { return func(r *Relay) { r.origin = origin } }
+
 // NewSystem returns an actor system that logs through l.
 func NewSystem(l *zap.Logger) *actor.ActorSystem {
 	return actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return logx.Slog(l) }))
+}
+
+// socketOptions are the options every socket of cfg is opened with.
+func socketOptions(cfg *config.Relay) udpio.Options {
+	return udpio.Options{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
 }
 
 // Start binds every socket of cfg and starts the relay's actors. cfg is
@@ -94,20 +143,24 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	if len(cfg.Listen) == 0 || cfg.Upstream.IsZero() {
 		return nil, fmt.Errorf("relay %q: no listen address or no upstream (validate the config first)", cfg.Name)
 	}
-	r := &Relay{cfg: cfg, log: l.With(zap.String("relay", cfg.Name))}
+	r := &Relay{name: cfg.Name, cfg: cfg}
 	for _, o := range opts {
 		o(r)
+	}
+	r.log = l.With(zap.String("relay", cfg.Name))
+	if r.origin != "" {
+		r.log = r.log.With(zap.String("rule", r.origin))
 	}
 	if r.system == nil {
 		r.system = NewSystem(l)
 		r.ownSystem = true
 	}
-	sockOpts := udpio.Options{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
+	sockOpts := socketOptions(&cfg)
 
-	conns := make([]*udpio.Conn, 0, len(cfg.Listen))
+	slots := make([]*slot, 0, len(cfg.Listen))
 	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
+		for _, sl := range slots {
+			sl.conn.Close()
 		}
 	}
 	for _, ap := range cfg.Listen {
@@ -116,8 +169,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			closeAll()
 			return nil, fmt.Errorf("listen on %s: %w", ap, unwrapSyscall(err))
 		}
-		conns = append(conns, c)
-		r.addrs = append(r.addrs, c.LocalAddr())
+		slots = append(slots, &slot{want: ap, conn: c})
 		r.logBuffers(c, "listen "+c.LocalAddr().String(), sockOpts)
 	}
 
@@ -126,14 +178,13 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		UpstreamBind:  cfg.UpstreamBind,
 		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 		IdleTimeout:   cfg.IdleTimeout,
-		Policy:        policies(&cfg.Security, r.policy),
 		MAC1:          mac1Key(&cfg.Security),
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,
 		Readers:       &r.readers,
+		Status:        &r.status,
 	}
-	host, port := cfg.Upstream.Host(), cfg.Upstream.Port
 	switch cfg.Mode {
 	case config.ModeForward:
 		scfg.Mode = supervisor.ModeForward
@@ -148,21 +199,30 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			return nil, fmt.Errorf("bind outbound %s to %s: %w", orAny(cfg.UpstreamBind), up, unwrapSyscall(err))
 		}
 		scfg.ForwardConn = fc
+		r.status.SetUpstream(up)
+		r.upstreamKnown.Store(true)
 	default:
+		r.caps = limits.NewCaps(capsConfig(&cfg.Security))
+		scfg.Policy = r.policies(&cfg.Security)
+		r.status.SetSessionLimit(maxSessions(&cfg.Security))
 		if a := cfg.Upstream.Addr; a.IsValid() {
-			scfg.Upstream = netip.AddrPortFrom(a.Unmap(), port)
+			scfg.Upstream = netip.AddrPortFrom(a.Unmap(), cfg.Upstream.Port)
+			r.status.SetUpstream(scfg.Upstream)
+			r.upstreamKnown.Store(true)
 		}
 	}
 
 	r.sub = subscribeLogger(r.system, cfg.Name, r.log)
 	handleDeadLetters(r.system, &r.counters)
-	for _, c := range conns {
-		w := r.system.Root.Spawn(writer.Props(writer.Config{Conn: c, Counters: &r.counters, Logger: r.log}))
-		r.writers = append(r.writers, w)
+	for _, sl := range slots {
+		sl.writer = r.spawnWriter(sl.conn)
 	}
-	scfg.Writers = r.writers
+	scfg.Writers = writerTable(slots)
 	if err := scfg.Validate(); err != nil {
 		closeAll()
+		if scfg.ForwardConn != nil {
+			scfg.ForwardConn.Close()
+		}
 		return nil, err
 	}
 	r.supervisor = r.system.Root.Spawn(supervisor.Props(scfg))
@@ -170,26 +230,51 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		// Queued before any datagram: the listeners start after this.
 		r.system.Root.Send(r.supervisor, r.restoreMessage())
 	}
-	for i, c := range conns {
-		r.listeners = append(r.listeners, r.system.Root.Spawn(listener.Props(listener.Config{
-			Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
-		})))
+	for i, sl := range slots {
+		sl.listener = r.spawnListener(i, sl.conn)
 	}
+	r.slots = slots
+	r.drops.track(slots...)
+	r.status.SetPoll(r.pollDrops)
 
-	r.resolveDone = make(chan struct{})
-	ctx, cancel := context.WithCancel(context.Background())
-	r.stopResolve = cancel
+	r.resolveEvery.Store(int64(cfg.ResolveInterval))
 	if cfg.Mode == config.ModeWireGuard && cfg.Upstream.Name != "" {
-		go r.resolveLoop(ctx, host, port)
-	} else {
-		close(r.resolveDone)
+		r.startResolver(cfg.Upstream.Name, cfg.Upstream.Port)
 	}
-	fields := []zap.Field{zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.addrs), zap.Stringer("upstream", cfg.Upstream)}
-	if cfg.Mode == config.ModeWireGuard { // forward mode has one session, which never expires
-		fields = append(fields, zap.Duration("idle_timeout", cfg.IdleTimeout))
+	r.status.SetUp(true)
+	if cfg.Mode == config.ModeForward {
+		// Forward mode has no sessions: its one outbound socket is shown
+		// here, and in /sessions under "forwards".
+		r.log.Info("forward started", zap.Stringers("listen", r.ListenAddrs()),
+			zap.Stringer("out", scfg.ForwardConn.LocalAddr()), zap.Stringer("upstream", cfg.Upstream))
+		return r, nil
 	}
-	r.log.Info("relay started", fields...)
+	r.log.Info("relay started", zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.ListenAddrs()),
+		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout))
 	return r, nil
+}
+
+// spawnWriter starts the writer of a listening socket.
+func (r *Relay) spawnWriter(c *udpio.Conn) *actor.PID {
+	return r.system.Root.Spawn(writer.Props(writer.Config{Conn: c, Counters: &r.counters, Logger: r.log}))
+}
+
+// spawnListener starts the listener of the listening socket of index i.
+func (r *Relay) spawnListener(i int, c *udpio.Conn) *actor.PID {
+	return r.system.Root.Spawn(listener.Props(listener.Config{
+		Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
+	}))
+}
+
+// writerTable is the writers by listener index, nil for an empty slot.
+func writerTable(slots []*slot) []*actor.PID {
+	w := make([]*actor.PID, len(slots))
+	for i, sl := range slots {
+		if sl != nil {
+			w[i] = sl.writer
+		}
+	}
+	return w
 }
 
 func orAny(ap netip.AddrPort) string {
@@ -223,70 +308,27 @@ func unwrapSyscall(err error) error {
 	return err
 }
 
-// resolve looks the upstream up and picks one address: the configured one,
-// else the first IPv4 address of its name (a VPS without IPv6 is common),
-// else the first IPv6.
-func (r *Relay) resolve(ctx context.Context, up config.HostPort) (netip.AddrPort, error) {
-	host, port := up.Name, up.Port
-	if up.Addr.IsValid() {
-		return netip.AddrPortFrom(up.Addr.Unmap(), port), nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-	defer cancel()
-	lookup := net.DefaultResolver.LookupNetIP
-	if r.lookup != nil {
-		lookup = r.lookup
-	}
-	addrs, err := lookup(ctx, "ip", host)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	for _, a := range addrs {
-		if a.Unmap().Is4() {
-			return netip.AddrPortFrom(a.Unmap(), port), nil
-		}
-	}
-	if len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("%s has no address", host)
-	}
-	return netip.AddrPortFrom(addrs[0], port), nil
-}
-
-// resolveLoop keeps the supervisor told of the upstream hostname's address.
-func (r *Relay) resolveLoop(ctx context.Context, host string, port uint16) {
-	defer close(r.resolveDone)
-	var last netip.AddrPort
-	for {
-		ap, err := r.resolve(ctx, config.HostPort{Name: host, Port: port})
-		wait := r.cfg.ResolveInterval
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			if !last.IsValid() {
-				wait = unresolvedRetry
-			}
-			r.log.Warn("resolve upstream", zap.String("host", host), zap.Error(err), zap.Duration("retry_in", wait))
-		case ap != last:
-			if last.IsValid() {
-				r.log.Info("upstream address changed; new sessions use it", zap.String("host", host), zap.Stringer("addr", ap), zap.Stringer("was", last))
-			} else {
-				r.log.Info("upstream resolved", zap.String("host", host), zap.Stringer("addr", ap))
-			}
-			last = ap
-			r.system.Root.Send(r.supervisor, &messages.UpstreamResolved{Addr: ap})
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
 // ListenAddrs returns the addresses the relay listens on, with the ports
-// the kernel chose for ":0".
-func (r *Relay) ListenAddrs() []netip.AddrPort { return append([]netip.AddrPort(nil), r.addrs...) }
+// the kernel chose for ":0", in the order of the configuration.
+func (r *Relay) ListenAddrs() []netip.AddrPort {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.listenAddrs()
+}
+
+// listenAddrs is ListenAddrs with r.mu held.
+func (r *Relay) listenAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, want := range r.cfg.Listen {
+		for _, sl := range r.slots {
+			if sl != nil && sl.want == want {
+				out = append(out, sl.conn.LocalAddr())
+				break
+			}
+		}
+	}
+	return out
+}
 
 // Counters returns the relay's datagram and drop counters.
 func (r *Relay) Counters() *stats.Counters { return &r.counters }
@@ -302,35 +344,30 @@ func (r *Relay) Supervisor() *actor.PID { return r.supervisor }
 func (r *Relay) Sessions(timeout time.Duration) (*messages.SessionList, error) {
 	res, err := r.system.Root.RequestFuture(r.supervisor, &messages.ListSessions{}, timeout).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", r.cfg.Name, err)
+		return nil, fmt.Errorf("list sessions of %s: %w", r.name, err)
 	}
 	l, ok := res.(*messages.SessionList)
 	if !ok {
-		return nil, fmt.Errorf("list sessions of %s: unexpected answer %T", r.cfg.Name, res)
+		return nil, fmt.Errorf("list sessions of %s: unexpected answer %T", r.name, res)
 	}
 	return l, nil
 }
 
-// Config returns the relay's configuration, as Start was given it.
-func (r *Relay) Config() config.Relay { return r.cfg }
-
-// Healthy reports an error if one of the relay's actors has stopped.
-func (r *Relay) Healthy() error {
-	pids := append([]*actor.PID{r.supervisor}, r.listeners...)
-	pids = append(pids, r.writers...)
-	for _, pid := range pids {
-		if _, ok := r.system.ProcessRegistry.Get(pid); !ok {
-			return fmt.Errorf("relay %s: actor %s has stopped", r.cfg.Name, pid.Id)
-		}
-	}
-	return nil
+// Config returns the relay's configuration as it runs: as Start was given
+// it, or as the last Reconfigure changed it. Listen addresses a reload
+// could not bind are left out, so that the next reload tries them again.
+func (r *Relay) Config() config.Relay {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.cfg
 }
 
 // Name is the relay's name.
-func (r *Relay) Name() string { return r.cfg.Name }
+func (r *Relay) Name() string { return r.name }
 
 // Close stops reading, stops every session (closing its socket), then the
-// writers, and returns when all have stopped. It is safe to call twice.
+// writers, and returns when all have stopped. It is safe to call twice,
+// and waits for a Reconfigure under way.
 //
 // The order is that of the datagram path, senders before receivers, so that
 // nothing is sent to an actor that has stopped, but for the one race named
@@ -351,44 +388,49 @@ func (r *Relay) Name() string { return r.cfg.Name }
 //     batch as session_gone and releases it; if the session stopped between
 //     that check and the send, the batch is a dead letter, counted and
 //     released the same way (handleDeadLetters).
-//  5. The writers last, once no session and no reader is left to send them
-//     replies: their Stopping writes what they staged. Their sockets (the
-//     listeners') are closed by then, so those writes fail and are counted
-//     as client_send_error, as any reply still in flight at shutdown is.
+//  5. The writers last, those of removed listening sockets too, once no
+//     session and no reader is left to send them replies: their Stopping
+//     writes what they staged. Their sockets (the listeners') are closed by
+//     then, so those writes fail and are counted as client_send_error, as
+//     any reply still in flight at shutdown is.
 func (r *Relay) Close() error {
-	r.closeOnce.Do(func() {
-		r.stopResolve()
-		<-r.resolveDone
-		var errs []error
-		stop := func(pids ...*actor.PID) {
-			futures := make([]*actor.Future, 0, len(pids))
-			for _, pid := range pids {
-				futures = append(futures, r.system.Root.StopFuture(pid))
-			}
-			for i, f := range futures {
-				if err := f.Wait(); err != nil {
-					errs = append(errs, fmt.Errorf("stop %s: %w", pids[i].Id, err))
-				}
-			}
+	r.ops.Lock()
+	defer r.ops.Unlock()
+	if r.closed {
+		return r.closeErr
+	}
+	r.closed = true
+	r.status.SetUp(false)
+	r.status.SetPoll(nil)
+	r.stopResolver()
+	var errs []error
+	r.mu.RLock()
+	var listeners, writers []*actor.PID
+	for _, sl := range r.slots {
+		if sl != nil {
+			listeners = append(listeners, sl.listener)
+			writers = append(writers, sl.writer)
 		}
-		stop(r.listeners...)
-		stop(r.supervisor)
-		// Every session has closed its socket; its reader ends at once.
-		readersDone := make(chan struct{})
-		go func() { r.readers.Wait(); close(readersDone) }()
-		select {
-		case <-readersDone:
-		case <-time.After(stopTimeout):
-			errs = append(errs, errors.New("session readers did not end"))
-		}
-		stop(r.writers...)
-		r.sub.close()
-		if r.ownSystem {
-			deadLetterSystems.Delete(r.system)
-			r.system.Shutdown()
-		}
-		r.closeErr = errors.Join(errs...)
-		r.log.Info("relay stopped")
-	})
+	}
+	r.mu.RUnlock()
+	writers = append(writers, r.retired...)
+	r.stopAll(&errs, listeners...)
+	r.stopAll(&errs, r.supervisor)
+	// Every session has closed its socket; its reader ends at once.
+	readersDone := make(chan struct{})
+	go func() { r.readers.Wait(); close(readersDone) }()
+	select {
+	case <-readersDone:
+	case <-time.After(stopTimeout):
+		errs = append(errs, errors.New("session readers did not end"))
+	}
+	r.stopAll(&errs, writers...)
+	r.sub.close()
+	if r.ownSystem {
+		deadLetterSystems.Delete(r.system)
+		r.system.Shutdown()
+	}
+	r.closeErr = errors.Join(errs...)
+	r.log.Info("relay stopped")
 	return r.closeErr
 }

@@ -27,11 +27,27 @@ func clientRate(s *config.Security) limits.Limits {
 	}
 }
 
+// capsConfig is the relay's session caps as the config asks for them.
+func capsConfig(s *config.Security) limits.CapsConfig {
+	perIP := rate.Inf
+	if s.NewSessionsPerIP > 0 {
+		perIP = rate.Limit(s.NewSessionsPerIP)
+	}
+	return limits.CapsConfig{
+		MaxSessions:  maxSessions(s),
+		MaxPerSource: s.MaxSessionsPerIP,
+		SourceRate:   perIP,
+		SourceBurst:  s.NewSessionsPerIPBurst,
+	}
+}
+
 // policies builds the chain of policy actors the relay's security asks
-// for, cheapest refusals first, then extra (an operator's own policies).
-// Caps come after the allow-lists, so a refused attempt spends no rate.
-// One Caps state serves the whole relay.
-func policies(s *config.Security, extra policy.Factory) policy.Factory {
+// for, cheapest refusals first, then the operator's own policies. Caps
+// come after the allow-lists, so a refused attempt spends no rate. Every
+// chain counts against the relay's one Caps state, so that a reload, which
+// builds a new chain for new admissions, keeps the counts of the sessions
+// admitted before it.
+func (r *Relay) policies(s *config.Security) policy.Factory {
 	var chain []policy.Factory
 	if len(s.AllowClients) > 0 {
 		chain = append(chain, policy.ClientIDs(s.AllowClients))
@@ -39,16 +55,12 @@ func policies(s *config.Security, extra policy.Factory) policy.Factory {
 	if len(s.AllowCIDRs) > 0 || len(s.DenyCIDRs) > 0 {
 		chain = append(chain, policy.Sources(s.AllowCIDRs, s.DenyCIDRs))
 	}
-	perIP := rate.Inf
-	if s.NewSessionsPerIP > 0 {
-		perIP = rate.Limit(s.NewSessionsPerIP)
-	}
-	chain = append(chain, policy.Caps(maxSessions(s), s.MaxSessionsPerIP, perIP, s.NewSessionsPerIPBurst))
+	chain = append(chain, policy.CapsShared(r.caps))
 	if l := clientRate(s); !l.Unlimited() {
 		chain = append(chain, policy.ClientRate(l, nil))
 	}
-	if extra != nil {
-		chain = append(chain, extra)
+	if r.policy != nil {
+		chain = append(chain, r.policy)
 	}
 	return policy.Chain(chain...)
 }

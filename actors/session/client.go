@@ -6,6 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -20,14 +21,15 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	now := time.Now()
 	// Counted as they arrive, as the listener counted them relay-wide.
 	s.cfg.Stats.Move(stats.FromClient, len(b.Datagrams), size(b))
-	k, heard := 0, false
+	k, heard, initiations := 0, false, 0
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
 		}
-		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) {
+		// A forward has no client until its first datagram.
+		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
 			s.roamed(ctx, from)
 		}
 		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
@@ -38,10 +40,15 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 			s.cfg.Counters.Drop(reason, 1)
 			continue // the buffer stays in b and is released with it
 		}
+		if h.Type == wgproto.TypeInitiation {
+			initiations++
+			s.handshakes.forwarded(h.Index, now)
+		}
 		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
 		k++
 	}
 	b.Datagrams = b.Datagrams[:k]
+	s.countHandshakes(metrics.HandshakeForwarded, initiations)
 	if heard {
 		s.cfg.Stats.HeardClient(now)
 	}

@@ -51,11 +51,17 @@ func (s *Session) saveRoam() {
 
 // roamed reports that replies now go to a new client address: the session
 // record and the counter move first, then the event is published, so that
-// whoever sees the event sees them moved.
+// whoever sees the event sees them moved. For a forward only the record
+// moves.
 func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
-	s.roamChanged = true
 	info := s.info()
 	s.cfg.Stats.SetClientAddr(info.ClientAddr)
+	if s.cfg.Forward {
+		// A forward's replies follow its newest client: that is its
+		// nature, not a session event (it has no client ID to log).
+		return
+	}
+	s.roamChanged = true
 	s.cfg.Counters.Count(stats.ClientRoamed)
 	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
 	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from})

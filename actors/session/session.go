@@ -13,7 +13,8 @@
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
 // its own reader for replies, its idle timer for CheckIdle. One message at
-// a time, whichever goroutine that is.
+// a time, whichever goroutine that is. A reload's new settings arrive as
+// ApplySettings (settings.go).
 package session
 
 import (
@@ -29,6 +30,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/limits"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -62,6 +64,10 @@ type Config struct {
 	// Roam is roaming state saved by an earlier run, to restore.
 	Roam   []byte
 	Logger *zap.Logger
+	// Status, if set, is the relay's health record: the session counts the
+	// handshakes it forwards and answers, their round trip, and its own
+	// lifetime when it ends (handshakes.go).
+	Status *metrics.Status
 }
 
 // Validate reports a missing dependency.
@@ -112,6 +118,8 @@ type Session struct {
 	// roamChanged is set when the roaming state changed since it was last
 	// handed to Stats for saving.
 	roamChanged bool
+	// handshakes times the initiations forwarded until their responses.
+	handshakes handshakeClock
 
 	// stopped is set before the socket is closed, so that a batch the
 	// reader read just before is released instead of sent to a stopped
@@ -129,9 +137,9 @@ func (s *Session) Receive(ctx actor.Context) {
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
 	case *messages.ApplyLimits:
-		now := time.Now()
-		s.up.Set(m.Limits(), now)
-		s.down.Set(m.Limits(), now)
+		s.applyLimits(m, time.Now())
+	case *messages.ApplySettings:
+		s.applySettings(m)
 	case *messages.Crash:
 		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
 	case *actor.Started:
@@ -160,6 +168,7 @@ func (s *Session) stop() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	s.ended(time.Now())
 	s.flush()
 	s.stopped.Store(true)
 	s.cfg.Conn.Close()

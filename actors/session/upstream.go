@@ -6,6 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -24,12 +25,15 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	s.cfg.Stats.Move(stats.FromUpstream, n, bytes)
 	// Replies leave in batches by listening socket; almost always one.
 	var out *udpio.Batch
-	outBytes := 0
+	outBytes, answered := 0, 0
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
+		}
+		if h.Type == wgproto.TypeResponse {
+			s.timeHandshake(h.Receiver, now)
 		}
 		prev := s.peer.Addr()
 		to, listener, moved, ok := s.peer.FromUpstream(now, h)
@@ -39,13 +43,16 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		if h.Type == wgproto.TypeResponse || h.Type == wgproto.TypeInitiation {
 			s.roamChanged = true // a new index learned
 		}
-		if !ok || int(listener) >= len(s.cfg.Writers) {
+		if !ok || int(listener) >= len(s.cfg.Writers) || s.cfg.Writers[listener] == nil {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
 			continue // the buffer stays in b and is released with it
 		}
 		if h.Type == wgproto.TypeTransport && !s.down.Allow(now, d.N) {
 			s.cfg.Counters.Drop(stats.ClientRate, 1)
 			continue
+		}
+		if h.Type == wgproto.TypeResponse {
+			answered++
 		}
 		if out != nil && out.Listener != listener {
 			s.reply(ctx, out, outBytes)
@@ -63,6 +70,7 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	if out != nil {
 		s.reply(ctx, out, outBytes)
 	}
+	s.countHandshakes(metrics.HandshakeAnswered, answered)
 	if s.roamChanged {
 		s.saveRoam()
 	}

@@ -58,6 +58,11 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Upstream:      conn.RemoteAddr(),
 	}
 	st := stats.NewSession(n.created, now, from)
+	log := s.cfg.Logger
+	if !n.forward {
+		log = log.With(zap.String("session", info.Session.String()),
+			zap.Stringer("client", client), zap.String("client_b64", client.Base64()))
+	}
 	pid := ctx.SpawnPrefix(session.Props(session.Config{
 		Stats:       st,
 		Info:        info,
@@ -69,12 +74,15 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Roam:        n.roam,
 		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
-		Logger: s.cfg.Logger.With(zap.String("session", info.Session.String()),
-			zap.Stringer("client", client), zap.String("client_b64", client.Base64())),
+		Status:      s.cfg.Status,
+		Logger:      log,
 	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, policy: n.policy, info: info, stats: st}
+	e := &entry{pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
 	s.sessions[client] = e
 	s.byPID[pid.Id] = e
+	if e.forward {
+		return e // a forward is no session: no count, no event (the relay logs "forward started")
+	}
 	s.cfg.Counters.SetLive(len(s.sessions))
 	if e.policy != nil {
 		ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
@@ -110,12 +118,20 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 		return false
 	}
 	delete(s.sessions, e.info.Client)
-	s.cfg.Counters.SetLive(len(s.sessions))
+	if !e.forward {
+		s.cfg.Counters.SetLive(len(s.sessions))
+	}
 	if how.stopSession != nil {
 		how.stopSession(e.pid)
 	}
 	if e.policy != nil && how.stopPolicy != nil {
 		how.stopPolicy(e.policy)
+	}
+	if e.forward {
+		if f, ok := event(e.info).(*messages.SessionFailed); ok {
+			s.cfg.Logger.Error("forward failed: the relay forwards nothing until it is started again", zap.String("reason", f.Reason))
+		}
+		return true
 	}
 	s.cfg.Counters.Count(why)
 	info := e.info

@@ -14,7 +14,8 @@
 //   - dial.go: upstream sockets, in a port range if one is set;
 //   - restore.go: re-opening sessions saved by an earlier run;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
-//     what idle expiry, termination, failure and stopping do with it.
+//     what idle expiry, termination, failure and stopping do with it;
+//   - reconfigure.go: a reload's new settings, applied in place.
 package supervisor
 
 import (
@@ -29,6 +30,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -76,6 +78,9 @@ type Config struct {
 	// forwarded only if its mac1 is valid for it (computed with the client
 	// ID zeroed), so junk cannot open sessions or reach the upstream.
 	MAC1 *wgproto.MAC1Key
+	// Status, if set, is the relay's health record: sessions count their
+	// handshakes and their lifetime in it.
+	Status *metrics.Status
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -117,11 +122,12 @@ func Props(cfg Config) *actor.Props {
 
 // entry is the supervisor's record of one live session.
 type entry struct {
-	pid    *actor.PID
-	policy *actor.PID // nil in forward mode
-	info   messages.SessionInfo
-	out    *udpio.Batch // datagrams being routed to it in this batch
-	stats  *stats.Session
+	pid     *actor.PID
+	policy  *actor.PID // nil in forward mode
+	forward bool       // forward mode's one session: no client, no session events
+	info    messages.SessionInfo
+	out     *udpio.Batch // datagrams being routed to it in this batch
+	stats   *stats.Session
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -173,6 +179,8 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
 		ctx.Respond(s.list())
+	case *messages.Reconfigure:
+		s.reconfigure(ctx, m)
 	case *messages.Crash:
 		if e := s.sessions[m.Client]; e != nil {
 			ctx.Send(e.pid, m)

@@ -55,6 +55,10 @@ func (w *Writer) Receive(ctx actor.Context) {
 			}
 		}
 		b.Release()
+	case *messages.SocketSettings:
+		// A reload's GSO switch, in the writer's turn: the flag is the
+		// writing goroutine's. (The relay sets the buffers itself.)
+		w.cfg.Conn.SetGSO(!m.NoGSO)
 	case *actor.Stopping:
 		w.flush()
 	}

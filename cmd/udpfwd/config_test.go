@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -171,6 +172,11 @@ func TestFlagAndKeyAgree(t *testing.T) {
 		{"admin by name", "--admin=localhost:9090", []kv{{"/admin", "localhost:9090"}}, true, "", "", true},
 		{"relative state file", "--state-file=state.json", []kv{{"/state_file", "state.json"}}, false, "", "want an absolute file path", false},
 		{"state file", "--state-file=/var/lib/udpfwd/state.json", []kv{{"/state_file", "/var/lib/udpfwd/state.json"}}, true, "", "", true},
+		{"admin token file", "--admin-token-file=/etc/udpfwd/admin-token", []kv{{"/admin_token_file", "/etc/udpfwd/admin-token"}}, true, "set, but the admin listener is off", "", true},
+		{"admin token file a directory", "--admin-token-file=/etc/udpfwd/", []kv{{"/admin_token_file", "/etc/udpfwd/"}}, false, "", "want a file, not a directory", false},
+		{"admin allowed host", "--admin-allow-host=relay1.example.net", []kv{{"/admin_allow_hosts", "relay1.example.net"}}, true, "set, but the admin listener is off", "", true},
+		{"admin allows any host", "--admin-allow-host=*", []kv{{"/admin_allow_hosts", "*"}}, true, "set, but the admin listener is off", "", true},
+		{"admin allowed host with a port", "--admin-allow-host=relay1.example.net:9090", []kv{{"/admin_allow_hosts", "relay1.example.net:9090"}}, false, "", "without a port", false},
 	}
 	dir := t.TempDir()
 	for i, tt := range tests {
@@ -192,7 +198,8 @@ func TestFlagAndKeyAgree(t *testing.T) {
 			}
 			if tt.sameValue {
 				f, k := byFlag.cfg, byKey.cfg
-				if !f.Relays[0].Equal(&k.Relays[0]) || f.Log != k.Log || f.Admin != k.Admin || f.StateFile != k.StateFile {
+				if !f.Relays[0].Equal(&k.Relays[0]) || f.Log != k.Log || f.Admin != k.Admin || f.StateFile != k.StateFile ||
+					f.AdminTokenFile != k.AdminTokenFile || !slices.Equal(f.AdminAllowHosts, k.AdminAllowHosts) {
 					t.Errorf("different configurations:\nflag: %+v\nkey:  %+v", f, k)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/admin"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/state"
 )
 
@@ -36,6 +38,12 @@ type daemon struct {
 	statePath string
 	lock      *state.Lock // held while running
 	logConfig config.Log  // what the logger was built with
+	// rules is set for a static forward file (-f): each relay's log lines
+	// and /sessions row name the rule's origin (file:line:index).
+	rules bool
+	// reloads records every load of the configuration, at start and on
+	// each SIGHUP, for /metrics.
+	reloads *metrics.Reloads
 
 	mu     sync.Mutex
 	relays []*relay.Relay
@@ -45,21 +53,52 @@ type daemon struct {
 	stopSave chan struct{}
 	saveDone chan struct{}
 
-	admin     *admin.Server
-	adminAddr string
+	admin         *admin.Server
+	adminSettings adminSettings // what the running admin listener was started with
+}
+
+// adminSettings are the admin listener's settings: a change of any of them
+// on a reload starts the listener anew.
+type adminSettings struct {
+	addr  string
+	token string // the token file's content, read at each load
+	hosts []string
+}
+
+func (a adminSettings) equal(b adminSettings) bool {
+	return a.addr == b.addr && a.token == b.token && slices.Equal(a.hosts, b.hosts)
+}
+
+// adminSettingsOf reads cfg's admin settings, the token file included. A
+// token file that cannot be read is an error of the configuration.
+func adminSettingsOf(cfg *config.File) (adminSettings, error) {
+	a := adminSettings{addr: cfg.Admin, hosts: cfg.AdminAllowHosts}
+	if cfg.Admin != "" && cfg.AdminTokenFile != "" {
+		t, err := admin.ReadTokenFile(cfg.AdminTokenFile)
+		if err != nil {
+			return adminSettings{}, err
+		}
+		a.token = t
+	}
+	return a, nil
 }
 
 // newDaemon returns a daemon for cfg's process-wide settings; its relays
 // start with startAll.
 func newDaemon(log *zap.Logger, cfg *config.File) *daemon {
-	return &daemon{log: log, system: relay.NewSystem(log), statePath: cfg.StateFile, logConfig: cfg.Log, saved: state.New()}
+	return &daemon{log: log, system: relay.NewSystem(log), statePath: cfg.StateFile, logConfig: cfg.Log, saved: state.New(),
+		reloads: metrics.NewReloads()}
 }
 
-// start starts a relay with the sessions the state file holds for it.
-func (d *daemon) start(c config.Relay) (*relay.Relay, error) {
+// start starts a relay with the sessions the state file holds for it;
+// origin, if not empty, is where its forward rule was written.
+func (d *daemon) start(c config.Relay, origin string) (*relay.Relay, error) {
 	opts := []relay.Option{relay.WithSystem(d.system)}
 	if saved := d.saved.Relays[c.Name]; len(saved) > 0 {
 		opts = append(opts, relay.WithRestore(saved))
+	}
+	if origin != "" {
+		opts = append(opts, relay.WithOrigin(origin))
 	}
 	r, err := relay.Start(c, d.log, opts...)
 	if err != nil {
@@ -169,11 +208,15 @@ func (d *daemon) stop() {
 	d.system.Shutdown()
 }
 
-// startAll starts every relay or none; nameErr says which relay (by its
-// index in cfgs) an error is about.
-func (d *daemon) startAll(cfgs []config.Relay, nameErr func(i int, err error) error) error {
-	for i, c := range cfgs {
-		if _, err := d.start(c); err != nil {
+// startAll starts every relay of cfg or none; nameErr says which relay (by
+// its index in cfg.Relays) an error is about.
+func (d *daemon) startAll(cfg *config.File, nameErr func(i int, err error) error) error {
+	for i, c := range cfg.Relays {
+		origin := ""
+		if d.rules {
+			origin = cfg.Origin(i)
+		}
+		if _, err := d.start(c, origin); err != nil {
 			d.stop()
 			return nameErr(i, err)
 		}
@@ -184,21 +227,24 @@ func (d *daemon) startAll(cfgs []config.Relay, nameErr func(i int, err error) er
 // adminShutdownTimeout bounds the admin listener's graceful stop.
 const adminShutdownTimeout = 2 * time.Second
 
-// startAdmin starts the admin listener on addr, if one is configured.
-func (d *daemon) startAdmin(addr string) error {
-	if addr == "" {
+// startAdmin starts the admin listener with a, if it has an address.
+func (d *daemon) startAdmin(a adminSettings) error {
+	if a.addr == "" {
 		return nil
 	}
-	srv, err := admin.Start(addr, d.adminRelays(), admin.Options{
-		Version: versionString(),
-		Healthy: d.healthy,
-		Logger:  d.log,
+	srv, err := admin.Start(a.addr, d.adminRelays(), admin.Options{
+		Version:      versionString(),
+		Healthy:      d.healthy,
+		Logger:       d.log,
+		Token:        a.token,
+		AllowedHosts: a.hosts,
+		Reloads:      d.reloads,
 	})
 	if err != nil {
 		return err
 	}
 	d.mu.Lock()
-	d.admin, d.adminAddr = srv, addr
+	d.admin, d.adminSettings = srv, a
 	d.mu.Unlock()
 	return nil
 }
@@ -213,25 +259,28 @@ func (d *daemon) adminRelays() []admin.Relay {
 	return rs
 }
 
-// healthy is /healthz: every relay's actors are running.
+// healthy is /healthz: every relay runs, its upstream has an address, it
+// is below its session cap. Its error has one line per failing relay.
 func (d *daemon) healthy() error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.relays) == 0 {
+	relays := append([]*relay.Relay(nil), d.relays...)
+	d.mu.Unlock()
+	if len(relays) == 0 {
 		return errors.New("no relay is running")
 	}
-	for _, r := range d.relays {
+	var errs []error
+	for _, r := range relays {
 		if err := r.Healthy(); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (d *daemon) stopAdmin() {
 	d.mu.Lock()
 	srv := d.admin
-	d.admin, d.adminAddr = nil, ""
+	d.admin, d.adminSettings = nil, adminSettings{}
 	d.mu.Unlock()
 	if srv == nil {
 		return
@@ -244,14 +293,24 @@ func (d *daemon) stopAdmin() {
 }
 
 // reload re-reads the config file (SIGHUP). Relays no longer in it stop;
-// new ones start; a relay whose settings changed is restarted and given
-// its live sessions back on their upstream ports, so every session of a
-// relay that still exists is kept. An invalid file changes nothing.
+// new ones start; a relay whose settings changed takes them in place
+// (relay.Reconfigure: its listening sockets and every session's upstream
+// socket stay open) or, for the few changes that cannot be made in place
+// (a relay's mode, a forward's upstream), is started anew with its
+// sessions carried over on their upstream ports. An unchanged relay is
+// not touched. An invalid file, or an admin token file that cannot be
+// read, changes nothing. Every load is recorded for
+// udpfwd_config_reload_success: 1 if applied in full.
 //
 // The command line's flags apply over the new file as they did at start.
 func (d *daemon) reload(o *options) {
 	f, warnings, err := o.config()
+	var adm adminSettings
+	if err == nil {
+		adm, err = adminSettingsOf(f)
+	}
 	if err != nil {
+		d.reloads.Record(false, time.Now())
 		d.log.Error("reload: config not applied, still running the previous one", zap.Error(err))
 		return
 	}
@@ -271,7 +330,7 @@ func (d *daemon) reload(o *options) {
 	d.mu.Lock()
 	current := append([]*relay.Relay(nil), d.relays...)
 	d.mu.Unlock()
-	kept, added, removed, restarted := 0, 0, 0, 0
+	kept, added, removed, changed, failed := 0, 0, 0, 0, 0
 	for _, r := range current {
 		c, ok := want[r.Name()]
 		running := r.Config()
@@ -283,34 +342,55 @@ func (d *daemon) reload(o *options) {
 		case c.Equal(&running):
 			kept++
 		default:
-			if err := d.restart(r, c); err != nil {
-				d.log.Error("reload: relay not changed", zap.String("relay", r.Name()), zap.Error(err))
-			} else {
-				restarted++
+			if err := d.change(r, c); err != nil {
+				d.log.Error("reload: relay not changed as asked", zap.String("relay", r.Name()), zap.Error(err))
+				failed++
 			}
+			changed++
 		}
 		delete(want, r.Name())
 	}
-	for _, c := range cfgs {
+	for i, c := range cfgs {
 		if _, new := want[c.Name]; !new {
 			continue
 		}
-		if _, err := d.start(c); err != nil {
+		origin := ""
+		if d.rules {
+			origin = f.Origin(i)
+		}
+		if _, err := d.start(c, origin); err != nil {
 			d.log.Error("reload: relay not started", zap.String("relay", c.Name), zap.Error(err))
+			failed++
 			continue
 		}
 		added++
 	}
-	if f.Admin != d.adminAddr {
+	d.mu.Lock()
+	running := d.adminSettings
+	d.mu.Unlock()
+	if !adm.equal(running) {
 		d.stopAdmin()
-		if err := d.startAdmin(f.Admin); err != nil {
+		if err := d.startAdmin(adm); err != nil {
 			d.log.Error("reload: admin listener", zap.Error(err))
+			failed++
 		}
 	}
 	d.refreshAdmin()
 	d.markDirty()
+	d.reloads.Record(failed == 0, time.Now())
 	d.log.Info("reloaded", zap.String("config", o.configFile), zap.Int("unchanged", kept),
-		zap.Int("changed", restarted), zap.Int("added", added), zap.Int("removed", removed))
+		zap.Int("changed", changed), zap.Int("added", added), zap.Int("removed", removed), zap.Int("failed", failed))
+}
+
+// change applies c to r in place, or, for a change that cannot be made in
+// place, starts r anew (restart).
+func (d *daemon) change(r *relay.Relay, c config.Relay) error {
+	err := r.Reconfigure(c)
+	if errors.Is(err, relay.ErrRestart) {
+		d.log.Info("reload: relay started anew", zap.String("relay", c.Name), zap.String("why", err.Error()))
+		return d.restart(r, c)
+	}
+	return err
 }
 
 // restart replaces r by a relay with configuration c that takes over r's

@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
@@ -45,6 +46,7 @@ Usage:
   udpfwd -c CONFIG [flags]            relays from a YAML config file (SIGHUP reloads it)
   udpfwd check -c CONFIG              validate CONFIG and print the effective config
   udpfwd sessions [--admin ADDR]      show a running udpfwd's sessions
+  udpfwd id ID...                     show a client ID as base64, hex and decimal
 
   LISTEN    ip:port to listen on; [::]:2408 listens on IPv6 and IPv4
   UPSTREAM  host:port of the WARP endpoint, e.g. engage.cloudflareclient.com:2408
@@ -217,6 +219,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
+	adm, err := adminSettingsOf(cfg)
+	if err != nil {
+		return fail(stderr, usageError{err})
+	}
 	log, err := logx.New(logx.Options{Level: cfg.Log.Level, Format: cfg.Log.Format})
 	if err != nil {
 		return fail(stderr, usageError{err})
@@ -232,11 +238,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 
 	d := newDaemon(log, cfg)
+	d.rules = o.forwardFile != ""
 	err = startOrStop(sig, log, func() error {
 		if err := d.openState(stateSizeLimit(cfg.Relays)); err != nil {
 			return err
 		}
-		err := d.startAll(cfg.Relays, func(i int, err error) error {
+		err := d.startAll(cfg, func(i int, err error) error {
 			if o.forwardFile != "" {
 				return fmt.Errorf("%s: %w", cfg.Origin(i), err)
 			}
@@ -245,7 +252,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return err
 		}
-		if err := d.startAdmin(cfg.Admin); err != nil {
+		d.reloads.Record(true, time.Now()) // the load at start, for udpfwd_config_reload_success
+		if err := d.startAdmin(adm); err != nil {
 			d.stop()
 			return err
 		}
@@ -336,6 +344,9 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, usageError{err})
 	}
 	if err := checkStateDir(f.StateFile); err != nil {
+		return fail(stderr, usageError{err})
+	}
+	if _, err := adminSettingsOf(f); err != nil {
 		return fail(stderr, usageError{err})
 	}
 	if !*quiet {

@@ -43,6 +43,8 @@ it, sending the admin token if a file holding it is given. In the table,
 IN is from the client towards upstream and OUT from upstream back to the
 client; AGE is the session's age and IDLE-IN/IDLE-OUT the time since the
 last datagram each way. UPSTREAM-PORT is the session's stable source port.
+Static forwards (udpfwd -f) have no sessions: they follow in a table of
+their own, with the last client that sent and the outbound socket (OUT).
 
 Flags:
 `
@@ -98,7 +100,7 @@ func runSessions(args []string, stdout, stderr io.Writer) int {
 		}
 		stdout.Write(append(b, '\n')) //nolint:errcheck // nothing to do about a closed stdout
 	} else {
-		printSessions(stdout, reply.Sessions)
+		printSessions(stdout, reply.Sessions, reply.Forwards)
 	}
 	for _, e := range reply.Errors {
 		fmt.Fprintf(stderr, "udpfwd sessions: relay %s did not list its sessions: %s\n", e.Relay, e.Error)
@@ -133,7 +135,8 @@ const maxPages = 1000
 
 // fetchAllSessions gets /sessions and every page after it, following each
 // reply's "next", and returns them as one reply: the sessions of every page
-// in order, each failing relay once, the first page's time.
+// in order, the forwards (the first page has them), each failing relay
+// once, the first page's time.
 func fetchAllSessions(ctx context.Context, base *url.URL, relay, token string) (*admin.SessionsReply, error) {
 	u := *base
 	u.Path += "/sessions"
@@ -152,6 +155,7 @@ func fetchAllSessions(ctx context.Context, base *url.URL, relay, token string) (
 			all = &admin.SessionsReply{Time: page.Time, SnapshotTime: page.SnapshotTime, Sessions: []admin.SessionRecord{}}
 		}
 		all.Sessions = append(all.Sessions, page.Sessions...)
+		all.Forwards = append(all.Forwards, page.Forwards...)
 		for _, e := range page.Errors {
 			if !failed[e.Relay] {
 				failed[e.Relay] = true
@@ -230,30 +234,63 @@ func reachError(err error) string {
 	return err.Error()
 }
 
-// printSessions prints one aligned row per session.
-func printSessions(w io.Writer, sessions []admin.SessionRecord) {
-	if len(sessions) == 0 {
+// printSessions prints one aligned row per session, then, if there are
+// any, one per static forward in a table of its own: a forward has no
+// client ID and no upstream port of a client's own.
+func printSessions(w io.Writer, sessions []admin.SessionRecord, forwards []admin.ForwardRecord) {
+	if len(sessions) == 0 && len(forwards) == 0 {
 		fmt.Fprintln(w, "no sessions")
 		return
 	}
+	if len(sessions) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RELAY\tCLIENT\tB64\tCLIENT-ADDR\tUPSTREAM-PORT\tAGE\tIDLE-IN\tIDLE-OUT\tPKTS-IN\tPKTS-OUT\tBYTES-IN\tBYTES-OUT")
+		for _, s := range sessions {
+			port := s.UpstreamLocal
+			if ap, err := netip.ParseAddrPort(s.UpstreamLocal); err == nil {
+				port = strconv.Itoa(int(ap.Port()))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+				s.Relay, s.ClientID, s.ClientIDBase64, plainAddr(s.ClientAddr), port,
+				humanDuration(s.AgeSeconds), humanDuration(s.IdleClientSeconds), humanDuration(s.IdleUpstreamSeconds),
+				s.Datagrams.FromClient, s.Datagrams.FromUpstream,
+				humanBytes(s.Bytes.FromClient), humanBytes(s.Bytes.FromUpstream))
+		}
+		tw.Flush()
+	}
+	if len(forwards) == 0 {
+		return
+	}
+	if len(sessions) > 0 {
+		fmt.Fprintln(w)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RELAY\tCLIENT\tB64\tCLIENT-ADDR\tUPSTREAM-PORT\tAGE\tIDLE-IN\tIDLE-OUT\tPKTS-IN\tPKTS-OUT\tBYTES-IN\tBYTES-OUT")
-	for _, s := range sessions {
-		port := s.UpstreamLocal
-		if ap, err := netip.ParseAddrPort(s.UpstreamLocal); err == nil {
-			port = strconv.Itoa(int(ap.Port()))
-		}
-		clientAddr := s.ClientAddr
-		if ap, err := netip.ParseAddrPort(clientAddr); err == nil {
-			clientAddr = admin.AddrString(ap) // a listener from before it unmapped them
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
-			s.Relay, s.ClientID, s.ClientIDBase64, clientAddr, port,
-			humanDuration(s.AgeSeconds), humanDuration(s.IdleClientSeconds), humanDuration(s.IdleUpstreamSeconds),
-			s.Datagrams.FromClient, s.Datagrams.FromUpstream,
-			humanBytes(s.Bytes.FromClient), humanBytes(s.Bytes.FromUpstream))
+	fmt.Fprintln(tw, "FORWARD\tRULE\tLISTEN\tLAST-CLIENT\tOUT\tUPSTREAM\tAGE\tIDLE-IN\tIDLE-OUT\tPKTS-IN\tPKTS-OUT\tBYTES-IN\tBYTES-OUT")
+	for _, f := range forwards {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
+			f.Relay, orDash(f.Rule), plainAddr(f.Listen), orDash(plainAddr(f.ClientAddr)), plainAddr(f.UpstreamLocal), plainAddr(f.Upstream),
+			humanDuration(f.AgeSeconds), humanDuration(f.IdleClientSeconds), humanDuration(f.IdleUpstreamSeconds),
+			f.Datagrams.FromClient, f.Datagrams.FromUpstream,
+			humanBytes(f.Bytes.FromClient), humanBytes(f.Bytes.FromUpstream))
 	}
 	tw.Flush()
+}
+
+// plainAddr writes an address as the listener does, IPv4-mapped ones as
+// IPv4 (a listener from before it unmapped them sent them mapped).
+func plainAddr(s string) string {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return admin.AddrString(ap)
+	}
+	return s
+}
+
+// orDash is s, or "-" for nothing.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // humanBytes writes n in binary units: 512B, 1.5KiB, 20.0MiB.

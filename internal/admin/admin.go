@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/net/netutil"
 
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/stats"
 )
@@ -67,9 +69,10 @@ const (
 	maxScrapesInFlight = 4
 	// MaxFiles is the most file descriptors the admin listener uses: its
 	// listening socket, DefaultMaxConns connections and one /proc file per
-	// scrape in flight. The session cap's margin (package limits) must
-	// include it.
-	MaxFiles = 1 + DefaultMaxConns + maxScrapesInFlight
+	// scrape in flight. It is limits.AdminFiles, which the session cap's
+	// default margin includes; a test checks that the caps above add up to
+	// it.
+	MaxFiles = limits.AdminFiles
 )
 
 // Relay is what the admin listener needs of one relay.
@@ -94,9 +97,11 @@ type StatusReporter interface {
 type Options struct {
 	// Version is the udpfwd_build_info version label.
 	Version string
-	// Healthy reports whether the process is healthy (every relay running);
-	// /healthz answers 200 when it returns nil, else 503 with the error.
-	// Nil means always healthy.
+	// Healthy reports whether the process is healthy (every relay
+	// running, its upstream resolved, below its session cap); /healthz
+	// answers 200 when it returns nil, else 503 with the error, one line of
+	// it per failing relay (errors.Join of one error per relay). Nil means
+	// always healthy.
 	Healthy func() error
 	// Logger logs server errors; nil discards them.
 	Logger *zap.Logger
@@ -318,7 +323,9 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	if s.opts.Healthy != nil {
 		if err := s.opts.Healthy(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, "unhealthy: %v\n", err)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(w, "unhealthy: %s\n", line)
+			}
 			return
 		}
 	}
@@ -327,8 +334,8 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 
 const indexText = `udpfwd admin listener
   /metrics            Prometheus metrics
-  /healthz            200 "ok" when every relay runs, else 503 and the reason
-  /sessions           live sessions as JSON: ?relay=NAME for one relay,
+  /healthz            200 "ok" when every relay runs, else 503 and one line per failing relay
+  /sessions           live sessions (and static forwards) as JSON: ?relay=NAME for one relay,
                       ?limit=N&after=KEY for a page (the reply's "next" is the next page);
                       needs "Authorization: Bearer TOKEN" if a token is set
 `

@@ -31,3 +31,13 @@ func TestHostPolicyWildcard(t *testing.T) {
 		}
 	}
 }
+
+// The session cap's margin counts limits.AdminFiles for the admin
+// listener: its caps must add up to it, or the listener could take files
+// the sessions were promised.
+func TestMaxFilesIsTheMargin(t *testing.T) {
+	if got := 1 + DefaultMaxConns + maxScrapesInFlight; got != MaxFiles {
+		t.Errorf("the listening socket, %d connections and %d scrapes use %d files; MaxFiles (limits.AdminFiles) says %d",
+			DefaultMaxConns, maxScrapesInFlight, got, MaxFiles)
+	}
+}

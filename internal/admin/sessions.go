@@ -44,6 +44,32 @@ type Session struct {
 	Stats         stats.SessionSnapshot
 }
 
+// Forward is a relay of static forward mode as it reports itself to the
+// admin listener: not a session (it has no client ID and never expires)
+// but its one outbound socket, the client address it last heard from and
+// what it has moved.
+type Forward struct {
+	// Rule is where the rule was written ("rules:4", "rules:4:2"), if
+	// known.
+	Rule   string
+	Listen netip.AddrPort
+	// ClientAddr is where replies go: the last client address that sent;
+	// the zero value before any did.
+	ClientAddr netip.AddrPort
+	// UpstreamLocal is the outbound socket's address, Upstream where it
+	// sends.
+	UpstreamLocal netip.AddrPort
+	Upstream      netip.AddrPort
+	Stats         stats.SessionSnapshot
+}
+
+// ForwardReporter is implemented by a Relay that may be a static forward:
+// AdminForward reports it (nil for a relay of another mode), and /sessions
+// lists it under "forwards", apart from the sessions.
+type ForwardReporter interface {
+	AdminForward(ctx context.Context) (*Forward, error)
+}
+
 // SessionsReply is the JSON body of GET /sessions: one page of sessions.
 type SessionsReply struct {
 	// Time is when the listener answered; the ages are relative to it.
@@ -53,6 +79,9 @@ type SessionsReply struct {
 	SnapshotTime time.Time `json:"snapshot_time,omitzero"`
 	// Sessions are sorted by relay, client ID, then UUID.
 	Sessions []SessionRecord `json:"sessions"`
+	// Forwards are the relays of static forward mode, by relay name: they
+	// have no sessions. Only the first page lists them.
+	Forwards []ForwardRecord `json:"forwards,omitempty"`
 	// Errors lists relays that did not answer in time; their sessions are
 	// missing from Sessions.
 	Errors []RelayError `json:"errors,omitempty"`
@@ -79,6 +108,29 @@ type SessionRecord struct {
 	IdleClientSeconds float64   `json:"idle_client_seconds"`
 	// LastFromUpstream is the newest datagram from upstream (the session's
 	// start if none yet).
+	LastFromUpstream    time.Time  `json:"last_from_upstream"`
+	IdleUpstreamSeconds float64    `json:"idle_upstream_seconds"`
+	Datagrams           Directions `json:"datagrams"`
+	Bytes               Directions `json:"bytes"`
+}
+
+// ForwardRecord is one static forward in /sessions: its rule, the client
+// it last heard from, its outbound socket, and what it has moved.
+type ForwardRecord struct {
+	Relay string `json:"relay"`
+	Rule  string `json:"rule,omitempty"` // where the rule was written: rules:4:2
+	// Listen is the forward's listening socket.
+	Listen string `json:"listen"`
+	// ClientAddr is the last client address that sent, where replies go;
+	// empty before any did.
+	ClientAddr string `json:"client_addr"`
+	// UpstreamLocal is the outbound socket, Upstream where it sends.
+	UpstreamLocal       string     `json:"upstream_local"`
+	Upstream            string     `json:"upstream"`
+	Created             time.Time  `json:"created"`
+	AgeSeconds          float64    `json:"age_seconds"`
+	LastFromClient      time.Time  `json:"last_from_client"`
+	IdleClientSeconds   float64    `json:"idle_client_seconds"`
 	LastFromUpstream    time.Time  `json:"last_from_upstream"`
 	IdleUpstreamSeconds float64    `json:"idle_upstream_seconds"`
 	Datagrams           Directions `json:"datagrams"`
@@ -158,6 +210,36 @@ func record(relay string, s Session) SessionRecord {
 	}
 }
 
+// forwardRecord turns a relay's forward into its JSON form, without the
+// ages.
+func forwardRecord(relay string, f *Forward) ForwardRecord {
+	st := f.Stats
+	r := ForwardRecord{
+		Relay:            relay,
+		Rule:             f.Rule,
+		Listen:           AddrString(f.Listen),
+		UpstreamLocal:    AddrString(f.UpstreamLocal),
+		Upstream:         AddrString(f.Upstream),
+		Created:          stamp(st.Created),
+		LastFromClient:   stamp(st.LastClient),
+		LastFromUpstream: stamp(st.LastUpstream),
+		Datagrams:        directions(st.Datagrams),
+		Bytes:            directions(st.Bytes),
+	}
+	if f.ClientAddr.IsValid() {
+		r.ClientAddr = AddrString(f.ClientAddr)
+	}
+	return r
+}
+
+// agedForward returns r with its ages at now.
+func agedForward(r ForwardRecord, now time.Time) ForwardRecord {
+	r.AgeSeconds = seconds(now.Sub(r.Created))
+	r.IdleClientSeconds = seconds(now.Sub(r.LastFromClient))
+	r.IdleUpstreamSeconds = seconds(now.Sub(r.LastFromUpstream))
+	return r
+}
+
 // aged returns r with its ages at now.
 func aged(r SessionRecord, now time.Time) SessionRecord {
 	r.AgeSeconds = seconds(now.Sub(r.Created))
@@ -194,6 +276,7 @@ func cutLast(s, sep string) (before, after string, found bool) {
 type snapshot struct {
 	taken time.Time       // when the listing was asked for
 	rows  []SessionRecord // sorted by client ID, then UUID; ages unset
+	fwd   *ForwardRecord  // the relay's forward, if it is one; ages unset
 	err   error
 	done  chan struct{} // closed once rows or err are set
 }
@@ -281,6 +364,18 @@ func (s *Server) build(rl Relay, sn *snapshot) {
 		rows[i] = record(rl.Name(), x)
 	}
 	slices.SortFunc(rows, func(a, b SessionRecord) int { return compareRecords(&a, &b) })
+	if fr, ok := rl.(ForwardReporter); ok {
+		f, err := fr.AdminForward(ctx)
+		if err != nil {
+			s.log.Warn("list forward", zap.String("relay", rl.Name()), zap.Error(err))
+			sn.err = err
+			return
+		}
+		if f != nil {
+			r := forwardRecord(rl.Name(), f)
+			sn.fwd = &r
+		}
+	}
 	sn.rows = rows
 }
 
@@ -319,6 +414,22 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	}
 
 	reply := SessionsReply{Sessions: []SessionRecord{}}
+	if after == nil {
+		// Every forward on the first page, whatever the sessions' paging:
+		// there is one per forward relay.
+		for _, rl := range relays {
+			sn, err := s.snapshot(r.Context(), rl)
+			if err != nil {
+				return // the client went away
+			}
+			if sn.fwd != nil {
+				reply.Forwards = append(reply.Forwards, *sn.fwd)
+				if reply.SnapshotTime.IsZero() || sn.taken.Before(reply.SnapshotTime) {
+					reply.SnapshotTime = sn.taken
+				}
+			}
+		}
+	}
 	more := false
 	for _, rl := range relays {
 		if after != nil && rl.Name() < after.Relay {
@@ -361,6 +472,9 @@ func (s *Server) sessions(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range reply.Sessions {
 		reply.Sessions[i] = aged(reply.Sessions[i], now)
+	}
+	for i := range reply.Forwards {
+		reply.Forwards[i] = agedForward(reply.Forwards[i], now)
 	}
 	if more {
 		next := url.Values{}

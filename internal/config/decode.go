@@ -18,7 +18,7 @@ import (
 // with list indexes written "[]". It drives the unknown-key check and its
 // hints, and the test that the example config shows every key.
 var schema = map[string][]string{
-	"":    {"log", "admin", "state_file", "relays"},
+	"":    {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "relays"},
 	"log": {"level", "format"},
 	"relays[]": {"name", "mode", "listen", "upstream", "idle_timeout", "resolve_interval",
 		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "security"},
@@ -270,6 +270,10 @@ func (d *decoder) file(n *yaml.Node, f *File) {
 				d.relay(deref(item), p, &r)
 				f.Relays = append(f.Relays, r)
 			}
+		case "admin_allow_hosts":
+			d.list(v, path, func(v *yaml.Node, p string) {
+				d.set(v, p, func(s string) error { return fileLists[path](f, s) })
+			})
 		default:
 			d.set(v, path, func(s string) error { return fileKeys[path](f, s) })
 		}

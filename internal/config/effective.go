@@ -13,10 +13,12 @@ import (
 // written the way a person would. Keys that a mode does not use are
 // pointers, left out for that mode.
 type outFile struct {
-	Log       outLog     `yaml:"log"`
-	Admin     string     `yaml:"admin"`
-	StateFile string     `yaml:"state_file"`
-	Relays    []outRelay `yaml:"relays"`
+	Log             outLog     `yaml:"log"`
+	Admin           string     `yaml:"admin"`
+	AdminTokenFile  string     `yaml:"admin_token_file"`
+	AdminAllowHosts []string   `yaml:"admin_allow_hosts"`
+	StateFile       string     `yaml:"state_file"`
+	Relays          []outRelay `yaml:"relays"`
 }
 
 type outLog struct {
@@ -64,9 +66,11 @@ func (f *File) Effective() ([]byte, error) {
 		return nil, err
 	}
 	out := outFile{
-		Log:       outLog{Level: f.Log.Level, Format: f.Log.Format},
-		Admin:     f.Admin,
-		StateFile: f.StateFile,
+		Log:             outLog{Level: f.Log.Level, Format: f.Log.Format},
+		Admin:           f.Admin,
+		AdminTokenFile:  f.AdminTokenFile,
+		AdminAllowHosts: append([]string{}, f.AdminAllowHosts...),
+		StateFile:       f.StateFile,
 	}
 	for i := range f.Relays {
 		out.Relays = append(out.Relays, outRelayOf(&f.Relays[i]))

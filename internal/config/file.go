@@ -65,6 +65,13 @@ type File struct {
 	// Admin is the admin HTTP listener's "host:port" (/metrics,
 	// /healthz, /sessions); empty turns it off.
 	Admin string
+	// AdminTokenFile, if set, holds the bearer token the admin listener's
+	// /sessions requires; the command reads it at start and on each reload.
+	AdminTokenFile string
+	// AdminAllowHosts are further names (or addresses, or "*" for any) the
+	// admin listener answers to in a request's Host header, beyond its own
+	// address and the loopback names: the names it is reached by.
+	AdminAllowHosts []string
 	// StateFile is where sessions are saved so that they survive a
 	// restart; empty turns saving off. It is an absolute path.
 	StateFile string
@@ -191,6 +198,9 @@ type Error struct {
 	File string
 	// Line is 1-based; 0 when the key was not in the file.
 	Line int
+	// Index is a forward rule's place on its line, from 1, when the line
+	// of a static forward file holds several rules; else 0.
+	Index int
 	// Path is the key's path, e.g. "relays[1].idle_timeout"; empty when
 	// the problem is the whole file.
 	Path string
@@ -215,6 +225,9 @@ func (e *Error) Error() string {
 		b.WriteString(e.File)
 		if e.Line > 0 {
 			fmt.Fprintf(&b, ":%d", e.Line)
+			if e.Index > 0 {
+				fmt.Fprintf(&b, ":%d", e.Index)
+			}
 		}
 		b.WriteString(": ")
 	}
@@ -241,6 +254,9 @@ type source struct {
 	// forward is set for a static forward file: its relays are its rules,
 	// and messages name a rule's fields rather than keys.
 	forward bool
+	// index is, for a forward file, each rule's place on its line
+	// ("relays[i]" -> 1, 2, ...) where a line holds several rules.
+	index map[string]int
 }
 
 // setBy records that origin (a flag) set the key at path, replacing what
@@ -285,6 +301,11 @@ func (s *source) locate(e *Error) {
 		}
 	}
 	if s.forward {
+		relay, _, _ := strings.Cut(e.Path, "].")
+		if !strings.HasSuffix(relay, "]") {
+			relay += "]"
+		}
+		e.Index = s.index[relay]
 		e.Path = ruleField(e.Path)
 	}
 }
@@ -430,11 +451,23 @@ func (f *File) Validate() (warnings []*Error, err error) {
 		{"log.level", f.Log.Level, parseLogLevel},
 		{"log.format", f.Log.Format, parseLogFormat},
 		{"admin", f.Admin, parseAdmin},
+		{"admin_token_file", f.AdminTokenFile, parseTokenFile},
 		{"state_file", f.StateFile, parseStateFile},
 	} {
 		if _, err := v.parse(v.text); err != nil {
 			p.add(v.path, err, "%v", err)
 		}
+	}
+	for i, h := range f.AdminAllowHosts {
+		if _, err := parseAllowHost(h); err != nil {
+			p.add(fmt.Sprintf("admin_allow_hosts[%d]", i), err, "%v", err)
+		}
+	}
+	if f.Admin == "" && f.AdminTokenFile != "" {
+		p.warn("admin_token_file", "set, but the admin listener is off (no admin address)")
+	}
+	if f.Admin == "" && len(f.AdminAllowHosts) > 0 {
+		p.warn("admin_allow_hosts", "set, but the admin listener is off (no admin address)")
 	}
 	if len(f.Relays) == 0 {
 		p.add("relays", nil, "no relays: at least one is needed")
@@ -543,10 +576,10 @@ func (r *Relay) validateForward(p *problems, at string) {
 		key, why string
 		set      bool
 	}{
-		{"idle_timeout", "a forward relay has no sessions to expire", r.IdleTimeout != 0},
+		{"idle_timeout", noSessions, r.IdleTimeout != 0},
 		{"resolve_interval", "a forward relay resolves its upstream once, at start", r.ResolveInterval != 0},
 		{"upstream_ports", "a forward relay has one outbound socket: give its port in upstream_bind", !r.UpstreamPorts.IsZero()},
-		{"security", "the policies admit WireGuard sessions, which a forward relay does not have", !r.Security.IsZero()},
+		{"security", noPolicies, !r.Security.IsZero()},
 	} {
 		if k.set {
 			p.add(at+"."+k.key, nil, "not used in forward mode: %s", k.why)
@@ -618,7 +651,7 @@ func (p *problems) where(path string) string {
 	}
 	e := &Error{Path: path}
 	p.src.locate(e)
-	return fmt.Sprintf("%s of line %d", e.Path, e.Line)
+	return fmt.Sprintf("%s of line %s", e.Path, ForwardRule{Line: e.Line, Index: e.Index}.place())
 }
 
 // checkPorts reports listening addresses that two sockets would both bind,

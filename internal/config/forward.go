@@ -14,7 +14,10 @@ import (
 // In are sent from Out to Dest; replies go back to the newest client.
 type ForwardRule struct {
 	Line int // where it was written, for messages
-	In   netip.AddrPort
+	// Index is the rule's place on its line, from 1, when the line holds
+	// several rules (separated by ';'); 0 when it holds one.
+	Index int
+	In    netip.AddrPort
 	// Out is the outbound socket's address; port 0 lets the kernel choose.
 	Out netip.AddrPort
 	// Dest is where datagrams go; the host may be a name.
@@ -27,27 +30,33 @@ type ForwardRule struct {
 // read "name:line: problem".
 func ParseForwardRules(r io.Reader, name string) ([]ForwardRule, error) {
 	var rules []ForwardRule
-	seen := make(map[netip.AddrPort]int)
+	seen := make(map[netip.AddrPort]ForwardRule)
 	sc := bufio.NewScanner(r)
 	for line := 1; sc.Scan(); line++ {
 		text := sc.Text()
 		if i := strings.IndexByte(text, '#'); i >= 0 {
 			text = text[:i]
 		}
+		var parts []string
 		for _, part := range strings.Split(text, ";") {
-			part = strings.TrimSpace(part)
-			if part == "" {
-				continue
+			if part = strings.TrimSpace(part); part != "" {
+				parts = append(parts, part)
+			}
+		}
+		for k, part := range parts {
+			at := ForwardRule{Line: line}
+			if len(parts) > 1 {
+				at.Index = k + 1
 			}
 			rule, err := parseForwardRule(part)
 			if err != nil {
-				return nil, fmt.Errorf("%s:%d: %w", name, line, err)
+				return nil, fmt.Errorf("%s:%s: %w", name, at.place(), err)
 			}
 			if prev, dup := seen[rule.In]; dup && rule.In.Port() != 0 {
-				return nil, fmt.Errorf("%s:%d: %s is already used on line %d", name, line, rule.In, prev)
+				return nil, fmt.Errorf("%s:%s: %s is already used on line %s", name, at.place(), rule.In, prev.place())
 			}
-			seen[rule.In] = line
-			rule.Line = line
+			rule.Line, rule.Index = at.Line, at.Index
+			seen[rule.In] = rule
 			rules = append(rules, rule)
 		}
 	}
@@ -58,6 +67,15 @@ func ParseForwardRules(r io.Reader, name string) ([]ForwardRule, error) {
 		return nil, fmt.Errorf("%s: no rules (want lines in-addr,in-port,out-addr,out-port,dest-addr,dest-port)", name)
 	}
 	return rules, nil
+}
+
+// place is where the rule was written: "4" for line 4, "4:2" for the
+// second of several rules on line 4.
+func (r ForwardRule) place() string {
+	if r.Index > 0 {
+		return fmt.Sprintf("%d:%d", r.Line, r.Index)
+	}
+	return strconv.Itoa(r.Line)
 }
 
 func parseForwardRule(s string) (ForwardRule, error) {
@@ -92,10 +110,12 @@ func parseForwardRule(s string) (ForwardRule, error) {
 
 // ReadForward reads the static forward file at path ("udpfwd -f FILE") as
 // a config: one forward relay per rule, named "line" and its line number
-// ("line4", then "line4-2" for a second rule on that line).
-// Messages about a relay's values name the file, the rule's line and its
-// field ("rules:3: dest: ..."). Flags are applied with SetFlag, then the
-// whole is checked with Validate.
+// ("line4"; of several rules on line 4, "line4", "line4-2", ...): names are
+// metric labels, so they keep to [a-z0-9_-]. Where a rule was written is
+// its origin (Origin: "rules:4", or "rules:4:2" for the second rule of
+// line 4), which messages about its values name with its field
+// ("rules:3: dest: ...", "rules:4:2: in: ..."). Flags are applied with
+// SetFlag, then the whole is checked with Validate.
 func ReadForward(path string) (*File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
@@ -106,13 +126,11 @@ func ReadForward(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{src: &source{name: path, lines: map[string]int{}, forward: true}}
-	perLine := make(map[int]int)
+	f := &File{src: &source{name: path, lines: map[string]int{}, forward: true, index: map[string]int{}}}
 	for i, rule := range rules {
-		perLine[rule.Line]++
 		name := "line" + strconv.Itoa(rule.Line)
-		if n := perLine[rule.Line]; n > 1 { // rules separated by ';'
-			name += "-" + strconv.Itoa(n)
+		if rule.Index > 1 { // rules separated by ';'
+			name += "-" + strconv.Itoa(rule.Index)
 		}
 		f.Relays = append(f.Relays, Relay{
 			Name:         name,
@@ -124,6 +142,9 @@ func ReadForward(path string) (*File, error) {
 		at := fmt.Sprintf("relays[%d]", i)
 		f.src.lines[at] = rule.Line
 		f.src.lines[at+".listen[0]"] = rule.Line
+		if rule.Index > 0 {
+			f.src.index[at] = rule.Index
+		}
 	}
 	return f, nil
 }
@@ -152,14 +173,16 @@ func parsePort(what, s string, zeroOK bool) (uint16, error) {
 	return uint16(n), nil
 }
 
-// Origin is where relays[i] was written, "file:line", or "" for a relay the
-// file did not have (from the command line, or added in code).
+// Origin is where relays[i] was written, "file:line" ("file:line:index"
+// for one of several rules on a line of a forward file), or "" for a relay
+// the file did not have (from the command line, or added in code).
 func (f *File) Origin(i int) string {
 	if f.src == nil || f.src.name == "" {
 		return ""
 	}
-	if l := f.src.lines[fmt.Sprintf("relays[%d]", i)]; l > 0 {
-		return f.src.name + ":" + strconv.Itoa(l)
+	at := fmt.Sprintf("relays[%d]", i)
+	if l := f.src.lines[at]; l > 0 {
+		return f.src.name + ":" + ForwardRule{Line: l, Index: f.src.index[at]}.place()
 	}
 	return ""
 }

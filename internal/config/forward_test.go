@@ -22,8 +22,8 @@ func TestParseForwardRules(t *testing.T) {
 	want := []config.ForwardRule{
 		{Line: 2, In: netip.MustParseAddrPort("127.0.0.1:5000"), Out: netip.MustParseAddrPort("127.0.0.1:0"), Dest: hp("127.0.0.1:6000")},
 		{Line: 3, In: netip.MustParseAddrPort("[::1]:5001"), Out: netip.MustParseAddrPort("[::1]:7001"), Dest: config.HostPort{Name: "localhost", Port: 6001}},
-		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5002"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("10.0.0.1:6002")},
-		{Line: 4, In: netip.MustParseAddrPort("127.0.0.1:5003"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("[::1]:6003")},
+		{Line: 4, Index: 1, In: netip.MustParseAddrPort("127.0.0.1:5002"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("10.0.0.1:6002")},
+		{Line: 4, Index: 2, In: netip.MustParseAddrPort("127.0.0.1:5003"), Out: netip.MustParseAddrPort("0.0.0.0:0"), Dest: hp("[::1]:6003")},
 	}
 	if len(rules) != len(want) {
 		t.Fatalf("got %d rules, want %d: %+v", len(rules), len(want), rules)
@@ -49,6 +49,8 @@ func TestParseForwardRulesErrors(t *testing.T) {
 		{"empty dest", "127.0.0.1,1,127.0.0.1,0,,2", "dest-addr"},
 		{"duplicate in", "127.0.0.1,1,127.0.0.1,0,127.0.0.1,2\n127.0.0.1,1,127.0.0.1,0,127.0.0.1,3", "rules:2: 127.0.0.1:1 is already used on line 1"},
 		{"nothing", "# only comments\n\n;;\n", "no rules"},
+		{"second rule of a line", "127.0.0.1,1,127.0.0.1,0,127.0.0.1,2; 127.0.0.1,x,127.0.0.1,0,127.0.0.1,2", "rules:1:2: in-port"},
+		{"duplicate in on a line", "127.0.0.1,1,127.0.0.1,0,127.0.0.1,2\n127.0.0.1,3,127.0.0.1,0,127.0.0.1,2;127.0.0.1,1,127.0.0.1,0,127.0.0.1,3", "rules:2:2: 127.0.0.1:1 is already used on line 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -115,6 +115,31 @@ func parseStateFile(s string) (string, error) {
 	return s, nil
 }
 
+// parseTokenFile reads the admin token file's path; empty is no token. The
+// file itself is read by the command (admin.ReadTokenFile), at start and on
+// every reload, so that a new token takes effect with a reload.
+func parseTokenFile(s string) (string, error) {
+	if strings.HasSuffix(s, "/") {
+		return "", fmt.Errorf("%q: want a file, not a directory", s)
+	}
+	return s, nil
+}
+
+// parseAllowHost reads one further name the admin listener answers to in
+// the Host header: a host name, an IP address, or "*" for any.
+func parseAllowHost(s string) (string, error) {
+	if s == "*" {
+		return s, nil
+	}
+	if _, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+		return s, nil
+	}
+	if !isDNSName(s) {
+		return "", fmt.Errorf("%q: want a host name, an IP address or *, without a port", s)
+	}
+	return s, nil
+}
+
 // logLevels and logFormats are what the logger takes.
 var (
 	logLevels  = []string{"debug", "info", "warn", "error"}

@@ -18,6 +18,22 @@ var fileKeys = map[string]func(f *File, s string) error{
 	"log.format": func(f *File, s string) (err error) { f.Log.Format, err = parseLogFormat(s); return },
 	"admin":      func(f *File, s string) (err error) { f.Admin, err = parseAdmin(s); return },
 	"state_file": func(f *File, s string) (err error) { f.StateFile, err = parseStateFile(s); return },
+	"admin_token_file": func(f *File, s string) (err error) {
+		f.AdminTokenFile, err = parseTokenFile(s)
+		return
+	},
+}
+
+// fileLists are the process-wide list keys, by path: each call parses one
+// element and appends it.
+var fileLists = map[string]func(f *File, s string) error{
+	"admin_allow_hosts": func(f *File, s string) error {
+		h, err := parseAllowHost(s)
+		if err == nil {
+			f.AdminAllowHosts = append(f.AdminAllowHosts, h)
+		}
+		return err
+	},
 }
 
 // relayKeys are a relay's single-value keys, by path below the relay.
@@ -112,9 +128,20 @@ type Flag struct {
 
 	keys          []string // the keys it sets: a file path, or a path below each relay
 	wireguardOnly bool     // a relay key of wireguard mode: forward relays keep theirs
-	setFile       func(f *File, s string) error
-	setRelay      func(r *Relay, values []string) error
+	// notForward, if set, says why the flag does not apply to static
+	// forward mode: with -f, which has nothing else, it is refused.
+	notForward  string
+	setFile     func(f *File, s string) error
+	setFileList func(f *File, values []string) error
+	setRelay    func(r *Relay, values []string) error
 }
+
+// Why the wireguard-mode flags do not apply to forward relays, as
+// validateForward says it of their keys.
+const (
+	noSessions = "a forward relay has no sessions to expire"
+	noPolicies = "the policies admit WireGuard sessions, which a forward relay does not have"
+)
 
 // one returns a setter of relay key for a flag that is given once: the
 // last value counts, as a flag given twice usually does.
@@ -144,6 +171,27 @@ func list(key string, split bool) func(r *Relay, values []string) error {
 	}
 }
 
+// fileList returns a setter of the process-wide list key that replaces the
+// list with the values, each also read as a comma-separated list.
+func fileList(key string) func(f *File, values []string) error {
+	return func(f *File, values []string) error {
+		switch key {
+		case "admin_allow_hosts":
+			f.AdminAllowHosts = nil
+		}
+		for _, v := range values {
+			for _, p := range strings.Split(v, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					if err := fileLists[key](f, p); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+}
+
 // resetList empties the list key of r, for a flag that replaces it.
 func resetList(r *Relay, key string) {
 	switch key {
@@ -159,7 +207,7 @@ func resetList(r *Relay, key string) {
 // flags are udpfwd's flags that set keys, in the order of its help.
 var flags = []Flag{
 	{Name: "idle-timeout", Usage: "end a session silent in either direction for `D`, e.g. 90s or 10m",
-		Default: FormatDuration(DefaultIdleTimeout), keys: []string{"idle_timeout"}, wireguardOnly: true, setRelay: one("idle_timeout")},
+		Default: FormatDuration(DefaultIdleTimeout), keys: []string{"idle_timeout"}, wireguardOnly: true, notForward: noSessions, setRelay: one("idle_timeout")},
 	{Name: "log-level", Usage: "log from `LEVEL` up: debug, info, warn or error", Default: DefaultLogLevel,
 		keys: []string{"log.level"}, setFile: fileKeys["log.level"]},
 	{Name: "log-format", Usage: "log lines as `FORMAT`: console or json", Default: DefaultLogFormat,
@@ -180,27 +228,31 @@ var flags = []Flag{
 	{Name: "upstream-bind", Usage: "bind upstream sockets to `IP` (wireguard mode), or to ip:port (forward mode: the outbound socket)",
 		keys: []string{"upstream_bind"}, setRelay: one("upstream_bind")},
 	{Name: "state-file", Usage: "keep sessions in `FILE` (an absolute path), so that a restart keeps their upstream ports",
-		keys: []string{"state_file"}, setFile: fileKeys["state_file"]},
+		keys: []string{"state_file"}, notForward: "a forward relay has no sessions to keep", setFile: fileKeys["state_file"]},
 	{Name: "admin", Usage: "serve /metrics, /healthz and /sessions on `HOST:PORT`",
 		keys: []string{"admin"}, setFile: fileKeys["admin"]},
+	{Name: "admin-token-file", Usage: "require the token in `FILE` (Authorization: Bearer) for the admin listener's /sessions",
+		keys: []string{"admin_token_file"}, setFile: fileKeys["admin_token_file"]},
+	{Name: "admin-allow-host", Usage: "let the admin listener answer requests for `HOST` too (a name it is reached by); repeatable or comma-separated; * for any",
+		keys: []string{"admin_allow_hosts"}, setFileList: fileList("admin_allow_hosts")},
 	{Name: "upstream-public-key", Usage: "open sessions only for handshakes whose mac1 is valid for this `BASE64` key (WARP's: bmXOC+F1FxEMF9dyiK2H5/1SUtzH0JuVo51h2wPfgyo=)",
-		keys: []string{"security.upstream_public_key"}, wireguardOnly: true, setRelay: one("security.upstream_public_key")},
+		keys: []string{"security.upstream_public_key"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.upstream_public_key")},
 	{Name: "allow-client", Usage: "only client `ID` may open sessions; repeatable; qBoV, a81a15 or 168,26,21",
-		keys: []string{"security.allow_clients"}, wireguardOnly: true, setRelay: list("security.allow_clients", false)},
+		keys: []string{"security.allow_clients"}, wireguardOnly: true, notForward: noPolicies, setRelay: list("security.allow_clients", false)},
 	{Name: "allow-cidr", Usage: "only sources in `CIDR` may open sessions; repeatable or comma-separated",
-		keys: []string{"security.allow_cidrs"}, wireguardOnly: true, setRelay: list("security.allow_cidrs", true)},
+		keys: []string{"security.allow_cidrs"}, wireguardOnly: true, notForward: noPolicies, setRelay: list("security.allow_cidrs", true)},
 	{Name: "deny-cidr", Usage: "sources in `CIDR` may not open sessions (wins over --allow-cidr); repeatable or comma-separated",
-		keys: []string{"security.deny_cidrs"}, wireguardOnly: true, setRelay: list("security.deny_cidrs", true)},
+		keys: []string{"security.deny_cidrs"}, wireguardOnly: true, notForward: noPolicies, setRelay: list("security.deny_cidrs", true)},
 	{Name: "max-sessions", Usage: "at most `N` sessions; 0 derives the cap from the open-file limit",
-		keys: []string{"security.max_sessions"}, wireguardOnly: true, setRelay: one("security.max_sessions")},
+		keys: []string{"security.max_sessions"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.max_sessions")},
 	{Name: "max-sessions-per-ip", Usage: "at most `N` sessions per source (an IPv6 /64 as one); 0 is no cap",
-		keys: []string{"security.max_sessions_per_ip"}, wireguardOnly: true, setRelay: one("security.max_sessions_per_ip")},
+		keys: []string{"security.max_sessions_per_ip"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.max_sessions_per_ip")},
 	{Name: "new-sessions-per-ip", Usage: "at most `RATE` new sessions per second per source; 0 is no limit",
-		keys: []string{"security.new_sessions_per_ip"}, wireguardOnly: true, setRelay: one("security.new_sessions_per_ip")},
+		keys: []string{"security.new_sessions_per_ip"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.new_sessions_per_ip")},
 	{Name: "new-sessions-per-ip-burst", Usage: "bursts of `N` new sessions per source; 0 is the rate, at least 1",
-		keys: []string{"security.new_sessions_per_ip_burst"}, wireguardOnly: true, setRelay: one("security.new_sessions_per_ip_burst")},
+		keys: []string{"security.new_sessions_per_ip_burst"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.new_sessions_per_ip_burst")},
 	{Name: "client-rate", Usage: "hold each client to `PPS[,BYTES]` per second each way, e.g. 5000,50MiB; 0 is no limit",
-		keys: []string{"security.client_rate"}, wireguardOnly: true, setRelay: func(r *Relay, values []string) error {
+		keys: []string{"security.client_rate"}, wireguardOnly: true, notForward: noPolicies, setRelay: func(r *Relay, values []string) error {
 			pps, bps, _ := strings.Cut(values[len(values)-1], ",")
 			r.Security.ClientRate = ClientRate{}
 			if err := relayKeys["security.client_rate.datagrams_per_second"](r, strings.TrimSpace(pps)); err != nil {
@@ -222,7 +274,9 @@ func Flags() []Flag { return append([]Flag(nil), flags...) }
 // relay (every wireguard relay, for the keys only that mode has). It
 // overrides what the file said, and later messages about the keys name the
 // flag ("--socket-buffer: ..."). A value is parsed even when no relay takes
-// it, so a bad one is always refused.
+// it, so a bad one is always refused. Over a static forward file (-f), a
+// flag that does not apply to forward relays (the session and security
+// flags, --state-file) is refused, as the file's keys would be.
 func (f *File) SetFlag(name string, values ...string) error {
 	i := -1
 	for j := range flags {
@@ -245,8 +299,17 @@ func (f *File) SetFlag(name string, values ...string) error {
 	if f.src == nil {
 		f.src = &source{lines: map[string]int{}}
 	}
-	if fl.setFile != nil {
-		if err := fl.setFile(f, values[len(values)-1]); err != nil {
+	if f.src.forward && fl.notForward != "" {
+		return fail(fmt.Errorf("not used in forward mode (-f): %s", fl.notForward))
+	}
+	if fl.setFile != nil || fl.setFileList != nil {
+		var err error
+		if fl.setFile != nil {
+			err = fl.setFile(f, values[len(values)-1])
+		} else {
+			err = fl.setFileList(f, values)
+		}
+		if err != nil {
 			return fail(err)
 		}
 		f.src.setBy(fl.keys[0], origin)

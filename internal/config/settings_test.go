@@ -234,12 +234,12 @@ func TestReadForward(t *testing.T) {
 	if !slices.Equal(names, []string{"line2", "line3", "line3-2"}) {
 		t.Errorf("names %v", names)
 	}
-	if f.Relays[2].Upstream != (config.HostPort{Name: "dns.example", Port: 53}) || f.Origin(2) != path+":3" {
+	if f.Relays[2].Upstream != (config.HostPort{Name: "dns.example", Port: 53}) || f.Origin(2) != path+":3:2" || f.Origin(0) != path+":2" {
 		t.Errorf("third rule: %+v, origin %q", f.Relays[2], f.Origin(2))
 	}
 
 	// Validate's messages name the rule's line and field.
-	bad := "127.0.0.1,5000,0.0.0.0,0,bad_host!,53\n0.0.0.0,5000,0.0.0.0,0,2001:db8::1,53\n"
+	bad := "127.0.0.1,5000,0.0.0.0,0,bad_host!,53\n0.0.0.0,5000,0.0.0.0,0,2001:db8::1,53\n127.0.0.2,5000,0.0.0.0,0,192.0.2.1,53; 127.0.0.1,5002,0.0.0.0,0,bad_host!,53\n"
 	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -251,6 +251,8 @@ func TestReadForward(t *testing.T) {
 		path + `:1: dest: "bad_host!" is neither an IP address nor a host name`,
 		path + ":2: out: 0.0.0.0 and the upstream 2001:db8::1 are not the same IP version",
 		path + ":2: in: 0.0.0.0:5000 overlaps 127.0.0.1:5000 (in of line 1)",
+		path + ":3:2: dest: \"bad_host!\" is neither an IP address nor a host name",
+		path + ":3:1: in: 127.0.0.2:5000 overlaps 0.0.0.0:5000 (in of line 2)",
 	}
 	if err == nil {
 		t.Fatal("accepted")

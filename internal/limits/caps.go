@@ -69,6 +69,15 @@ type Caps struct {
 
 // NewCaps returns the caps of one relay.
 func NewCaps(cfg CapsConfig) *Caps {
+	return &Caps{
+		cfg:       cfg.withDefaults(),
+		perSource: make(map[netip.Prefix]int),
+		limiters:  make(map[netip.Prefix]*rate.Limiter),
+	}
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (cfg CapsConfig) withDefaults() CapsConfig {
 	if cfg.IPv6Prefix <= 0 || cfg.IPv6Prefix > 128 {
 		cfg.IPv6Prefix = defaultIPv6Prefix
 	}
@@ -76,10 +85,33 @@ func NewCaps(cfg CapsConfig) *Caps {
 		cfg.MaxTrackedSources = defaultMaxTrackedSources
 	}
 	cfg.SourceBurst = max(cfg.SourceBurst, 1)
-	return &Caps{
-		cfg:       cfg,
-		perSource: make(map[netip.Prefix]int),
-		limiters:  make(map[netip.Prefix]*rate.Limiter),
+	return cfg
+}
+
+// Reconfigure changes the caps in place (a reload): the sessions admitted
+// and not yet released still count, under the new caps. Lowering a cap
+// below what is held evicts no one; new sessions are refused until enough
+// have ended. Each source's rate limiter keeps the tokens it has and
+// refills at the new rate, up to the new burst. IPv6Prefix does not change:
+// the counts are kept by source, and a source's key must stay the same
+// until its sessions are released.
+func (c *Caps) Reconfigure(cfg CapsConfig, now time.Time) {
+	cfg = cfg.withDefaults()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cfg.IPv6Prefix = c.cfg.IPv6Prefix
+	rateChanged := cfg.SourceRate != c.cfg.SourceRate || cfg.SourceBurst != c.cfg.SourceBurst
+	c.cfg = cfg
+	if !rateChanged {
+		return
+	}
+	if cfg.SourceRate <= 0 || cfg.SourceRate == rate.Inf {
+		clear(c.limiters) // no rate: no limiter is consulted any more
+		return
+	}
+	for _, l := range c.limiters {
+		l.SetLimitAt(now, cfg.SourceRate)
+		l.SetBurstAt(now, cfg.SourceBurst)
 	}
 }
 
@@ -139,6 +171,14 @@ func (c *Caps) Sessions(ip netip.Addr) (total, fromSource int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.total, c.perSource[src]
+}
+
+// Limit returns the cap on sessions in all (CapsConfig.MaxSessions; zero:
+// none).
+func (c *Caps) Limit() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.MaxSessions
 }
 
 // TrackedSources returns how many per-source rate limiters are kept.

@@ -160,12 +160,12 @@ func TestDefaultMaxSessions(t *testing.T) {
 		{"unknown", 0, limits.MaxDefaultSessions},
 		{"infinity", ^uint64(0), limits.MaxDefaultSessions},
 		{"tiny", 50, 1},
-		{"just the reserve", 73, 1},
-		{"256", 256, 160},
-		{"1024, a common soft limit", 1024, 832},
-		{"4096", 4096, 3520},
+		{"just the reserve", 150, 1},
+		{"256", 256, 91},
+		{"1024, a common soft limit", 1024, 763},
+		{"4096", 4096, 3451},
 		{"20000", 20000, limits.MaxDefaultSessions},
-		{"16000", 16000, 13936}, // 16000 - 64 - 2000
+		{"16000", 16000, 13867}, // 16000 - 64 - 69 - 2000
 		{"65536", 65536, limits.MaxDefaultSessions},
 		{"1048576, a common hard limit", 1 << 20, limits.MaxDefaultSessions},
 	}
@@ -175,8 +175,9 @@ func TestDefaultMaxSessions(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("DefaultMaxSessions(%d) = %d, want %d", tt.nofile, got, tt.want)
 			}
-			if tt.nofile > limits.ReservedFiles && tt.nofile != ^uint64(0) && uint64(got)+limits.ReservedFiles > tt.nofile {
-				t.Fatalf("DefaultMaxSessions(%d) = %d leaves fewer than %d files", tt.nofile, got, limits.ReservedFiles)
+			reserved := uint64(limits.ReservedFiles + limits.AdminFiles)
+			if tt.nofile > reserved && tt.nofile != ^uint64(0) && uint64(got)+reserved > tt.nofile {
+				t.Fatalf("DefaultMaxSessions(%d) = %d leaves fewer than %d files for the relay and the admin listener", tt.nofile, got, reserved)
 			}
 		})
 	}

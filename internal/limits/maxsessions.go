@@ -10,9 +10,15 @@ import (
 const (
 	// ReservedFiles is how many open files the relay keeps for itself
 	// whatever the limit: standard streams, listening sockets, epoll and
-	// the runtime's wake-up descriptor, log files, the admin API's
-	// connections, resolver sockets.
+	// the runtime's wake-up descriptor, log files, resolver sockets.
 	ReservedFiles = 64
+	// AdminFiles is the most open files the admin listener uses: its
+	// listening socket, its 64 connections and one /proc file for each of
+	// the 4 scrapes it serves at once. internal/admin defines
+	// admin.MaxFiles as this figure (and its test checks that its own caps
+	// add up to it); it lives here so that the session cap's margin counts
+	// it without limits importing the admin listener.
+	AdminFiles = 1 + 64 + 4
 	// MaxDefaultSessions caps the default however high the open-file limit
 	// is (Go raises the soft limit to the hard one, often 1 048 576). Each
 	// session binds one upstream port, and Linux's default ephemeral range
@@ -24,18 +30,18 @@ const (
 
 // DefaultMaxSessions is the session cap used when --max-sessions is not
 // given, for a process whose open-file limit is nofile. Each session holds
-// one file (its upstream socket). The relay keeps ReservedFiles plus an
-// eighth of the limit as margin for itself and for sockets opening while
-// others close, and never defaults above MaxDefaultSessions. nofile of zero
-// (unknown) or RLIM_INFINITY gives MaxDefaultSessions. The result is at
-// least 1.
+// one file (its upstream socket). The relay keeps ReservedFiles, the admin
+// listener's AdminFiles and an eighth of the limit as margin for itself and
+// for sockets opening while others close, and never defaults above
+// MaxDefaultSessions. nofile of zero (unknown) or RLIM_INFINITY gives
+// MaxDefaultSessions. The result is at least 1.
 //
-// Examples: 1024 gives 832; 4096 gives 3520; 65536 gives 16384.
+// Examples: 1024 gives 763; 4096 gives 3451; 65536 gives 16384.
 func DefaultMaxSessions(nofile uint64) int {
 	if nofile == 0 || nofile == unix.RLIM_INFINITY {
 		return MaxDefaultSessions
 	}
-	margin := ReservedFiles + nofile/8
+	margin := ReservedFiles + AdminFiles + nofile/8
 	if nofile <= margin {
 		return 1
 	}

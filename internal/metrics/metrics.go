@@ -99,7 +99,7 @@ func NewCollector() *Collector {
 			"Always 1, one series per address the upstream resolves to now; none while it has no address.",
 			[]string{"relay", "addr"}, nil),
 		kernelDrops: prometheus.NewDesc(name("listener_kernel_drops_total"),
-			"Datagrams the kernel dropped because a listening socket's receive buffer was full (SO_RXQ_OVFL).",
+			"Datagrams the kernel dropped on a listening socket, mostly because its receive buffer was full (the socket's drop counter).",
 			[]string{"relay"}, nil),
 		handshakes: prometheus.NewDesc(name("handshakes_total"),
 			"Handshakes: initiations forwarded upstream (result=forwarded) and responses from upstream sent back to the client (result=answered).",
@@ -187,6 +187,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 // collectStatus exports one relay's Status.
 func (c *Collector) collectStatus(ch chan<- prometheus.Metric, relay string, s *Status) {
+	s.Poll()
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(s.up.Load()), relay)
 	ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(s.limit.Load()), relay)
 	for _, a := range s.Upstream() {

@@ -97,6 +97,29 @@ type Status struct {
 
 	mu       sync.Mutex
 	upstream []netip.AddrPort
+	poll     func(*Status)
+}
+
+// SetPoll makes every scrape call f before it reads the Status, so that
+// counters the relay polls rather than counts (the kernel's drops on its
+// listening sockets) are read when someone looks, at no cost to the
+// datagram path. f runs on the scraper's goroutine and may call the Status'
+// setters; nil removes it.
+func (s *Status) SetPoll(f func(*Status)) {
+	s.mu.Lock()
+	s.poll = f
+	s.mu.Unlock()
+}
+
+// Poll calls the function SetPoll set, if any. The collector calls it
+// before each scrape reads the Status.
+func (s *Status) Poll() {
+	s.mu.Lock()
+	f := s.poll
+	s.mu.Unlock()
+	if f != nil {
+		f(s)
+	}
 }
 
 // SetUp records whether the relay runs: its listening sockets are bound and
@@ -128,8 +151,8 @@ func (s *Status) Upstream() []netip.AddrPort {
 }
 
 // AddKernelDrops counts n datagrams the kernel dropped on a listening
-// socket because its receive buffer was full (the SO_RXQ_OVFL count grew
-// by n).
+// socket because its receive buffer was full (the socket's drop counter
+// grew by n).
 func (s *Status) AddKernelDrops(n uint64) { s.kernelDrops.Add(n) }
 
 // CountHandshakes counts n handshakes with result r.

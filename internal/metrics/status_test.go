@@ -61,7 +61,7 @@ udpfwd_handshake_rtt_seconds_count{relay="warp"} 1
 # TYPE udpfwd_handshakes_total counter
 udpfwd_handshakes_total{relay="warp",result="answered"} 2
 udpfwd_handshakes_total{relay="warp",result="forwarded"} 3
-# HELP udpfwd_listener_kernel_drops_total Datagrams the kernel dropped because a listening socket's receive buffer was full (SO_RXQ_OVFL).
+# HELP udpfwd_listener_kernel_drops_total Datagrams the kernel dropped on a listening socket, mostly because its receive buffer was full (the socket's drop counter).
 # TYPE udpfwd_listener_kernel_drops_total counter
 udpfwd_listener_kernel_drops_total{relay="warp"} 7
 # HELP udpfwd_session_duration_seconds How long sessions lived, observed when they end.
@@ -183,5 +183,35 @@ func TestStatusAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per call, want 0", allocs)
+	}
+}
+
+// A polled counter is read when a scrape comes, not before.
+func TestStatusPoll(t *testing.T) {
+	s := &metrics.Status{}
+	polls := 0
+	s.SetPoll(func(st *metrics.Status) {
+		polls++
+		st.AddKernelDrops(3)
+	})
+	c := metrics.NewCollector()
+	if err := c.Set([]metrics.Relay{{Name: "warp", Counters: &stats.Counters{}, Status: s}}); err != nil {
+		t.Fatal(err)
+	}
+	if polls != 0 {
+		t.Fatalf("polled %d times before any scrape", polls)
+	}
+	want := `
+# HELP udpfwd_listener_kernel_drops_total Datagrams the kernel dropped on a listening socket, mostly because its receive buffer was full (the socket's drop counter).
+# TYPE udpfwd_listener_kernel_drops_total counter
+udpfwd_listener_kernel_drops_total{relay="warp"} 6
+`
+	testutil.CollectAndCount(c) // the first scrape: 3
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "udpfwd_listener_kernel_drops_total"); err != nil {
+		t.Fatal(err)
+	}
+	s.SetPoll(nil)
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "udpfwd_listener_kernel_drops_total"); err != nil {
+		t.Fatalf("after SetPoll(nil): %v", err)
 	}
 }

@@ -1,0 +1,4 @@
+package relay
+
+// Backoff exposes backoff to the tests.
+var Backoff = backoff

@@ -1,0 +1,336 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+)
+
+// ErrRestart is returned (wrapped) by Reconfigure for a change it does not
+// make in place: the relay's mode, a forward relay's upstream or outbound
+// address (its one outbound socket is the forward), or more new listen
+// addresses than listener indexes are left. Nothing was changed; the
+// caller starts the relay anew instead, carrying its sessions over with
+// Snapshot and WithRestore.
+var ErrRestart = errors.New("the change needs the relay started anew")
+
+// Reconfigure applies cfg, a validated configuration of the same relay
+// (same name), to the running relay without closing its listening sockets
+// or any session's upstream socket. What changes, and how:
+//
+//   - idle_timeout: every live session checks its idle clock against the
+//     new timeout at once; new sessions get it.
+//   - security: new admissions go through a new policy chain (allow-lists,
+//     caps, client rate) and the new mac1 key. The caps keep counting the
+//     sessions admitted before: a lower cap evicts no one but admits no
+//     one until enough have ended. A changed client_rate is applied to
+//     every live session. Live sessions the new allow-lists refuse, by
+//     client ID or by their client's current address, end (as closed).
+//   - read_buffer, write_buffer, gso: set on every open socket.
+//   - resolve_interval: the resolver looks the name up again now and then
+//     at the new interval.
+//   - upstream: new sessions connect to the new upstream (for a name, once
+//     it resolves); a live session stays only if its own upstream address
+//     is the new upstream's literal address, and ends otherwise.
+//   - upstream_bind, upstream_ports: new sessions' sockets obey them; live
+//     sessions keep their sockets and ports (the port is what keeps a
+//     client on its WARP server); a restart re-binds those outside them.
+//   - listen: only the listening sockets of addresses added or removed are
+//     bound or closed. A removed socket's listener index is never used
+//     again, so no reply of a session that used it leaves by another
+//     socket: its replies are dropped (no_peer) until its client is heard
+//     on a socket that still exists.
+//
+// If a new listen address cannot be bound while the old ones all run,
+// nothing is changed and the error names it. One that could be bound only
+// after a removed socket closed (the same port) and still fails is left
+// out: the rest applies, the relay reports the address as down (Healthy),
+// Config leaves it out so that the next reload tries again, and the error
+// names it.
+func (r *Relay) Reconfigure(cfg config.Relay) error {
+	r.ops.Lock()
+	defer r.ops.Unlock()
+	if r.closed {
+		return fmt.Errorf("relay %s: closed", r.name)
+	}
+	old := r.Config()
+	switch {
+	case cfg.Name != old.Name:
+		return fmt.Errorf("relay %s: cannot become relay %q", r.name, cfg.Name)
+	case len(cfg.Listen) == 0 || cfg.Upstream.IsZero():
+		return fmt.Errorf("relay %s: no listen address or no upstream (validate the config first)", r.name)
+	case cfg.Mode != old.Mode:
+		return fmt.Errorf("relay %s: mode %s to %s: %w", r.name, old.Mode, cfg.Mode, ErrRestart)
+	case cfg.Mode == config.ModeForward && (cfg.Upstream != old.Upstream || cfg.UpstreamBind != old.UpstreamBind):
+		return fmt.Errorf("relay %s: a forward's outbound socket changes: %w", r.name, ErrRestart)
+	}
+	wireguard := cfg.Mode == config.ModeWireGuard
+	sockOpts := socketOptions(&cfg)
+
+	// Which listening sockets stay, which go, which addresses are new.
+	r.mu.RLock()
+	nslots := len(r.slots)
+	var kept, removed []int
+	matched := make([]bool, len(cfg.Listen))
+	for i, sl := range r.slots {
+		if sl == nil {
+			continue
+		}
+		j := slices.IndexFunc(cfg.Listen, func(a netip.AddrPort) bool { return a == sl.want })
+		for j >= 0 && matched[j] { // the same address twice (port 0): one socket each
+			k := slices.IndexFunc(cfg.Listen[j+1:], func(a netip.AddrPort) bool { return a == sl.want })
+			if k < 0 {
+				j = -1
+				break
+			}
+			j += 1 + k
+		}
+		if j < 0 {
+			removed = append(removed, i)
+			continue
+		}
+		matched[j] = true
+		kept = append(kept, i)
+	}
+	r.mu.RUnlock()
+	var added []netip.AddrPort
+	for j, a := range cfg.Listen {
+		if !matched[j] {
+			added = append(added, a)
+		}
+	}
+	if nslots+len(added) > config.MaxListen {
+		return fmt.Errorf("relay %s: %d listener indexes used since it started, %d more asked for: %w",
+			r.name, nslots, len(added), ErrRestart)
+	}
+
+	// Bind what is new while the old sockets still run. An address a
+	// removed socket still holds (the same port, written another way)
+	// waits until that socket is closed.
+	conns := make([]*udpio.Conn, len(added))
+	var later []int
+	for i, a := range added {
+		c, err := udpio.Listen(a, sockOpts)
+		if err != nil {
+			if len(removed) > 0 && errors.Is(err, syscall.EADDRINUSE) {
+				later = append(later, i)
+				continue
+			}
+			for _, c := range conns {
+				if c != nil {
+					c.Close()
+				}
+			}
+			return fmt.Errorf("relay %s: listen on %s: %w", r.name, a, unwrapSyscall(err))
+		}
+		conns[i] = c
+	}
+	// From here on the change is made; what fails is reported, not undone.
+
+	msg := &messages.Reconfigure{
+		IdleTimeout:   cfg.IdleTimeout,
+		UpstreamBind:  cfg.UpstreamBind,
+		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
+	}
+	if cfg.ReadBuffer != old.ReadBuffer || cfg.WriteBuffer != old.WriteBuffer || cfg.NoGSO != old.NoGSO {
+		msg.Socket = &messages.SocketSettings{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
+	}
+	if wireguard {
+		r.securityChanges(msg, &old.Security, &cfg.Security)
+		// The upstream: the old resolver stops before the supervisor hears
+		// of the new one, so that no late answer about the old name
+		// follows.
+		if cfg.Upstream != old.Upstream {
+			r.stopResolver()
+			msg.UpstreamChanged = true
+			if a := cfg.Upstream.Addr; a.IsValid() {
+				msg.Upstream = netip.AddrPortFrom(a.Unmap(), cfg.Upstream.Port)
+				r.status.SetUpstream(msg.Upstream)
+				r.upstreamKnown.Store(true)
+			} else {
+				r.status.SetUpstream()
+				r.upstreamKnown.Store(false)
+			}
+		}
+	}
+
+	// Removed sockets stop: each listener closes its socket and waits for
+	// its reader, so no batch carries their index any more.
+	var errs []error
+	r.mu.Lock()
+	gone := make([]*slot, 0, len(removed))
+	for _, i := range removed {
+		gone = append(gone, r.slots[i])
+	}
+	r.mu.Unlock()
+	r.untrack(gone...)
+	r.stopAll(&errs, listenersOf(gone)...)
+	r.mu.Lock()
+	for _, i := range removed {
+		r.retired = append(r.retired, r.slots[i].writer)
+		r.slots[i] = nil
+	}
+	r.mu.Unlock()
+	var missing []netip.AddrPort
+	for _, i := range later {
+		c, err := udpio.Listen(added[i], sockOpts)
+		if err != nil {
+			missing = append(missing, added[i])
+			errs = append(errs, fmt.Errorf("listen on %s: %w", added[i], unwrapSyscall(err)))
+			continue
+		}
+		conns[i] = c
+	}
+
+	// New sockets get their writers now and their listeners once every
+	// session has the writers: a batch with a new index reaches a session
+	// only after the ApplySettings that names its writer.
+	r.mu.RLock()
+	fresh := make([]*slot, 0, len(added))
+	table := writerTable(r.slots)
+	live := make([]*slot, 0, len(r.slots))
+	for _, sl := range r.slots {
+		if sl != nil {
+			live = append(live, sl)
+		}
+	}
+	r.mu.RUnlock()
+	for i, c := range conns {
+		if c == nil {
+			continue
+		}
+		r.logBuffers(c, "listen "+c.LocalAddr().String(), sockOpts)
+		sl := &slot{want: added[i], conn: c, writer: r.spawnWriter(c)}
+		fresh = append(fresh, sl)
+		table = append(table, sl.writer)
+	}
+	if len(added) > 0 || len(removed) > 0 {
+		msg.Writers = table
+	}
+	if msg.Socket != nil {
+		for _, sl := range live {
+			if err := sl.conn.SetBuffers(cfg.ReadBuffer, cfg.WriteBuffer); err != nil {
+				errs = append(errs, fmt.Errorf("set the buffers of %s: %w", sl.conn.LocalAddr(), err))
+			}
+			r.system.Root.Send(sl.writer, msg.Socket)
+		}
+	}
+
+	ended := 0
+	res, err := r.system.Root.RequestFuture(r.supervisor, msg, reconfigureTimeout).Result()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("the supervisor did not take the settings: %w", err))
+	} else if done, ok := res.(*messages.Reconfigured); ok {
+		ended = done.Ended
+	}
+
+	r.mu.Lock()
+	for _, sl := range fresh {
+		sl.listener = r.spawnListener(len(r.slots), sl.conn)
+		r.slots = append(r.slots, sl)
+	}
+	applied := cfg
+	applied.Listen = slices.DeleteFunc(slices.Clone(cfg.Listen), func(a netip.AddrPort) bool { return slices.Contains(missing, a) })
+	r.cfg, r.missing = applied, missing
+	r.mu.Unlock()
+	r.drops.track(fresh...)
+
+	r.resolveEvery.Store(int64(cfg.ResolveInterval))
+	if wireguard && cfg.Upstream.Name != "" {
+		if r.resolver == nil {
+			r.startResolver(cfg.Upstream.Name, cfg.Upstream.Port)
+		} else if cfg.ResolveInterval != old.ResolveInterval {
+			r.kickResolver()
+		}
+	}
+
+	fields := []zap.Field{zap.Strings("changed", changedKeys(&old, &cfg)), zap.Int("sessions_ended", ended)}
+	if len(added) > 0 || len(removed) > 0 {
+		fields = append(fields, zap.Stringers("listen", r.ListenAddrs()))
+	}
+	r.log.Info("relay reconfigured in place", fields...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("relay %s: %w", r.name, err)
+	}
+	return nil
+}
+
+// securityChanges fills in what of the security block the supervisor
+// needs: the new policy chain and mac1 key for new admissions, the
+// allow-lists' verdict on live sessions if the lists changed, and the
+// client rate for live sessions if it changed. The caps change here, in
+// place.
+func (r *Relay) securityChanges(msg *messages.Reconfigure, old, s *config.Security) {
+	r.caps.Reconfigure(capsConfig(s), time.Now())
+	r.status.SetSessionLimit(maxSessions(s))
+	msg.Policy = r.policies(s)
+	msg.MAC1 = mac1Key(s)
+	listsChanged := !slices.Equal(old.AllowClients, s.AllowClients) ||
+		!slices.Equal(old.AllowCIDRs, s.AllowCIDRs) || !slices.Equal(old.DenyCIDRs, s.DenyCIDRs)
+	if listsChanged && (len(s.AllowClients) > 0 || len(s.AllowCIDRs) > 0 || len(s.DenyCIDRs) > 0) {
+		msg.Refuse = policy.AllowLists(s.AllowClients, s.AllowCIDRs, s.DenyCIDRs)
+	}
+	if l := clientRate(s); l != clientRate(old) {
+		apply := messages.ApplyLimits(l)
+		msg.Limits = &apply
+	}
+}
+
+// stopAll stops the actors and waits, adding what fails to errs.
+func (r *Relay) stopAll(errs *[]error, pids ...*actor.PID) {
+	futures := make([]*actor.Future, 0, len(pids))
+	for _, pid := range pids {
+		futures = append(futures, r.system.Root.StopFuture(pid))
+	}
+	for i, f := range futures {
+		if err := f.Wait(); err != nil {
+			*errs = append(*errs, fmt.Errorf("stop %s: %w", pids[i].Id, err))
+		}
+	}
+}
+
+// listenersOf returns the listeners of slots.
+func listenersOf(slots []*slot) []*actor.PID {
+	pids := make([]*actor.PID, 0, len(slots))
+	for _, sl := range slots {
+		pids = append(pids, sl.listener)
+	}
+	return pids
+}
+
+// changedKeys names the keys whose values differ between a and b, for the
+// log.
+func changedKeys(a, b *config.Relay) []string {
+	var keys []string
+	for _, k := range []struct {
+		key     string
+		changed bool
+	}{
+		{"listen", !slices.Equal(a.Listen, b.Listen)},
+		{"upstream", a.Upstream != b.Upstream},
+		{"idle_timeout", a.IdleTimeout != b.IdleTimeout},
+		{"resolve_interval", a.ResolveInterval != b.ResolveInterval},
+		{"upstream_bind", a.UpstreamBind != b.UpstreamBind},
+		{"upstream_ports", a.UpstreamPorts != b.UpstreamPorts},
+		{"read_buffer", a.ReadBuffer != b.ReadBuffer},
+		{"write_buffer", a.WriteBuffer != b.WriteBuffer},
+		{"gso", a.NoGSO != b.NoGSO},
+		{"security", !a.Security.Equal(&b.Security)},
+	} {
+		if k.changed {
+			keys = append(keys, k.key)
+		}
+	}
+	return keys
+}

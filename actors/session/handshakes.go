@@ -1,0 +1,81 @@
+package session
+
+import (
+	"time"
+
+	"github.com/udpfwd/udpfwd/internal/metrics"
+)
+
+// What the session tells the relay's health record (Config.Status): the
+// handshake initiations it forwards upstream, the responses it sends back
+// to the client, the time between an initiation and the response that
+// answers it, and, when it ends, how long it lived. Nothing here allocates.
+
+// timedInitiations is how many forwarded initiations a session remembers
+// until their responses. A client sends one every 5 s while a handshake
+// does not complete; a few cover the retries that a slow upstream answers
+// late, and an attacker's initiations under the client's ID only push the
+// oldest out (losing one round-trip sample, nothing else).
+const timedInitiations = 4
+
+// handshakeClock remembers when the latest initiations were forwarded, by
+// their sender index: the upstream's response carries that index as its
+// receiver index. A fixed table, so that it never allocates.
+type handshakeClock struct {
+	sent [timedInitiations]struct {
+		index uint32
+		at    time.Time // zero: free
+	}
+	next int
+}
+
+// forwarded records an initiation with sender index sent upstream at now.
+// The same index again (the same initiation sent twice) keeps the newer
+// time.
+func (c *handshakeClock) forwarded(index uint32, now time.Time) {
+	for i := range c.sent {
+		if e := &c.sent[i]; !e.at.IsZero() && e.index == index {
+			e.at = now
+			return
+		}
+	}
+	c.sent[c.next].index, c.sent[c.next].at = index, now
+	c.next = (c.next + 1) % timedInitiations
+}
+
+// answered returns the round trip of the initiation a response with
+// receiver index answers, and forgets it; ok is false for a response to no
+// initiation the session remembers.
+func (c *handshakeClock) answered(receiver uint32, now time.Time) (rtt time.Duration, ok bool) {
+	for i := range c.sent {
+		if e := &c.sent[i]; !e.at.IsZero() && e.index == receiver {
+			rtt, e.at = now.Sub(e.at), time.Time{}
+			return rtt, true
+		}
+	}
+	return 0, false
+}
+
+// countHandshakes adds n handshakes of result r to the relay's record.
+func (s *Session) countHandshakes(r metrics.HandshakeResult, n int) {
+	if n > 0 && s.cfg.Status != nil {
+		s.cfg.Status.CountHandshakes(r, n)
+	}
+}
+
+// timeHandshake records the round trip of the initiation a response from
+// upstream with receiver index answers, if the session forwarded it.
+func (s *Session) timeHandshake(receiver uint32, now time.Time) {
+	if rtt, ok := s.handshakes.answered(receiver, now); ok && s.cfg.Status != nil {
+		s.cfg.Status.ObserveHandshakeRTT(rtt)
+	}
+}
+
+// ended records the session's lifetime, from its first opening (before a
+// restart, for a restored session) to now. A forward is no session.
+func (s *Session) ended(now time.Time) {
+	if s.cfg.Forward || s.cfg.Status == nil {
+		return
+	}
+	s.cfg.Status.ObserveSessionDuration(now.Sub(s.cfg.Stats.Snapshot().Created))
+}

@@ -1,0 +1,80 @@
+package supervisor
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	"go.uber.org/zap"
+
+	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
+)
+
+// reconfigure applies a reload's settings in place. What admits and opens
+// new sessions (the policy chain, mac1, the upstream, where upstream
+// sockets bind, the idle timeout and socket options they start with) is
+// replaced for the next admission; every live session is either told what
+// concerns it (ApplySettings) or, if the new settings refuse it, ended as
+// closed. Admissions already waiting for their policy's answer finish under
+// the policy that was asked. It answers Reconfigured.
+func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
+	if s.cfg.Mode == ModeWireGuard && m.IdleTimeout > 0 {
+		s.cfg.IdleTimeout = m.IdleTimeout
+	}
+	s.cfg.UpstreamBind, s.cfg.UpstreamPorts = m.UpstreamBind, m.UpstreamPorts
+	if m.Socket != nil {
+		s.cfg.SocketOptions = udpio.Options{ReadBuffer: m.Socket.ReadBuffer, WriteBuffer: m.Socket.WriteBuffer, NoGSO: m.Socket.NoGSO}
+	}
+	if m.Policy != nil {
+		s.cfg.Policy = m.Policy
+	}
+	s.cfg.MAC1, s.mac1 = m.MAC1, nil
+	if m.MAC1 != nil {
+		s.mac1 = wgproto.NewMAC1Checker(*m.MAC1)
+	}
+	if m.Writers != nil {
+		s.cfg.Writers = m.Writers
+	}
+	if m.UpstreamChanged {
+		s.upstream = m.Upstream
+	}
+
+	apply := &messages.ApplySettings{Writers: m.Writers, Socket: m.Socket, Limits: m.Limits}
+	if s.cfg.Mode == ModeWireGuard {
+		apply.IdleTimeout = s.cfg.IdleTimeout
+	}
+	// Poison, as for an expired session: what is already queued for it is
+	// forwarded before it stops.
+	how := ending{stopSession: ctx.Poison, stopPolicy: ctx.Stop, events: ctx.ActorSystem().EventStream}
+	ended := 0
+	for _, e := range s.sessions {
+		if why := s.refuses(m, e); why != "" {
+			s.cfg.Logger.Info("reload: session ended", zap.Stringer("session", e.info.Session),
+				zap.Stringer("client", e.info.Client), zap.String("client_b64", e.info.Client.Base64()), zap.String("reason", why))
+			if s.end(how, e, stats.SessionClosed, closed) {
+				ended++
+			}
+			continue
+		}
+		ctx.Send(e.pid, apply)
+	}
+	ctx.Respond(&messages.Reconfigured{Ended: ended})
+}
+
+// refuses says why the new settings end a live session, or "": its
+// upstream is not the configured one any more, or the allow-lists refuse
+// its client at its current address.
+func (s *Supervisor) refuses(m *messages.Reconfigure, e *entry) string {
+	if e.forward {
+		return "" // the relay restarts a forward whose upstream changed
+	}
+	if m.UpstreamChanged && (!m.Upstream.IsValid() || e.info.Upstream != m.Upstream) {
+		return "its upstream " + e.info.Upstream.String() + " is not the configured upstream any more"
+	}
+	if m.Refuse != nil {
+		if reason := m.Refuse(e.info.Client, e.stats.ClientAddr().Addr()); reason != "" {
+			return reason
+		}
+	}
+	return ""
+}
