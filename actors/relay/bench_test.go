@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/racecheck"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -239,7 +240,15 @@ func BenchmarkRelayPingPong(b *testing.B) {
 // Opening 1 000 sessions a second loses no datagram of an existing session
 // (each new session binds a socket and spawns actors in the supervisor).
 func TestSessionChurnKeepsExistingTraffic(t *testing.T) {
-	_, r, old := openEchoSession(t)
+	// The churn comes from one address: its new-session rate must allow
+	// 1 000 a second (the built-in budget is 20 per source).
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startConfig(t, relayConfig(t, up.addr(), func(c *config.Relay) {
+		c.Security.NewSessionsPerIP, c.Security.NewSessionsPerIPBurst = 2000, 2000
+	}, "127.0.0.1:0"))
+	old := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	old.send(t, wgtest.Initiation(idA, 1))
+	old.mustRecv(t)
 
 	// 1 000 new client IDs a second for 1.5 s, from another socket.
 	const rate, seconds = 1000, 1.5

@@ -128,6 +128,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		IdleTimeout:   cfg.IdleTimeout,
 		Policy:        policies(&cfg.Security, r.policy),
 		MAC1:          mac1Key(&cfg.Security),
+		Admission:     admission(&cfg.Security),
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,

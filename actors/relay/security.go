@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"math"
+	"time"
+
 	"golang.org/x/time/rate"
 
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -51,6 +54,20 @@ func policies(s *config.Security, extra policy.Factory) policy.Factory {
 		chain = append(chain, extra)
 	}
 	return policy.Chain(chain...)
+}
+
+// admission is the supervisor's budget for opening sessions
+// (limits.Admission): the built-in defaults, with the per-source rate and
+// burst raised to --new-sessions-per-ip's where those are higher, so that
+// an operator who allows a source more new sessions (a relay behind one
+// NAT address) gets them, and one who allows fewer is held to it by the
+// Caps policy.
+func admission(s *config.Security) *limits.Admission {
+	cfg := limits.AdmissionConfig{
+		SourceRate:  max(limits.SourceAdmissionRate, s.NewSessionsPerIP),
+		SourceBurst: float64(max(limits.SourceAdmissionBurst, s.NewSessionsPerIPBurst, int(math.Ceil(s.NewSessionsPerIP)))),
+	}
+	return limits.NewAdmission(cfg, time.Now())
 }
 
 // mac1Key is the supervisor's mac1 key, or nil when no key is set.

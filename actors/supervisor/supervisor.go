@@ -29,6 +29,8 @@ import (
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/internal/limits"
+	"github.com/udpfwd/udpfwd/internal/replay"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -76,6 +78,12 @@ type Config struct {
 	// forwarded only if its mac1 is valid for it (computed with the client
 	// ID zeroed), so junk cannot open sessions or reach the upstream.
 	MAC1 *wgproto.MAC1Key
+	// Admission is the relay's budget for opening sessions, and Replays
+	// its memory of recent initiations (admission.go). The supervisors of
+	// one relay share them; nil gives the supervisor its own, with the
+	// defaults.
+	Admission *limits.Admission
+	Replays   *replay.Table
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -111,9 +119,36 @@ func Props(cfg Config) *actor.Props {
 	if cfg.Policy == nil {
 		cfg.Policy = policy.AllowAll
 	}
+	now := time.Now()
+	if cfg.Admission == nil {
+		cfg.Admission = limits.NewAdmission(limits.AdmissionConfig{}, now)
+	}
+	if cfg.Replays == nil {
+		cfg.Replays = replay.New(replay.Entries, replay.TTL, now)
+	}
+	counters := cfg.Counters
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: func(m any) {
+		if b := messages.Datagrams(m); b != nil {
+			counters.Drop(stats.QueueFull, len(b.Datagrams))
+			b.Release()
+		}
+	}}
 	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) },
-		actor.WithMailbox(mailbox.Unbounded()), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(mailbox.Bounded(bound)), actor.WithDispatcher(mailbox.Inline()))
 }
+
+// QueueBytes bounds the supervisor's mailbox: the batches the listeners
+// read while the supervisor runs on another goroutine (opening a session on
+// a policy's answer, ending one on its idle timer, listing sessions), by
+// the memory they hold (udpio.Batch.Footprint). When it is idle, the
+// supervisor routes inline in the listener's goroutine and nothing queues.
+// A listener that outruns a busy supervisor reads datagrams almost one by
+// one, each read a batch of about 15 KB: 4 MiB holds some 280 such reads, or
+// 29 full batches (1 856 datagrams), which covers the longest thing the
+// supervisor does, listing 16 384 sessions (see the README's Security
+// section for the measurements). Past it, a batch is dropped whole and its
+// datagrams counted as queue_full.
+const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
 type entry struct {
@@ -139,6 +174,11 @@ type Supervisor struct {
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
+	// budget and replays decide, before anything is spent on it, whether
+	// an initiation may ask for a session (admission.go).
+	budget  *limits.Admission
+	replays *replay.Table
+	now     func() time.Time
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -146,8 +186,17 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.MAC1 != nil {
 		mac1 = wgproto.NewMAC1Checker(*cfg.MAC1)
 	}
+	if cfg.Admission == nil {
+		cfg.Admission = limits.NewAdmission(limits.AdmissionConfig{}, time.Now())
+	}
+	if cfg.Replays == nil {
+		cfg.Replays = replay.New(replay.Entries, replay.TTL, time.Now())
+	}
 	return &Supervisor{
 		mac1:     mac1,
+		budget:   cfg.Admission,
+		replays:  cfg.Replays,
+		now:      time.Now,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
 		sessions: make(map[wgproto.ClientID]*entry),
