@@ -83,6 +83,7 @@ func (l *Listener) read(root *actor.RootContext) {
 			}
 			continue
 		}
+		b.Trim() // a batch waiting in the supervisor's queue holds only what it carries
 		bytes := 0
 		for i := range b.Datagrams {
 			bytes += b.Datagrams[i].N

@@ -27,6 +27,10 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	outBytes := 0
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
+		if d.Truncated { // larger than udpio.BufferSize: never forwarded cut short
+			s.cfg.Counters.Drop(stats.Oversize, 1)
+			continue // the buffer stays in b and is released with it
+		}
 		var h wgproto.Header
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
