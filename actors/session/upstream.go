@@ -64,11 +64,11 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		out.Add(*d)
 		d.Buf = nil
 	}
+	if s.roamChanged {
+		s.saveRoam() // before the replies leave: what the client has seen is in the saved state
+	}
 	if out != nil {
 		s.reply(ctx, out, outBytes)
-	}
-	if s.roamChanged {
-		s.saveRoam()
 	}
 	b.Release()
 }
