@@ -10,8 +10,8 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/logx"
 	"github.com/udpfwd/udpfwd/internal/stats"
-	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
 // eventSubscription is the relay's subscription to its actor system's event
@@ -24,9 +24,11 @@ type eventSubscription struct {
 
 func (s *eventSubscription) close() { s.stream.Unsubscribe(s.sub) }
 
-// subscribeLogger logs every lifecycle event of the relay called name.
-// Events of other relays in the same system are left to them.
+// subscribeLogger logs every lifecycle event of the relay called name, on
+// l's audit logger (logx.Audit): an audit trail, never sampled. Events of
+// other relays in the same system are left to them.
 func subscribeLogger(system *actor.ActorSystem, name string, l *zap.Logger) *eventSubscription {
+	l = logx.Audit(l)
 	sub := system.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(messages.SessionEvent); ok {
 			if info := e.Info(); info.Relay == name {
@@ -78,7 +80,7 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 	case *messages.SessionFailed:
 		l.Error("session failed", append(fields, zap.String("reason", e.Reason))...)
 	case *messages.SessionClosed:
-		l.Debug("session closed", fields...)
+		l.Info("session closed", fields...)
 	case *messages.SessionRestored:
 		if e.Rebound {
 			l.Warn("session restored on a new upstream port: the upstream sees a new 4-tuple", append(fields,
@@ -99,17 +101,8 @@ func addrField(key string, a netip.AddrPort) zap.Field {
 // deadLetter counts a batch that reached an actor after it stopped and
 // returns its buffers.
 func deadLetter(e *actor.DeadLetterEvent, c *stats.Counters) {
-	var b *udpio.Batch
-	switch m := e.Message.(type) {
-	case *messages.ClientDatagrams:
-		b = m.Batch()
-	case *messages.UpstreamDatagrams:
-		b = m.Batch()
-	case *messages.ClientReplies:
-		b = m.Batch()
-	default:
-		return
+	if b := messages.Datagrams(e.Message); b != nil {
+		c.Drop(stats.SessionGone, len(b.Datagrams))
+		b.Release()
 	}
-	c.Drop(stats.SessionGone, len(b.Datagrams))
-	b.Release()
 }
