@@ -9,10 +9,12 @@
 //
 // The files, one idea each:
 //   - route.go: routing a read batch to sessions, and the drops on the way;
-//   - admission.go: admissions waiting for their policy's answer, and the
-//     one cleanup of an admission that opens no session;
+//   - admission.go: the admission path (replays, the budget, admissions
+//     waiting for their policy's answer), and the one cleanup of an
+//     admission that opens no session;
 //   - dial.go: upstream sockets, in a port range if one is set;
 //   - restore.go: re-opening sessions saved by an earlier run;
+//   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
 //     what idle expiry, termination, failure and stopping do with it.
 package supervisor
@@ -221,7 +223,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.RestoreSessions:
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
-		ctx.Respond(s.list())
+		s.respondList(ctx)
 	case *messages.Crash:
 		if e := s.sessions[m.Client]; e != nil {
 			ctx.Send(e.pid, m)
@@ -235,15 +237,4 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.stopping(ctx)
 	}
-}
-
-// list reports every live session.
-func (s *Supervisor) list() *messages.SessionList {
-	l := &messages.SessionList{Relay: s.cfg.Relay, Sessions: make([]messages.SessionStatus, 0, len(s.sessions))}
-	for _, e := range s.sessions {
-		st := messages.SessionStatus{SessionInfo: e.info, Stats: e.stats.Snapshot(), Roam: e.stats.Saved()}
-		st.ClientAddr = st.Stats.ClientAddr
-		l.Sessions = append(l.Sessions, st)
-	}
-	return l
 }

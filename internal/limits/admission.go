@@ -21,14 +21,15 @@ const (
 	SourceAdmissionBurst = 40
 	// AdmissionRate and AdmissionBurst budget the new sessions all sources
 	// together may start asking for. Opening a session costs the
-	// supervisor, the relay's one shared step, about 30 µs (a policy actor,
-	// an upstream socket, the session actor and its reader; measured on 2
-	// cores, see the README's Security section), so 2 000 a second keep
-	// admissions under a tenth of a core, and routing for the sessions that
-	// exist is never starved. 2 000 a second also reopens a full default
-	// relay (16 384 sessions) in under 10 s.
-	AdmissionRate  = 2000
-	AdmissionBurst = 2000
+	// supervisor, the relay's one shared step, about 130 µs of its time (a
+	// policy actor, an upstream socket, the session actor and its reader;
+	// BenchmarkAdmission in actors/supervisor, on 2 cores), so 1 000 a
+	// second keep admissions to about an eighth of a core and routing for
+	// the sessions that exist is never starved. 1 000 a second still
+	// opens a full default relay (16 384 sessions) from nothing in 17 s;
+	// sessions restored from the state file do not count.
+	AdmissionRate  = 1000
+	AdmissionBurst = 1000
 	// AdmissionSources is how many sources have a bucket of their own at a
 	// time. A source that has none starts with a full one, so evicting a
 	// source only forgets that it was busy; the relay-wide budget bounds
