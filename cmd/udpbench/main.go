@@ -32,6 +32,7 @@ Usage:
   udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)]
   udpbench gen     [--target HOST:PORT (default: in-process echo)] [--mode throughput|pingpong|both]
                    [--clients 8] [--window 64] [--size 64] [--duration 5s] [--warmup 1s] [--drain 1s]
+                   [--public-key BASE64 (mac1 of the handshakes)]
   udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (last allowed)]
   udpbench compare [--relay NAME | --relay 'NAME=COMMAND TEMPLATE']... [--sizes 64,1392]
                    [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
