@@ -44,6 +44,10 @@ type floodConfig struct {
 	Rate      float64 // datagrams a second; 0 is as fast as possible
 	Batch     int
 	SockBuf   int
+	// Sources is how many source addresses to send from, round robin:
+	// 127.0.1.1, 127.0.1.2, ... (an IPv4 loopback target only), as an
+	// attacker with many addresses would.
+	Sources int
 }
 
 type floodReport struct {
@@ -67,6 +71,7 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) (any
 	fs.Float64Var(&c.Rate, "rate", 0, "datagrams per second; 0 is as fast as possible")
 	fs.IntVar(&c.Batch, "batch", 64, "datagrams per sendmmsg")
 	fs.IntVar(&c.SockBuf, "sockbuf", defaultSockBuf, "SO_SNDBUF bytes")
+	fs.IntVar(&c.Sources, "sources", 1, "send from this many source addresses, 127.0.1.1 and up (IPv4 loopback targets only)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -75,8 +80,8 @@ func cmdFlood(ctx context.Context, args []string, stdout, stderr io.Writer) (any
 		return nil, fmt.Errorf("%w: --target is required", errUsage)
 	case c.Kind != floodInitiation && c.Kind != floodFresh && c.Kind != floodJunk:
 		return nil, fmt.Errorf("%w: --kind %q: want initiation, fresh or junk", errUsage, c.Kind)
-	case c.Duration <= 0 || c.Rate < 0 || c.Batch < 1 || c.Batch > 1024:
-		return nil, fmt.Errorf("%w: --duration > 0, --rate >= 0 and --batch 1..1024", errUsage)
+	case c.Duration <= 0 || c.Rate < 0 || c.Batch < 1 || c.Batch > 1024 || c.Sources < 1 || c.Sources > 65535:
+		return nil, fmt.Errorf("%w: --duration > 0, --rate >= 0, --batch 1..1024 and --sources 1..65535", errUsage)
 	}
 	if err := checkAddr("--target", c.Target); err != nil {
 		return nil, err
@@ -104,17 +109,29 @@ func flood(ctx context.Context, c floodConfig, key *[blake2s.Size]byte) (floodRe
 	if err != nil {
 		return rep, err
 	}
-	conn, err := net.DialUDP("udp", nil, raddr)
-	if err != nil {
-		return rep, err
+	if c.Sources > 1 && !raddr.IP.IsLoopback() || c.Sources > 1 && raddr.IP.To4() == nil {
+		return rep, fmt.Errorf("%w: --sources needs an IPv4 loopback target", errUsage)
 	}
-	defer conn.Close()
-	if _, _, err := setSockBuffers(conn, c.SockBuf); err != nil {
-		return rep, err
-	}
-	mc, err := newMmsgConn(conn, c.Batch)
-	if err != nil {
-		return rep, err
+	var conns []*mmsgConn
+	for i := range c.Sources {
+		var local *net.UDPAddr
+		if c.Sources > 1 {
+			n := 256 + 1 + i // 127.0.1.1 and up
+			local = &net.UDPAddr{IP: net.IPv4(127, 0, byte(n>>8), byte(n))}
+		}
+		conn, err := net.DialUDP("udp", local, raddr)
+		if err != nil {
+			return rep, err
+		}
+		defer conn.Close()
+		if _, _, err := setSockBuffers(conn, c.SockBuf); err != nil {
+			return rep, err
+		}
+		mc, err := newMmsgConn(conn, c.Batch)
+		if err != nil {
+			return rep, err
+		}
+		conns = append(conns, mc)
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
 	one := make([]byte, initiationSize)
@@ -126,7 +143,8 @@ func flood(ctx context.Context, c floodConfig, key *[blake2s.Size]byte) (floodRe
 	}
 	t0, cpu0 := time.Now(), selfCPU()
 	end := t0.Add(c.Duration)
-	for ctx.Err() == nil {
+	for round := 0; ctx.Err() == nil; round++ {
+		mc := conns[round%len(conns)]
 		now := time.Now()
 		if !now.Before(end) {
 			break
