@@ -76,6 +76,22 @@ type Bound struct {
 	// goroutine, and must be safe for concurrent use and never send to
 	// the mailbox's own actor.
 	Drop func(message any)
+	// Backlog, if set, shows the weight queued now to code outside the
+	// actor: a sender that would rather wait (and let its socket's buffer
+	// hold the datagrams) than fill the queue with small batches.
+	Backlog *Backlog
+}
+
+// Backlog is the weight of a bounded mailbox's queued messages, readable
+// from any goroutine. Its zero value reads zero until a mailbox uses it.
+type Backlog struct{ v atomic.Int64 }
+
+// Load returns the weight queued now.
+func (b *Backlog) Load() int {
+	if b == nil {
+		return 0
+	}
+	return int(b.v.Load())
 }
 
 // Bounded returns a producer of allocation-free mailboxes that hold at most
@@ -87,6 +103,7 @@ func Bounded(b Bound, opts ...Option) actor.MailboxProducer {
 	}
 	return func() actor.Mailbox {
 		m := &Mailbox{bound: b}
+		m.user.backlog = b.Backlog
 		for _, o := range opts {
 			o(m)
 		}
@@ -242,11 +259,12 @@ func (m *Mailbox) run() (drained bool) {
 // queue is a FIFO ring that grows and never shrinks: after warm-up a push
 // allocates nothing. It keeps each entry's weight, and their sum.
 type queue struct {
-	mu     sync.Mutex
-	buf    []entry
-	head   int
-	n      int
-	weight int
+	mu      sync.Mutex
+	buf     []entry
+	head    int
+	n       int
+	weight  int
+	backlog *Backlog // mirrors weight, if set
 }
 
 type entry struct {
@@ -273,6 +291,9 @@ func (q *queue) pushWithin(v any, w, capacity int) bool {
 	q.buf[(q.head+q.n)%len(q.buf)] = entry{v, w}
 	q.n++
 	q.weight += w
+	if q.backlog != nil && w != 0 {
+		q.backlog.v.Store(int64(q.weight))
+	}
 	q.mu.Unlock()
 	return true
 }
@@ -288,6 +309,9 @@ func (q *queue) pop() any {
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
 	q.weight -= e.w
+	if q.backlog != nil && e.w != 0 {
+		q.backlog.v.Store(int64(q.weight))
+	}
 	q.mu.Unlock()
 	return e.v
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/listener"
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
@@ -129,6 +130,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		Policy:        policies(&cfg.Security, r.policy),
 		MAC1:          mac1Key(&cfg.Security),
 		Admission:     admission(&cfg.Security),
+		Backlog:       &mailbox.Backlog{},
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,
@@ -173,7 +175,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	}
 	for i, c := range conns {
 		r.listeners = append(r.listeners, r.system.Root.Spawn(listener.Props(listener.Config{
-			Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
+			Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log, Backlog: scfg.Backlog,
 		})))
 	}
 

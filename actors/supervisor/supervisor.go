@@ -86,6 +86,10 @@ type Config struct {
 	// defaults.
 	Admission *limits.Admission
 	Replays   *replay.Table
+	// Backlog, if set, shows the batches queued for the supervisor (their
+	// weight, see QueueBytes); the relay gives it to its listeners, which
+	// wait while it is not zero (actors/listener).
+	Backlog *mailbox.Backlog
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -129,7 +133,7 @@ func Props(cfg Config) *actor.Props {
 		cfg.Replays = replay.New(replay.Entries, replay.TTL, now)
 	}
 	counters := cfg.Counters
-	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: func(m any) {
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Backlog: cfg.Backlog, Drop: func(m any) {
 		if b := messages.Datagrams(m); b != nil {
 			counters.Drop(stats.QueueFull, len(b.Datagrams))
 			b.Release()
@@ -141,15 +145,16 @@ func Props(cfg Config) *actor.Props {
 
 // QueueBytes bounds the supervisor's mailbox: the batches the listeners
 // read while the supervisor runs on another goroutine (opening a session on
-// a policy's answer, ending one on its idle timer, listing sessions), by
-// the memory they hold (udpio.Batch.Footprint). When it is idle, the
+// a policy's answer, about 130 µs; ending one on its idle timer), by the
+// memory they hold (udpio.Batch.Footprint). When it is idle, the
 // supervisor routes inline in the listener's goroutine and nothing queues.
-// A listener that outruns a busy supervisor reads datagrams almost one by
-// one, each read a batch of about 15 KB: 4 MiB holds some 280 such reads, or
-// 29 full batches (1 856 datagrams), which covers the longest thing the
-// supervisor does, listing 16 384 sessions (see the README's Security
-// section for the measurements). Past it, a batch is dropped whole and its
-// datagrams counted as queue_full.
+// A listener that finds batches queued waits for them to be routed
+// (Config.Backlog), up to a few milliseconds, so that the socket's buffer
+// holds the datagrams meanwhile and the queue fills with full batches:
+// 4 MiB holds 29 of them (1 856 datagrams), which with the socket's buffer
+// covers the supervisor descheduled for tens of milliseconds on a busy
+// machine. Past it, a batch is dropped whole and its datagrams counted as
+// queue_full.
 const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
