@@ -19,15 +19,23 @@ import (
 const pendingTimeout = 5 * time.Second
 
 // MaxAdmissions bounds the admissions in flight, those waiting for their
-// policy's answer: each holds its initiation's buffer and a policy actor
-// (about 4 KB with the relay's policy chain). Policies answer in
-// microseconds, so at the admission budget's rate (limits.AdmissionRate)
-// a handful are in flight; 256 leave room for a policy that takes
-// 100 ms (an operator's own, asking something outside), and cap what one
-// that never answers can hold at about 1 MB. Sessions restored at start
-// are admitted past this bound (they come from the state file, which the
-// session cap bounds), and count in it while they wait.
-const MaxAdmissions = 256
+// policy's answer: each holds its initiation's buffer and its policy actors
+// (AdmissionBytes). Policies answer in microseconds, so at the admission
+// budget's rate (limits.AdmissionRate) one or two are in flight, ten on a
+// machine so busy that the policies' goroutines wait milliseconds to run;
+// 128 leave room for a policy that takes 100 ms (an operator's own, asking
+// something outside), and cap what policies that never answer can hold at
+// 1.5 MiB. Sessions restored at start are admitted past this bound (they
+// come from the state file, which the session cap bounds), and count in it
+// while they wait, so that new clients wait for the restore.
+const MaxAdmissions = 128
+
+// AdmissionBytes bounds what one admission in flight holds: its pending
+// record, its initiation's buffer (udpio.BufferSize) and its policy actors;
+// measured at 3.7 KB with one policy actor and 8.8 KB with a chain of
+// three, so 12 KiB covers a chain of every built-in policy and an
+// operator's own.
+const AdmissionBytes = 12 << 10
 
 // The admission path, in the order its checks run for a handshake
 // initiation whose client ID has no session, cheapest and most specific

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // The admission budget's defaults, with the reasons. They are not settings:
@@ -125,6 +126,16 @@ func NewAdmission(cfg AdmissionConfig, now time.Time) *Admission {
 
 // Sources is how many sources the budget can track at once.
 func (a *Admission) Sources() int { return len(a.table) }
+
+// AdmissionBytes is the memory a budget tracking sources sources (as
+// NewAdmission rounds them) takes: all of it, from NewAdmission on.
+func AdmissionBytes(sources int) int {
+	sets := 1
+	for sets*admissionWays < sources {
+		sets *= 2
+	}
+	return sets*admissionWays*int(unsafe.Sizeof(sourceBucket{})) + int(unsafe.Sizeof(Admission{}))
+}
 
 // Allow reports whether a new session may be asked for from ip at now, and
 // if so takes a token from ip's source's bucket and from the relay-wide

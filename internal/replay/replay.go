@@ -22,6 +22,7 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
@@ -91,6 +92,16 @@ func New(entries int, ttl time.Duration, now time.Time) *Table {
 
 // Capacity is how many initiations the table can remember.
 func (t *Table) Capacity() int { return len(t.sets) * ways }
+
+// Bytes is the memory a table of entries entries (as New rounds them)
+// takes: all of it, from New on.
+func Bytes(entries int) int {
+	n := 1
+	for n*ways < entries {
+		n *= 2
+	}
+	return n*int(unsafe.Sizeof(set{})) + int(unsafe.Sizeof(Table{}))
+}
 
 // Key is the key of the initiation b: a keyed hash of byte 0 and bytes
 // 4..147, so the same initiation has the same key under every client ID.
