@@ -25,14 +25,23 @@ type eventSubscription struct {
 func (s *eventSubscription) close() { s.stream.Unsubscribe(s.sub) }
 
 // subscribeLogger logs every lifecycle event of the relay called name, on
-// l's audit logger (logx.Audit): an audit trail, never sampled. Events of
-// other relays in the same system are left to them.
+// l's audit logger (logx.Audit): an audit trail, never sampled; the
+// admission budget bounds how fast sessions open, and so how fast lines
+// come. A session that merely followed its client's newest address
+// (ClientRoamed.Followed: no WireGuard evidence, so anyone who knows the
+// client ID can make it move, as often as they like) is logged at debug
+// on l itself, sampled. Events of other relays in the same system are left
+// to them.
 func subscribeLogger(system *actor.ActorSystem, name string, l *zap.Logger) *eventSubscription {
-	l = logx.Audit(l)
+	audit := logx.Audit(l)
 	sub := system.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(messages.SessionEvent); ok {
 			if info := e.Info(); info.Relay == name {
-				logEvent(l, evt, info)
+				if r, ok := evt.(*messages.ClientRoamed); ok && r.Followed {
+					logEvent(l, evt, info)
+					return
+				}
+				logEvent(audit, evt, info)
 			}
 		}
 	})
@@ -74,6 +83,10 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 	case *messages.SessionOpened:
 		l.Info("session opened", append(fields, addrField("upstream", info.Upstream))...)
 	case *messages.ClientRoamed:
+		if e.Followed {
+			l.Debug("client followed to a new address", append(fields, addrField("from", e.From))...)
+			return
+		}
 		l.Info("client roamed", append(fields, addrField("from", e.From))...)
 	case *messages.SessionExpired:
 		l.Info("session expired", append(fields, zap.String("silent", e.Side), zap.Duration("idle_timeout", e.Timeout))...)

@@ -126,3 +126,30 @@ func TestLifecycleLinesNeverSampled(t *testing.T) {
 		t.Errorf("%d of %d identical warnings written: not sampled", got, n)
 	}
 }
+
+// A session that only followed its client's newest address (no WireGuard
+// evidence: anyone with the client ID can make it move) is not part of the
+// audit trail: logged at debug, and sampled.
+func TestFollowedMovesSampled(t *testing.T) {
+	var out syncBuffer
+	l, err := logx.NewTo(logx.Options{Level: "debug", Format: "json"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	system := NewSystem(l)
+	defer system.Shutdown()
+	sub := subscribeLogger(system, "warp", l)
+	defer sub.close()
+	info := messages.SessionInfo{Relay: "warp", Client: wgproto.ClientID{0xa8, 0x1a, 0x15}}
+	const n = 5000
+	for range n {
+		system.EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, Followed: true})
+	}
+	text := out.String()
+	if got := strings.Count(text, "client followed to a new address"); got == 0 || got >= n/10 {
+		t.Errorf("%d of %d followed moves logged: want a sampled few", got, n)
+	}
+	if strings.Contains(text, `"logger":"audit"`) || strings.Contains(text, `"client roamed"`) {
+		t.Error("a followed move is logged as a roam on the audit logger")
+	}
+}

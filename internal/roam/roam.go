@@ -157,6 +157,11 @@ func (p *Peer) Addr() netip.AddrPort { return p.cur.addr }
 // Listener is the index of the listening socket replies leave by.
 func (p *Peer) Listener() uint8 { return p.cur.listener }
 
+// Following reports whether the Peer follows the newest client address
+// (forward mode, or before the upstream's first handshake response) rather
+// than moving only on evidence: a move now is no evidence of anything.
+func (p *Peer) Following() bool { return p.Forward || !p.answered }
+
 // Confirmed reports whether from, on the listening socket of index
 // listener, is the confirmed address.
 // A session can use it to count datagrams from unconfirmed addresses.

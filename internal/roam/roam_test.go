@@ -372,6 +372,31 @@ func TestRestoreDecidesAsBefore(t *testing.T) {
 	}
 }
 
+// TestFollowing: a Peer follows the newest address until the upstream's
+// first response, and in forward mode always.
+func TestFollowing(t *testing.T) {
+	eps := endpoints(0)
+	var p roam.Peer
+	p.FromClient(t0, ini(1), eps[A].addr, eps[A].listener)
+	if !p.Following() {
+		t.Fatal("not following before any response")
+	}
+	p.FromUpstream(t0, ini(1)) // an echo: no answer
+	if !p.Following() {
+		t.Fatal("not following after an echoed initiation")
+	}
+	p.FromUpstream(t0, resp(100, 1))
+	if p.Following() {
+		t.Fatal("following after the upstream's response")
+	}
+	f := roam.Peer{Forward: true}
+	f.FromClient(t0, wgproto.Header{}, eps[A].addr, eps[A].listener)
+	f.FromUpstream(t0, resp(100, 1))
+	if !f.Following() {
+		t.Fatal("a forward-mode Peer does not follow")
+	}
+}
+
 func TestNoAddressYet(t *testing.T) {
 	var p roam.Peer
 	if _, _, _, ok := p.FromUpstream(t0, tr(1)); ok {
