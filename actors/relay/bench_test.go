@@ -15,6 +15,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/racecheck"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -137,7 +138,10 @@ func BenchmarkIdleSessions(b *testing.B) {
 	const n = 10000
 	for b.Loop() {
 		up := newUpstreamTB(b)
-		r, err := relay.Start(relayConfig(b, up, nil, "127.0.0.1:0"), zap.NewNop())
+		// All from one address: its new-session rate must allow them.
+		r, err := relay.Start(relayConfig(b, up, func(c *config.Relay) {
+			c.Security.NewSessionsPerIP, c.Security.NewSessionsPerIPBurst = 1e6, 1e6
+		}, "127.0.0.1:0"), zap.NewNop())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -148,24 +152,23 @@ func BenchmarkIdleSessions(b *testing.B) {
 		runtime.GC()
 		before := rss(b)
 		to := r.ListenAddrs()[0]
-		for i := 0; i < n; i += udpio.MaxBatch {
-			out := udpio.GetBatch()
-			for j := i; j < min(i+udpio.MaxBatch, n); j++ {
-				buf := udpio.GetBuffer()
-				init := wgtest.Initiation(wgproto.ClientID{0x20, byte(j >> 8), byte(j)}, uint32(j))
-				copy(buf[:], init)
-				out.Add(udpio.Datagram{Buf: buf, N: len(init), Addr: to})
-			}
-			c.WriteBatch(out, out.Datagrams)
-			out.Release()
-			// Pace the burst so the listening socket's buffer holds it.
-			for r.Counters().Live() < i*9/10 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		deadline := time.Now().Add(30 * time.Second)
+		// The relay admits limits.AdmissionRate new sessions a second (after
+		// a burst); those refused over it are sent again, in rounds, until
+		// all are open. Initiations of open sessions only go upstream.
+		deadline := time.Now().Add(60 * time.Second)
 		for r.Counters().Live() < n && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+			for i := 0; i < n; i += udpio.MaxBatch {
+				out := udpio.GetBatch()
+				for j := i; j < min(i+udpio.MaxBatch, n); j++ {
+					buf := udpio.GetBuffer()
+					init := wgtest.Initiation(wgproto.ClientID{0x20, byte(j >> 8), byte(j)}, uint32(j))
+					copy(buf[:], init)
+					out.Add(udpio.Datagram{Buf: buf, N: len(init), Addr: to})
+				}
+				c.WriteBatch(out, out.Datagrams)
+				out.Release()
+				time.Sleep(time.Second * udpio.MaxBatch / limits.AdmissionRate) // the budget's pace
+			}
 		}
 		if live := r.Counters().Live(); live != n {
 			b.Fatalf("%d sessions open, want %d", live, n)
