@@ -210,7 +210,7 @@ func TestFlood(t *testing.T) {
 			}()
 			start := time.Now()
 			for n := uint64(1); time.Since(start) < floodFor; n++ {
-				p.ping(n, 2*time.Second)
+				p.ping(n, time.Second)
 			}
 			close(stop)
 			wg.Wait()
