@@ -63,11 +63,16 @@ func policies(s *config.Security, extra policy.Factory) policy.Factory {
 // NAT address) gets them, and one who allows fewer is held to it by the
 // Caps policy.
 func admission(s *config.Security) *limits.Admission {
-	cfg := limits.AdmissionConfig{
+	return limits.NewAdmission(admissionConfig(s), time.Now())
+}
+
+// admissionConfig is the admission budget the config asks for; a reload
+// applies it to the running budget with limits.Admission.Reconfigure.
+func admissionConfig(s *config.Security) limits.AdmissionConfig {
+	return limits.AdmissionConfig{
 		SourceRate:  max(limits.SourceAdmissionRate, s.NewSessionsPerIP),
 		SourceBurst: float64(max(limits.SourceAdmissionBurst, s.NewSessionsPerIPBurst, int(math.Ceil(s.NewSessionsPerIP)))),
 	}
-	return limits.NewAdmission(cfg, time.Now())
 }
 
 // mac1Key is the supervisor's mac1 key, or nil when no key is set.

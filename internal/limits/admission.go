@@ -92,6 +92,38 @@ type Admission struct {
 // NewAdmission returns a budget with full buckets. now is its epoch: the
 // times given to Allow must not be before it.
 func NewAdmission(cfg AdmissionConfig, now time.Time) *Admission {
+	cfg = cfg.withDefaults()
+	sets := 1
+	for sets*admissionWays < cfg.Sources {
+		sets *= 2
+	}
+	return &Admission{
+		cfg:    cfg,
+		seed:   maphash.MakeSeed(),
+		epoch:  now,
+		global: bucket{tokens: cfg.Burst},
+		table:  make([]sourceBucket, sets*admissionWays),
+		sets:   uint64(sets),
+	}
+}
+
+// Reconfigure changes the rates and bursts in place (a reload): every
+// bucket keeps its tokens, at most the new burst. The number of sources
+// tracked and the IPv6 prefix stay as they were.
+func (a *Admission) Reconfigure(cfg AdmissionConfig) {
+	cfg = cfg.withDefaults()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cfg.Sources, cfg.IPv6Prefix = a.cfg.Sources, a.cfg.IPv6Prefix
+	a.cfg = cfg
+	a.global.tokens = min(a.global.tokens, cfg.Burst)
+	for i := range a.table {
+		a.table[i].tokens = min(a.table[i].tokens, cfg.SourceBurst)
+	}
+}
+
+// withDefaults fills in the zero fields.
+func (cfg AdmissionConfig) withDefaults() AdmissionConfig {
 	if cfg.SourceRate <= 0 {
 		cfg.SourceRate = SourceAdmissionRate
 	}
@@ -110,18 +142,7 @@ func NewAdmission(cfg AdmissionConfig, now time.Time) *Admission {
 	if cfg.IPv6Prefix <= 0 || cfg.IPv6Prefix > 128 {
 		cfg.IPv6Prefix = defaultIPv6Prefix
 	}
-	sets := 1
-	for sets*admissionWays < cfg.Sources {
-		sets *= 2
-	}
-	return &Admission{
-		cfg:    cfg,
-		seed:   maphash.MakeSeed(),
-		epoch:  now,
-		global: bucket{tokens: cfg.Burst},
-		table:  make([]sourceBucket, sets*admissionWays),
-		sets:   uint64(sets),
-	}
+	return cfg
 }
 
 // Sources is how many sources the budget can track at once.

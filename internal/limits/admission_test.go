@@ -138,3 +138,30 @@ func BenchmarkAdmissionAllow(b *testing.B) {
 		a.Allow(src, now)
 	}
 }
+
+// A reload changes the rates in place: a source keeps what it has spent,
+// and the new burst caps what it may still take at once.
+func TestAdmissionReconfigure(t *testing.T) {
+	a := limits.NewAdmission(limits.AdmissionConfig{SourceRate: 1, SourceBurst: 10}, t0)
+	src := netip.MustParseAddr("192.0.2.1")
+	for range 4 {
+		if !a.Allow(src, t0) {
+			t.Fatal("refused within the burst")
+		}
+	}
+	a.Reconfigure(limits.AdmissionConfig{SourceRate: 100, SourceBurst: 3})
+	for i := range 3 {
+		if !a.Allow(src, t0) {
+			t.Fatalf("ask %d refused: the new burst is 3", i)
+		}
+	}
+	if a.Allow(src, t0) {
+		t.Fatal("allowed past the new burst")
+	}
+	if !a.Allow(src, t0.Add(10*time.Millisecond)) {
+		t.Fatal("the new rate does not refill")
+	}
+	if a.Sources() != limits.AdmissionSources {
+		t.Fatalf("%d sources tracked after a reload, want %d", a.Sources(), limits.AdmissionSources)
+	}
+}
