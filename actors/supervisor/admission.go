@@ -20,15 +20,18 @@ const pendingTimeout = 5 * time.Second
 
 // MaxAdmissions bounds the admissions in flight, those waiting for their
 // policy's answer: each holds its initiation's buffer and its policy actors
-// (AdmissionBytes). Policies answer in microseconds, so at the admission
-// budget's rate (limits.AdmissionRate) one or two are in flight, ten on a
-// machine so busy that the policies' goroutines wait milliseconds to run;
-// 128 leave room for a policy that takes 100 ms (an operator's own, asking
+// (AdmissionBytes). Policies answer in microseconds, but their answers wait
+// while the supervisor routes: a burst of new clients read in full batches
+// (a relay restarted without its state file, every client handshaking at
+// once) puts 64 admissions in flight per batch before the first answer is
+// handled, and more on a machine so busy that the policies' goroutines wait
+// to run. 256 hold four such batches, leave room for a policy that takes
+// 100 ms at the admission budget's rate (an operator's own, asking
 // something outside), and cap what policies that never answer can hold at
-// 1.5 MiB. Sessions restored at start are admitted past this bound (they
+// 3 MiB. Sessions restored at start are admitted past this bound (they
 // come from the state file, which the session cap bounds), and count in it
 // while they wait, so that new clients wait for the restore.
-const MaxAdmissions = 128
+const MaxAdmissions = 256
 
 // AdmissionBytes bounds what one admission in flight holds: its pending
 // record, its initiation's buffer (udpio.BufferSize) and its policy actors;
