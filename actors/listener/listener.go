@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -27,6 +28,10 @@ type Config struct {
 	Target   *actor.PID // receives *messages.ClientDatagrams
 	Counters *stats.Counters
 	Logger   *zap.Logger
+	// Backlog, if set, is the target's queued batches
+	// (supervisor.Config.Backlog): while it is not zero, the listener
+	// waits before it reads (see backoff).
+	Backlog *mailbox.Backlog
 }
 
 // Props returns the props of a listener actor. It runs on protoactor's
@@ -43,6 +48,13 @@ func Props(cfg Config) *actor.Props {
 // readErrorBackoff is the pause after an unexpected read error, so that a
 // persistent one is logged (sampled) rather than spun on.
 const readErrorBackoff = 10 * time.Millisecond
+
+// While its target has batches queued, a listener waits backlogStep at a
+// time, at most backlogWait in all, before it reads again.
+const (
+	backlogStep = 50 * time.Microsecond
+	backlogWait = 5 * time.Millisecond
+)
 
 // Listener is the actor.
 type Listener struct {
@@ -70,6 +82,7 @@ func (l *Listener) read(root *actor.RootContext) {
 	defer close(l.done)
 	c := l.cfg.Conn
 	for {
+		l.backoff()
 		b := udpio.GetBatch()
 		if err := c.ReadBatch(b); err != nil {
 			b.Release()
@@ -83,6 +96,7 @@ func (l *Listener) read(root *actor.RootContext) {
 			}
 			continue
 		}
+		b.Trim() // a batch waiting in the supervisor's queue holds only what it carries
 		bytes := 0
 		for i := range b.Datagrams {
 			bytes += b.Datagrams[i].N
@@ -90,5 +104,19 @@ func (l *Listener) read(root *actor.RootContext) {
 		l.cfg.Counters.Move(stats.FromClient, len(b.Datagrams), bytes)
 		b.Listener = l.cfg.Index
 		root.Send(l.cfg.Target, (*messages.ClientDatagrams)(b))
+	}
+}
+
+// backoff waits, up to backlogWait, while the target has batches queued: it
+// is running on another goroutine (the supervisor opening a session for a
+// policy's answer, say), and a listener that went on reading meanwhile would
+// queue the datagrams a few at a time, each batch costing 13 KB
+// (udpio.BatchSize) of the target's bounded queue. Waiting, it leaves them
+// in the socket's buffer and takes them in one full batch when the target
+// is free. Past backlogWait it reads anyway, and the target's queue, then
+// its bound (queue_full), takes over.
+func (l *Listener) backoff() {
+	for waited := time.Duration(0); waited < backlogWait && l.cfg.Backlog.Load() > 0; waited += backlogStep {
+		time.Sleep(backlogStep)
 	}
 }

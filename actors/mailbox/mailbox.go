@@ -13,6 +13,14 @@
 // first, user messages in order, suspension on failure, panics escalated to
 // the supervisor. MessageBatch unwrapping is not supported (the relay does
 // not use it).
+//
+// A mailbox can be bounded (Bounded): it then holds at most a given weight
+// of the user messages that may be dropped (the relay weighs a batch of
+// datagrams by the memory it holds), and hands any such message that does
+// not fit to a drop function, on the sender's goroutine, instead of
+// queueing it. Messages that must never be dropped (weight zero: an
+// admission's answer, an idle check) and system messages are always queued;
+// their number is bounded by whoever sends them, not here.
 package mailbox
 
 import (
@@ -52,9 +60,50 @@ type Option func(*Mailbox)
 func OnEmpty(f func()) Option { return func(m *Mailbox) { m.onEmpty = f } }
 
 // Unbounded returns a producer of unbounded, allocation-free mailboxes.
-func Unbounded(opts ...Option) actor.MailboxProducer {
+func Unbounded(opts ...Option) actor.MailboxProducer { return Bounded(Bound{}, opts...) }
+
+// Bound limits what a mailbox queues. The zero Bound limits nothing.
+type Bound struct {
+	// Capacity is the most weight of queued user messages (as Weigh
+	// weighs them) the mailbox holds; zero means no limit.
+	Capacity int
+	// Weigh returns a user message's weight: for the relay's batches, the
+	// bytes they hold. A message of weight zero is never dropped and does
+	// not count. Weigh must be safe for concurrent use.
+	Weigh func(message any) int
+	// Drop disposes of a message of positive weight that did not fit: it
+	// must count it and release what it holds. It runs on the sender's
+	// goroutine, and must be safe for concurrent use and never send to
+	// the mailbox's own actor.
+	Drop func(message any)
+	// Backlog, if set, shows the weight queued now to code outside the
+	// actor: a sender that would rather wait (and let its socket's buffer
+	// hold the datagrams) than fill the queue with small batches.
+	Backlog *Backlog
+}
+
+// Backlog is the weight of a bounded mailbox's queued messages, readable
+// from any goroutine. Its zero value reads zero until a mailbox uses it.
+type Backlog struct{ v atomic.Int64 }
+
+// Load returns the weight queued now.
+func (b *Backlog) Load() int {
+	if b == nil {
+		return 0
+	}
+	return int(b.v.Load())
+}
+
+// Bounded returns a producer of allocation-free mailboxes that hold at most
+// b.Capacity weight of droppable user messages (see Bound). The limit is
+// exact: the check and the queueing happen under one lock.
+func Bounded(b Bound, opts ...Option) actor.MailboxProducer {
+	if b.Capacity > 0 && (b.Weigh == nil || b.Drop == nil) {
+		panic("mailbox: a bounded mailbox needs Weigh and Drop")
+	}
 	return func() actor.Mailbox {
-		m := &Mailbox{}
+		m := &Mailbox{bound: b}
+		m.user.backlog = b.Backlog
 		for _, o := range opts {
 			o(m)
 		}
@@ -74,6 +123,7 @@ type Mailbox struct {
 	dispatcher   actor.Dispatcher
 	process      func() // m.processMessages, bound once
 	onEmpty      func()
+	bound        Bound
 
 	// Test hooks (nil outside tests) that pause a sender between queueing
 	// and counting its message, and the processing goroutine just before
@@ -81,9 +131,17 @@ type Mailbox struct {
 	testAfterPush, testBeforeIdle func()
 }
 
-// PostUserMessage queues a user message.
+// PostUserMessage queues a user message, or hands it to the bound's Drop
+// if it does not fit (see Bound).
 func (m *Mailbox) PostUserMessage(message any) {
-	m.user.push(message)
+	w := 0
+	if m.bound.Capacity > 0 {
+		w = m.bound.Weigh(message)
+	}
+	if !m.user.pushWithin(message, w, m.bound.Capacity) {
+		m.bound.Drop(message)
+		return
+	}
 	if m.testAfterPush != nil {
 		m.testAfterPush()
 	}
@@ -91,9 +149,10 @@ func (m *Mailbox) PostUserMessage(message any) {
 	m.schedule()
 }
 
-// PostSystemMessage queues a system message.
+// PostSystemMessage queues a system message. System messages are never
+// dropped.
 func (m *Mailbox) PostSystemMessage(message any) {
-	m.system.push(message)
+	m.system.pushWithin(message, 0, 0)
 	m.sysMessages.Add(1)
 	m.schedule()
 }
@@ -109,6 +168,13 @@ func (m *Mailbox) Start() {}
 
 // UserMessageCount returns the number of queued user messages.
 func (m *Mailbox) UserMessageCount() int { return int(m.userMessages.Load()) }
+
+// Queued returns the weight of the droppable user messages queued now.
+func (m *Mailbox) Queued() int {
+	m.user.mu.Lock()
+	defer m.user.mu.Unlock()
+	return m.user.weight
+}
 
 func (m *Mailbox) schedule() {
 	if m.status.CompareAndSwap(idle, running) {
@@ -191,26 +257,45 @@ func (m *Mailbox) run() (drained bool) {
 }
 
 // queue is a FIFO ring that grows and never shrinks: after warm-up a push
-// allocates nothing.
+// allocates nothing. It keeps each entry's weight, and their sum.
 type queue struct {
-	mu   sync.Mutex
-	buf  []any
-	head int
-	n    int
+	mu      sync.Mutex
+	buf     []entry
+	head    int
+	n       int
+	weight  int
+	backlog *Backlog // mirrors weight, if set
 }
 
-func (q *queue) push(v any) {
+type entry struct {
+	v any
+	w int
+}
+
+// pushWithin queues v of weight w unless that would take the queue's weight
+// over capacity (zero: no limit); it reports whether it queued v. Weight
+// zero always fits.
+func (q *queue) pushWithin(v any, w, capacity int) bool {
 	q.mu.Lock()
+	if w > 0 && capacity > 0 && q.weight+w > capacity {
+		q.mu.Unlock()
+		return false
+	}
 	if q.n == len(q.buf) {
-		grown := make([]any, max(16, 2*len(q.buf)))
+		grown := make([]entry, max(16, 2*len(q.buf)))
 		for i := 0; i < q.n; i++ {
 			grown[i] = q.buf[(q.head+i)%len(q.buf)]
 		}
 		q.buf, q.head = grown, 0
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = v
+	q.buf[(q.head+q.n)%len(q.buf)] = entry{v, w}
 	q.n++
+	q.weight += w
+	if q.backlog != nil && w != 0 {
+		q.backlog.v.Store(int64(q.weight))
+	}
 	q.mu.Unlock()
+	return true
 }
 
 func (q *queue) pop() any {
@@ -219,10 +304,14 @@ func (q *queue) pop() any {
 		q.mu.Unlock()
 		return nil
 	}
-	v := q.buf[q.head]
-	q.buf[q.head] = nil
+	e := q.buf[q.head]
+	q.buf[q.head] = entry{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
+	q.weight -= e.w
+	if q.backlog != nil && e.w != 0 {
+		q.backlog.v.Store(int64(q.weight))
+	}
 	q.mu.Unlock()
-	return v
+	return e.v
 }

@@ -34,6 +34,12 @@ type SessionOpened struct {
 type ClientRoamed struct {
 	SessionInfo
 	From netip.AddrPort // the previous client address
+	// Followed is set when the session followed the newest address
+	// because the upstream has not answered a handshake in it yet (or in
+	// forward mode), rather than on evidence from the WireGuard exchange
+	// (internal/roam): anyone who knows the client ID can cause such a
+	// move, so it is not part of the audit trail.
+	Followed bool
 }
 
 // SessionExpired: a session ended because one direction was silent for its

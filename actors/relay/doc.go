@@ -23,6 +23,8 @@
 //     routes it inline and sends each session its part; the sessions run
 //     inline too and write upstream with sendmmsg. Session events these
 //     raise (ClientRoamed) are published, and their subscribers run, here.
+//     While the supervisor runs on another goroutine and batches queue for
+//     it, the reader waits (up to 5 ms) before it reads again.
 //   - A session's reader, one per session (actors/session reader.go). It
 //     reads the upstream's replies and sends them to its session, which
 //     addresses them inline and hands them to a writer, which writes them
@@ -41,7 +43,8 @@
 //     SessionOpened.
 //   - Callers of the Relay's methods: Start's caller sends RestoreSessions;
 //     Relay.Sessions (the admin listener's handlers, the state saver) runs
-//     the supervisor inline for ListSessions; Reconfigure's caller (a
+//     the supervisor inline for ListSessions, which copies its table there
+//     and builds the list on a goroutine of its own; Reconfigure's caller (a
 //     reload) runs the supervisor inline for Reconfigure, and the sessions
 //     for ApplySettings and the writers for SocketSettings where they are
 //     idle; Close's caller runs the supervisor's Stopping, and the

@@ -10,8 +10,8 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/admin"
+	"github.com/udpfwd/udpfwd/internal/logx"
 	"github.com/udpfwd/udpfwd/internal/stats"
-	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
 // eventSubscription is the relay's subscription to its actor system's event
@@ -24,13 +24,24 @@ type eventSubscription struct {
 
 func (s *eventSubscription) close() { s.stream.Unsubscribe(s.sub) }
 
-// subscribeLogger logs every lifecycle event of the relay called name.
-// Events of other relays in the same system are left to them.
+// subscribeLogger logs every lifecycle event of the relay called name, on
+// l's audit logger (logx.Audit): an audit trail, never sampled; the
+// admission budget bounds how fast sessions open, and so how fast lines
+// come. A session that merely followed its client's newest address
+// (ClientRoamed.Followed: no WireGuard evidence, so anyone who knows the
+// client ID can make it move, as often as they like) is logged at debug
+// on l itself, sampled. Events of other relays in the same system are left
+// to them.
 func subscribeLogger(system *actor.ActorSystem, name string, l *zap.Logger) *eventSubscription {
+	audit := logx.Audit(l)
 	sub := system.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(messages.SessionEvent); ok {
 			if info := e.Info(); info.Relay == name {
-				logEvent(l, evt, info)
+				if r, ok := evt.(*messages.ClientRoamed); ok && r.Followed {
+					logEvent(l, evt, info)
+					return
+				}
+				logEvent(audit, evt, info)
 			}
 		}
 	})
@@ -72,13 +83,17 @@ func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
 	case *messages.SessionOpened:
 		l.Info("session opened", append(fields, addrField("upstream", info.Upstream))...)
 	case *messages.ClientRoamed:
+		if e.Followed {
+			l.Debug("client followed to a new address", append(fields, addrField("from", e.From))...)
+			return
+		}
 		l.Info("client roamed", append(fields, addrField("from", e.From))...)
 	case *messages.SessionExpired:
 		l.Info("session expired", append(fields, zap.String("silent", e.Side), zap.Duration("idle_timeout", e.Timeout))...)
 	case *messages.SessionFailed:
 		l.Error("session failed", append(fields, zap.String("reason", e.Reason))...)
 	case *messages.SessionClosed:
-		l.Debug("session closed", fields...)
+		l.Info("session closed", fields...)
 	case *messages.SessionRestored:
 		if e.Rebound {
 			l.Warn("session restored on a new upstream port: the upstream sees a new 4-tuple", append(fields,
@@ -99,17 +114,8 @@ func addrField(key string, a netip.AddrPort) zap.Field {
 // deadLetter counts a batch that reached an actor after it stopped and
 // returns its buffers.
 func deadLetter(e *actor.DeadLetterEvent, c *stats.Counters) {
-	var b *udpio.Batch
-	switch m := e.Message.(type) {
-	case *messages.ClientDatagrams:
-		b = m.Batch()
-	case *messages.UpstreamDatagrams:
-		b = m.Batch()
-	case *messages.ClientReplies:
-		b = m.Batch()
-	default:
-		return
+	if b := messages.Datagrams(e.Message); b != nil {
+		c.Drop(stats.SessionGone, len(b.Datagrams))
+		b.Release()
 	}
-	c.Drop(stats.SessionGone, len(b.Datagrams))
-	b.Release()
 }

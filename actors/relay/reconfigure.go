@@ -269,10 +269,13 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 // securityChanges fills in what of the security block the supervisor
 // needs: the new policy chain and mac1 key for new admissions, the
 // allow-lists' verdict on live sessions if the lists changed, and the
-// client rate for live sessions if it changed. The caps change here, in
-// place.
+// client rate for live sessions if it changed. The caps and the admission
+// budget change here, in place.
 func (r *Relay) securityChanges(msg *messages.Reconfigure, old, s *config.Security) {
 	r.caps.Reconfigure(capsConfig(s), time.Now())
+	if r.admission != nil {
+		r.admission.Reconfigure(admissionConfig(s))
+	}
 	r.status.SetSessionLimit(maxSessions(s))
 	msg.Policy = r.policies(s)
 	msg.MAC1 = mac1Key(s)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/listener"
+	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
@@ -57,6 +58,11 @@ type Relay struct {
 	counters  stats.Counters
 	status    metrics.Status
 	caps      *limits.Caps // the session caps every policy actor counts against (wireguard mode)
+	// admission is the relay's budget for opening sessions, shared by its
+	// supervisors; backlog shows the batches queued for the supervisor,
+	// which the listeners wait on (actors/listener).
+	admission *limits.Admission
+	backlog   mailbox.Backlog
 
 	supervisor *actor.PID
 	sub        *eventSubscription
@@ -173,12 +179,17 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		r.logBuffers(c, "listen "+c.LocalAddr().String(), sockOpts)
 	}
 
+	if cfg.Mode == config.ModeWireGuard {
+		r.admission = admission(&cfg.Security)
+	}
 	scfg := supervisor.Config{
 		Relay:         cfg.Name,
 		UpstreamBind:  cfg.UpstreamBind,
 		UpstreamPorts: [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 		IdleTimeout:   cfg.IdleTimeout,
 		MAC1:          mac1Key(&cfg.Security),
+		Admission:     r.admission,
+		Backlog:       &r.backlog,
 		SocketOptions: sockOpts,
 		Counters:      &r.counters,
 		Logger:        r.log,
@@ -262,7 +273,7 @@ func (r *Relay) spawnWriter(c *udpio.Conn) *actor.PID {
 // spawnListener starts the listener of the listening socket of index i.
 func (r *Relay) spawnListener(i int, c *udpio.Conn) *actor.PID {
 	return r.system.Root.Spawn(listener.Props(listener.Config{
-		Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log,
+		Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log, Backlog: &r.backlog,
 	}))
 }
 

@@ -1,6 +1,9 @@
 package relay
 
 import (
+	"math"
+	"time"
+
 	"golang.org/x/time/rate"
 
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -63,6 +66,25 @@ func (r *Relay) policies(s *config.Security) policy.Factory {
 		chain = append(chain, r.policy)
 	}
 	return policy.Chain(chain...)
+}
+
+// admission is the supervisor's budget for opening sessions
+// (limits.Admission): the built-in defaults, with the per-source rate and
+// burst raised to --new-sessions-per-ip's where those are higher, so that
+// an operator who allows a source more new sessions (a relay behind one
+// NAT address) gets them, and one who allows fewer is held to it by the
+// Caps policy.
+func admission(s *config.Security) *limits.Admission {
+	return limits.NewAdmission(admissionConfig(s), time.Now())
+}
+
+// admissionConfig is the admission budget the config asks for; a reload
+// applies it to the running budget with limits.Admission.Reconfigure.
+func admissionConfig(s *config.Security) limits.AdmissionConfig {
+	return limits.AdmissionConfig{
+		SourceRate:  max(limits.SourceAdmissionRate, s.NewSessionsPerIP),
+		SourceBurst: float64(max(limits.SourceAdmissionBurst, s.NewSessionsPerIPBurst, int(math.Ceil(s.NewSessionsPerIP)))),
+	}
 }
 
 // mac1Key is the supervisor's mac1 key, or nil when no key is set.

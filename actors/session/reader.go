@@ -42,6 +42,7 @@ func (s *Session) read(root *actor.RootContext, self *actor.PID) {
 				}
 				break
 			}
+			b.Trim() // a batch waiting in the session's queue holds only what it carries
 			n := len(b.Datagrams)
 			if s.stopped.Load() {
 				s.cfg.Counters.Drop(stats.SessionGone, n)
@@ -54,6 +55,28 @@ func (s *Session) read(root *actor.RootContext, self *actor.PID) {
 			}
 		}
 	}
+}
+
+// dropQueued counts a batch that did not fit in the session's full mailbox
+// (mailbox.Bound's Drop, on the sender's goroutine: the supervisor's for
+// the client's datagrams, the reader's for replies) and releases it. The
+// datagrams are counted as they arrived, as the session would have counted
+// them, and as dropped.
+func (s *Session) dropQueued(m any) {
+	var b *udpio.Batch
+	switch m := m.(type) {
+	case *messages.ClientDatagrams:
+		b = m.Batch()
+		s.cfg.Stats.Move(stats.FromClient, len(b.Datagrams), size(b))
+	case *messages.UpstreamDatagrams:
+		b = m.Batch()
+		s.cfg.Counters.Move(stats.FromUpstream, len(b.Datagrams), size(b))
+		s.cfg.Stats.Move(stats.FromUpstream, len(b.Datagrams), size(b))
+	default:
+		return
+	}
+	s.cfg.Counters.Drop(stats.QueueFull, len(b.Datagrams))
+	b.Release()
 }
 
 // readFailed reports whether the reader must end.

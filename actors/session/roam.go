@@ -64,5 +64,5 @@ func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
 	s.roamChanged = true
 	s.cfg.Counters.Count(stats.ClientRoamed)
 	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
-	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from})
+	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from, Followed: s.peer.Following()})
 }

@@ -92,9 +92,20 @@ func (c *Config) Validate() error {
 // it while it writes leave together in its next sendmmsg.
 func Props(cfg Config) *actor.Props {
 	s := &Session{cfg: cfg}
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
 	return actor.PropsFromProducer(func() actor.Actor { return s },
-		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
 }
+
+// QueueBytes bounds a session's mailbox by the memory its batches hold
+// (udpio.Batch.Footprint). A session runs inline on whichever goroutine
+// sends to it while it is idle, so its queue fills only while it runs on
+// one goroutine (its reader, say, handing replies to the writer) and
+// another sends to it (the listener's, routing the client's datagrams), a
+// few batches at most. 1 MiB holds 7 full batches (448 datagrams) or some
+// 70 batches of one datagram; past it, a batch is dropped whole and its
+// datagrams counted as queue_full. An idle session's queue holds nothing.
+const QueueBytes = 1 << 20
 
 // Session is the actor. Only the goroutine processing its mailbox touches
 // its fields, except stopped, which the reader goroutine reads.

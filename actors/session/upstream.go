@@ -28,6 +28,10 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 	outBytes, answered := 0, 0
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
+		if d.Truncated { // larger than udpio.BufferSize: never forwarded cut short
+			s.cfg.Counters.Drop(stats.Oversize, 1)
+			continue // the buffer stays in b and is released with it
+		}
 		var h wgproto.Header
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
@@ -67,12 +71,12 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		out.Add(*d)
 		d.Buf = nil
 	}
+	s.countHandshakes(metrics.HandshakeAnswered, answered) // before the replies leave, as every count
+	if s.roamChanged {
+		s.saveRoam() // before the replies leave: what the client has seen is in the saved state
+	}
 	if out != nil {
 		s.reply(ctx, out, outBytes)
-	}
-	s.countHandshakes(metrics.HandshakeAnswered, answered)
-	if s.roamChanged {
-		s.saveRoam()
 	}
 	b.Release()
 }

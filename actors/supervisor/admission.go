@@ -18,6 +18,49 @@ import (
 // in microseconds; this only guards against one that never does.
 const pendingTimeout = 5 * time.Second
 
+// MaxAdmissions bounds the admissions in flight, those waiting for their
+// policy's answer: each holds its initiation's buffer and its policy actors
+// (AdmissionBytes). Policies answer in microseconds, but their answers wait
+// while the supervisor routes: a burst of new clients read in full batches
+// (a relay restarted without its state file, every client handshaking at
+// once) puts 64 admissions in flight per batch before the first answer is
+// handled, and more on a machine so busy that the policies' goroutines wait
+// to run. 256 hold four such batches, leave room for a policy that takes
+// 100 ms at the admission budget's rate (an operator's own, asking
+// something outside), and cap what policies that never answer can hold at
+// 3 MiB. Sessions restored at start are admitted past this bound (they
+// come from the state file, which the session cap bounds), and count in it
+// while they wait, so that new clients wait for the restore.
+const MaxAdmissions = 256
+
+// AdmissionBytes bounds what one admission in flight holds: its pending
+// record, its initiation's buffer (udpio.BufferSize) and its policy actors;
+// measured at 3.7 KB with one policy actor and 8.8 KB with a chain of
+// three, so 12 KiB covers a chain of every built-in policy and an
+// operator's own.
+const AdmissionBytes = 12 << 10
+
+// The admission path, in the order its checks run for a handshake
+// initiation whose client ID has no session, cheapest and most specific
+// first, all before anything is allocated or spawned for the client:
+//
+//  1. an upstream address to connect to (upstream_unresolved);
+//  2. no admission already waiting for this client ID (admission_pending);
+//  3. not a replay: the same initiation was not seen in the last
+//     replay.TTL under another client ID (replayed_initiation), so that a
+//     replay spends none of the budget below;
+//  4. the budget (admission_overload): fewer than MaxAdmissions in flight,
+//     a token in the source's bucket and one in the relay-wide bucket
+//     (limits.Admission);
+//  5. the initiation is recorded in the replay table (a supervisor sharing
+//     the table may have recorded it under another ID a moment before:
+//     replayed_initiation);
+//  6. the client's policy actor is spawned and asked (ask); its answer
+//     opens the session (admitted) or refuses it (refused).
+//
+// What passes 1-5 is bounded by the budget, whatever arrives: at most
+// limits.AdmissionRate new policy actors a second and MaxAdmissions at once.
+
 // pending is an admission waiting for its policy's answer. It holds the
 // handshake initiation that asked, to forward once admitted.
 type pending struct {
@@ -35,13 +78,27 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 		s.drops[stats.UpstreamUnresolved]++
 		return
 	}
+	now := s.now()
 	if p := s.pending[client]; p != nil {
-		if time.Since(p.since) < pendingTimeout {
+		if now.Sub(p.since) < pendingTimeout {
 			s.drops[stats.AdmissionPending]++
 			return
 		}
 		s.cfg.Logger.Warn("policy did not answer; asking again", zap.Stringer("client", client))
 		s.dropAdmission(client, p, stats.PolicyRefused, ctx.Stop)
+	}
+	key := s.replays.Key(d.Bytes())
+	if s.replays.Replayed(key, client, now) {
+		s.drops[stats.ReplayedInitiation]++
+		return
+	}
+	if len(s.pending) >= MaxAdmissions || !s.budget.Allow(d.Addr.Addr(), now) {
+		s.drops[stats.AdmissionOverload]++
+		return
+	}
+	if !s.replays.Record(key, client, now) {
+		s.drops[stats.ReplayedInitiation]++
+		return
 	}
 	p := &pending{first: *d, listener: listener}
 	d.Buf = nil // moved into the pending admission
@@ -51,7 +108,7 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 // ask spawns the client's policy actor and asks it whether a session may
 // open for the client at from; p waits for the answer.
 func (s *Supervisor) ask(ctx routeContext, client wgproto.ClientID, from netip.AddrPort, p *pending) {
-	p.since = time.Now()
+	p.since = s.now()
 	p.policy = ctx.Spawn(s.cfg.Policy())
 	s.pending[client] = p
 	ctx.Request(p.policy, &messages.AdmitSession{Client: client, From: from})

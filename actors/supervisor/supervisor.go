@@ -9,10 +9,12 @@
 //
 // The files, one idea each:
 //   - route.go: routing a read batch to sessions, and the drops on the way;
-//   - admission.go: admissions waiting for their policy's answer, and the
-//     one cleanup of an admission that opens no session;
+//   - admission.go: the admission path (replays, the budget, admissions
+//     waiting for their policy's answer), and the one cleanup of an
+//     admission that opens no session;
 //   - dial.go: upstream sockets, in a port range if one is set;
 //   - restore.go: re-opening sessions saved by an earlier run;
+//   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
 //     what idle expiry, termination, failure and stopping do with it;
 //   - reconfigure.go: a reload's new settings, applied in place.
@@ -31,6 +33,8 @@ import (
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/internal/metrics"
+	"github.com/udpfwd/udpfwd/internal/limits"
+	"github.com/udpfwd/udpfwd/internal/replay"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -81,6 +85,16 @@ type Config struct {
 	// Status, if set, is the relay's health record: sessions count their
 	// handshakes and their lifetime in it.
 	Status *metrics.Status
+	// Admission is the relay's budget for opening sessions, and Replays
+	// its memory of recent initiations (admission.go). The supervisors of
+	// one relay share them; nil gives the supervisor its own, with the
+	// defaults.
+	Admission *limits.Admission
+	Replays   *replay.Table
+	// Backlog, if set, shows the batches queued for the supervisor (their
+	// weight, see QueueBytes); the relay gives it to its listeners, which
+	// wait while it is not zero (actors/listener).
+	Backlog *mailbox.Backlog
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -116,9 +130,37 @@ func Props(cfg Config) *actor.Props {
 	if cfg.Policy == nil {
 		cfg.Policy = policy.AllowAll
 	}
+	now := time.Now()
+	if cfg.Admission == nil {
+		cfg.Admission = limits.NewAdmission(limits.AdmissionConfig{}, now)
+	}
+	if cfg.Replays == nil {
+		cfg.Replays = replay.New(replay.Entries, replay.TTL, now)
+	}
+	counters := cfg.Counters
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Backlog: cfg.Backlog, Drop: func(m any) {
+		if b := messages.Datagrams(m); b != nil {
+			counters.Drop(stats.QueueFull, len(b.Datagrams))
+			b.Release()
+		}
+	}}
 	return actor.PropsFromProducer(func() actor.Actor { return newSupervisor(cfg) },
-		actor.WithMailbox(mailbox.Unbounded()), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(mailbox.Bounded(bound)), actor.WithDispatcher(mailbox.Inline()))
 }
+
+// QueueBytes bounds the supervisor's mailbox: the batches the listeners
+// read while the supervisor runs on another goroutine (opening a session on
+// a policy's answer, about 130 µs; ending one on its idle timer), by the
+// memory they hold (udpio.Batch.Footprint). When it is idle, the
+// supervisor routes inline in the listener's goroutine and nothing queues.
+// A listener that finds batches queued waits for them to be routed
+// (Config.Backlog), up to a few milliseconds, so that the socket's buffer
+// holds the datagrams meanwhile and the queue fills with full batches:
+// 4 MiB holds 29 of them (1 856 datagrams), which with the socket's buffer
+// covers the supervisor descheduled for tens of milliseconds on a busy
+// machine. Past it, a batch is dropped whole and its datagrams counted as
+// queue_full.
+const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
 type entry struct {
@@ -145,6 +187,11 @@ type Supervisor struct {
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
+	// budget and replays decide, before anything is spent on it, whether
+	// an initiation may ask for a session (admission.go).
+	budget  *limits.Admission
+	replays *replay.Table
+	now     func() time.Time
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -152,8 +199,17 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.MAC1 != nil {
 		mac1 = wgproto.NewMAC1Checker(*cfg.MAC1)
 	}
+	if cfg.Admission == nil {
+		cfg.Admission = limits.NewAdmission(limits.AdmissionConfig{}, time.Now())
+	}
+	if cfg.Replays == nil {
+		cfg.Replays = replay.New(replay.Entries, replay.TTL, time.Now())
+	}
 	return &Supervisor{
 		mac1:     mac1,
+		budget:   cfg.Admission,
+		replays:  cfg.Replays,
+		now:      time.Now,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
 		sessions: make(map[wgproto.ClientID]*entry),
@@ -178,7 +234,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.RestoreSessions:
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
-		ctx.Respond(s.list())
+		s.respondList(ctx)
 	case *messages.Reconfigure:
 		s.reconfigure(ctx, m)
 	case *messages.Crash:
@@ -194,15 +250,4 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *actor.Stopping:
 		s.stopping(ctx)
 	}
-}
-
-// list reports every live session.
-func (s *Supervisor) list() *messages.SessionList {
-	l := &messages.SessionList{Relay: s.cfg.Relay, Sessions: make([]messages.SessionStatus, 0, len(s.sessions))}
-	for _, e := range s.sessions {
-		st := messages.SessionStatus{SessionInfo: e.info, Stats: e.stats.Snapshot(), Roam: e.stats.Saved()}
-		st.ClientAddr = st.Stats.ClientAddr
-		l.Sessions = append(l.Sessions, st)
-	}
-	return l
 }

@@ -31,9 +31,26 @@ type Config struct {
 // and all.
 func Props(cfg Config) *actor.Props {
 	w := &Writer{cfg: cfg, stage: udpio.GetBatch()}
+	counters := cfg.Counters
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: func(m any) {
+		if b := messages.Datagrams(m); b != nil {
+			counters.Drop(stats.QueueFull, len(b.Datagrams)) // counted in to_client by its session
+			b.Release()
+		}
+	}}
 	return actor.PropsFromProducer(func() actor.Actor { return w },
-		actor.WithMailbox(mailbox.Unbounded(mailbox.OnEmpty(w.flush))), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(mailbox.Bounded(bound, mailbox.OnEmpty(w.flush))), actor.WithDispatcher(mailbox.Inline()))
 }
+
+// QueueBytes bounds a writer's mailbox by the memory its batches hold
+// (udpio.Batch.Footprint). Every session's replies to clients on one
+// listening socket go through its writer, which runs inline in the session
+// that finds it idle; while it writes (one sendmmsg of up to 64 datagrams,
+// tens of microseconds), the replies of every other session queue. 4 MiB
+// holds some 280 batches of one reply (as many sessions answering at once)
+// or 29 full ones (1 856 replies); past it, a batch is dropped whole and
+// its datagrams counted as queue_full.
+const QueueBytes = 4 << 20
 
 // Writer is the actor. stage holds replies not yet written; it is flushed
 // when full and whenever the mailbox runs dry, so a reply waits only for

@@ -96,8 +96,17 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) (any, 
 	target := fs.String("target", "", "relay or echo address host:port (default: start an in-process echo server)")
 	mode := fs.String("mode", "throughput", "throughput, pingpong or both")
 	hsTimeout := fs.Duration("handshake-timeout", 5*time.Second, "max wait for each client's handshake-shaped datagram to come back")
+	pub := fs.String("public-key", "", "give handshake initiations a mac1 valid for this `BASE64` key (a relay's --upstream-public-key)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
+	}
+	var mac1 *[32]byte
+	if *pub != "" {
+		k, err := mac1Key(*pub)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --public-key: %w", errUsage, err)
+		}
+		mac1 = &k
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errUsage, err)
@@ -132,6 +141,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) (any, 
 		return rep, err
 	}
 	defer cs.close()
+	cs.mac1 = mac1
 	if err := cs.handshake(ctx, *hsTimeout); err != nil {
 		return rep, err
 	}

@@ -316,7 +316,7 @@ func waitReady(ctx context.Context, addr *net.UDPAddr, p *childProc, timeout tim
 		case <-ctx.Done():
 		}
 	}()
-	err = c.handshake(ctx, time.Now().Add(timeout))
+	err = c.handshake(ctx, time.Now().Add(timeout), nil)
 	if !p.running() {
 		return p.exitError()
 	}

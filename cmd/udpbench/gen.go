@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/blake2s"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,6 +94,9 @@ type clientSet struct {
 	target  *net.UDPAddr
 	clients []*client
 	epoch   uint32
+	// mac1, if set, makes each client's handshake initiation carry a mac1
+	// valid for it (a relay with --upstream-public-key checks it).
+	mac1 *[blake2s.Size]byte
 }
 
 // openClients opens n connected sockets to target able to receive
@@ -154,7 +158,7 @@ func (cs *clientSet) handshake(ctx context.Context, timeout time.Duration) error
 	errs := make([]error, len(cs.clients))
 	var wg sync.WaitGroup
 	for i, c := range cs.clients {
-		wg.Go(func() { errs[i] = c.handshake(ctx, deadline) })
+		wg.Go(func() { errs[i] = c.handshake(ctx, deadline, cs.mac1) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
@@ -162,9 +166,12 @@ func (cs *clientSet) handshake(ctx context.Context, timeout time.Duration) error
 
 // handshake is one client's part of clientSet.handshake: it retries every
 // 100 ms until the echo arrives or deadline passes.
-func (c *client) handshake(ctx context.Context, deadline time.Time) error {
+func (c *client) handshake(ctx context.Context, deadline time.Time, mac1 *[blake2s.Size]byte) error {
 	out := make([]byte, initiationSize)
 	putInitiation(out, c.id, uint32(c.idx))
+	if mac1 != nil {
+		putMAC1(out, mac1)
+	}
 	in := c.rbufs[0]
 	defer c.conn.SetReadDeadline(time.Time{})
 	for ctx.Err() == nil && time.Now().Before(deadline) {

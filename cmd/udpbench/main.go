@@ -1,8 +1,9 @@
 // Command udpbench measures UDP relays for udpfwd: a batched echo server, a
 // load generator of WireGuard-shaped datagrams with per-client WARP client
 // IDs (throughput with a window in flight, or ping-pong latency), the
-// kernel's own cost per datagram on this machine, and a side-by-side
-// comparison of relays started from command templates. Every run is
+// kernel's own cost per datagram on this machine, a side-by-side
+// comparison of relays started from command templates, and a flood of
+// handshake initiations for a relay's admission path. Every run is
 // bounded; each prints a table for humans and, as the last line of stdout,
 // one JSON object for scripts.
 package main
@@ -31,10 +32,13 @@ Usage:
   udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)]
   udpbench gen     [--target HOST:PORT (default: in-process echo)] [--mode throughput|pingpong|both]
                    [--clients 8] [--window 64] [--size 64] [--duration 5s] [--warmup 1s] [--drain 1s]
+                   [--public-key BASE64 (mac1 of the handshakes)]
   udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (every allowed CPU in turn)]
   udpbench compare [--relay NAME | --relay 'NAME=COMMAND TEMPLATE']... [--sizes 64,1392]
                    [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
   udpbench relay   --listen HOST:PORT --upstream HOST:PORT   (naive per-datagram relay, a baseline)
+  udpbench flood   --target HOST:PORT [--kind initiation|fresh|junk] [--public-key BASE64]
+                   [--duration 5s] [--rate 0 (as fast as possible)]   (hostile input for the admission path)
 
 Presets for --relay: udpfwd, nginx, socat, direct (no relay: the bound for any relay), naive.
 Template placeholders: {listen} {listen_port}
@@ -67,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"limit":   cmdLimit,
 		"compare": cmdCompare,
 		"relay":   cmdRelay,
+		"flood":   cmdFlood,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

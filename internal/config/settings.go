@@ -247,7 +247,7 @@ var flags = []Flag{
 		keys: []string{"security.max_sessions"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.max_sessions")},
 	{Name: "max-sessions-per-ip", Usage: "at most `N` sessions per source (an IPv6 /64 as one); 0 is no cap",
 		keys: []string{"security.max_sessions_per_ip"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.max_sessions_per_ip")},
-	{Name: "new-sessions-per-ip", Usage: "at most `RATE` new sessions per second per source; 0 is no limit",
+	{Name: "new-sessions-per-ip", Usage: "at most `RATE` new sessions per second per source; 0 leaves the built-in 20 (bursts of 40)",
 		keys: []string{"security.new_sessions_per_ip"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.new_sessions_per_ip")},
 	{Name: "new-sessions-per-ip-burst", Usage: "bursts of `N` new sessions per source; 0 is the rate, at least 1",
 		keys: []string{"security.new_sessions_per_ip_burst"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.new_sessions_per_ip_burst")},

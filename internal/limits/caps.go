@@ -37,6 +37,11 @@ type CapsConfig struct {
 	MaxTrackedSources int
 }
 
+// CapsLimiterBytes bounds the memory of Caps' per-source rate limiters at
+// the default MaxTrackedSources: a rate.Limiter, its key and its map entry
+// each, under 256 bytes.
+const CapsLimiterBytes = defaultMaxTrackedSources * 256
+
 const (
 	defaultIPv6Prefix        = 64
 	defaultMaxTrackedSources = 4096

@@ -1,7 +1,8 @@
 // Package limits holds the relay's limits that are plain arithmetic: the
 // per-client token bucket a session enforces on its datagrams, the shared
-// session caps the admission policy consults, and the default session cap
-// derived from the open-file limit.
+// session caps the admission policy consults, the admission budget the
+// supervisor checks before anything is spent on a new session, and the
+// default session cap derived from the open-file limit.
 //
 // It is a package of its own, not part of internal/stats, because stats
 // only counts what happened while these decide what may happen; keeping them

@@ -25,11 +25,65 @@ import (
 
 // Sampling keeps a flood of one message from flooding the log: per message
 // and level, the first samplingFirst lines in each second are written, then
-// one in samplingThereafter.
+// one in samplingThereafter. Entries of the audit logger (Audit) are never
+// sampled.
 const (
 	samplingFirst      = 10
 	samplingThereafter = 1000
 )
+
+// AuditName is the name of the audit logger (Audit): it shows in each of its
+// lines (the console form's logger column, JSON's "logger" key), so that
+// the audit trail can be picked out of the log.
+const AuditName = "audit"
+
+// Audit returns l as the audit logger, named AuditName: a logger built by
+// New writes every one of its entries, never sampling them. It is for the
+// sessions' lifecycle lines (opened, roamed, expired, failed, closed,
+// restored), an audit trail that must be whole; their rate is bounded by
+// the relay's admission budget, not by sampling. Everything else, drop
+// warnings first, stays sampled.
+func Audit(l *zap.Logger) *zap.Logger { return l.Named(AuditName) }
+
+// isAudit reports whether an entry of the logger named name belongs to the
+// audit trail: the audit logger, or one named below or above it (names are
+// joined with dots).
+func isAudit(name string) bool {
+	for name != "" {
+		var seg string
+		seg, name, _ = strings.Cut(name, ".")
+		if seg == AuditName {
+			return true
+		}
+	}
+	return false
+}
+
+// auditCore samples every entry but those of the audit logger, which go to
+// the core beneath unsampled. The sampler decides in Check, from the entry
+// alone, so the mark is the logger's name.
+type auditCore struct {
+	sampled, all zapcore.Core
+}
+
+func (c auditCore) Enabled(l zapcore.Level) bool { return c.all.Enabled(l) }
+
+func (c auditCore) With(fs []zapcore.Field) zapcore.Core {
+	return auditCore{sampled: c.sampled.With(fs), all: c.all.With(fs)}
+}
+
+func (c auditCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if isAudit(e.LoggerName) {
+		return c.all.Check(e, ce)
+	}
+	return c.sampled.Check(e, ce)
+}
+
+// Write is called only for a core that added itself in Check, which
+// auditCore never does: its cores add themselves.
+func (c auditCore) Write(e zapcore.Entry, fs []zapcore.Field) error { return c.all.Write(e, fs) }
+
+func (c auditCore) Sync() error { return c.all.Sync() }
 
 // Options select the logger.
 type Options struct {
@@ -50,12 +104,22 @@ func (o Options) Validate() error {
 }
 
 // New builds a sampled logger writing to stderr, in the journal's console
-// form if stderr is the journal.
+// form if stderr is the journal. Its audit logger (Audit) is not sampled.
 func New(o Options) (*zap.Logger, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	return build(o, os.Stderr, underJournal(os.Getenv("JOURNAL_STREAM"), os.Stderr)), nil
+}
+
+// NewTo builds the logger New builds, writing to out in the ordinary
+// (not the journal's) form: for tests of what reaches the log, sampling
+// included, and for programs that log elsewhere than stderr.
+func NewTo(o Options, out zapcore.WriteSyncer) (*zap.Logger, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return build(o, out, false), nil
 }
 
 // build is New writing to out; journal selects the journal's console form.
@@ -80,8 +144,8 @@ func build(o Options, out zapcore.WriteSyncer, journal bool) *zap.Logger {
 	}
 	out = zapcore.Lock(out)
 	core := zapcore.NewCore(enc, out, level)
-	core = zapcore.NewSamplerWithOptions(core, time.Second, samplingFirst, samplingThereafter)
-	return zap.New(core, zap.ErrorOutput(out))
+	sampled := zapcore.NewSamplerWithOptions(core, time.Second, samplingFirst, samplingThereafter)
+	return zap.New(auditCore{sampled: sampled, all: core}, zap.ErrorOutput(out))
 }
 
 // underJournal reports whether f is the journal's stream: JOURNAL_STREAM

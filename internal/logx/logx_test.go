@@ -106,3 +106,51 @@ func TestUnderJournal(t *testing.T) {
 		})
 	}
 }
+
+// The audit trail is whole: 5 000 lifecycle lines in one second all reach
+// the output, through a child logger with fields too, while 5 000 identical
+// warnings are sampled down to a few.
+func TestAuditNeverSampled(t *testing.T) {
+	for _, format := range []string{"console", "json"} {
+		t.Run(format, func(t *testing.T) {
+			var b buffer
+			l := build(Options{Level: "info", Format: format}, &b, false)
+			audit := Audit(l.With(zap.String("relay", "r1")))
+			const n = 5000
+			for i := range n {
+				audit.Info("session opened", zap.Int("i", i))
+			}
+			if got := strings.Count(b.String(), "session opened"); got != n {
+				t.Fatalf("%d of %d lifecycle lines written", got, n)
+			}
+			if !strings.Contains(b.String(), AuditName) || !strings.Contains(b.String(), "r1") {
+				t.Fatalf("an audit line does not name its logger or lost its fields: %q", strings.SplitN(b.String(), "\n", 2)[0])
+			}
+			b.Reset()
+			for range n {
+				l.Warn("policy did not answer; asking again")
+			}
+			if got := strings.Count(b.String(), "policy did not answer"); got >= samplingFirst+n/samplingThereafter+2 {
+				t.Fatalf("%d of %d identical warnings written: not sampled", got, n)
+			} else if got < samplingFirst {
+				t.Fatalf("%d identical warnings written, want the first %d at least", got, samplingFirst)
+			}
+			b.Reset()
+			audit.Debug("session closed") // the audit logger keeps the level
+			if b.Len() != 0 {
+				t.Fatalf("a debug line was written at level info: %q", b.String())
+			}
+		})
+	}
+}
+
+func TestIsAudit(t *testing.T) {
+	for name, want := range map[string]bool{
+		"": false, "audit": true, "x.audit": true, "audit.y": true, "x.audit.y": true,
+		"auditor": false, "x.auditor": false, "reaudit": false, "actor": false,
+	} {
+		if got := isAudit(name); got != want {
+			t.Errorf("isAudit(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

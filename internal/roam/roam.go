@@ -157,6 +157,11 @@ func (p *Peer) Addr() netip.AddrPort { return p.cur.addr }
 // Listener is the index of the listening socket replies leave by.
 func (p *Peer) Listener() uint8 { return p.cur.listener }
 
+// Following reports whether the Peer follows the newest client address
+// (forward mode, or before the upstream's first handshake response) rather
+// than moving only on evidence: a move now is no evidence of anything.
+func (p *Peer) Following() bool { return p.Forward || !p.answered }
+
 // Confirmed reports whether from, on the listening socket of index
 // listener, is the confirmed address.
 // A session can use it to count datagrams from unconfirmed addresses.
@@ -319,9 +324,10 @@ type State struct {
 	// of listeners. Its key stays "via" so that saved states still load.
 	Listener uint8 `json:"via"`
 	// Answered records that the upstream has sent a handshake response, so
-	// a new address must be confirmed (see the package documentation).
-	// States saved before it existed count as answered if they hold
-	// learned indexes.
+	// a new address must be confirmed (see the package documentation). It
+	// alone says so: learned indexes do not, since an upstream that echoes
+	// (or itself starts a handshake) teaches indexes without ever
+	// answering one.
 	Answered bool `json:"answered,omitempty"`
 	// Indexes are the learned upstream indexes, oldest first.
 	Indexes []LearnedIndex `json:"indexes,omitempty"`
@@ -349,16 +355,19 @@ func (p *Peer) State() State {
 // ErrNoAddress is returned by Restore for a state without a valid address.
 var ErrNoAddress = errors.New("roam: state has no client address")
 
-// Restore replaces the Peer's state with s, as saved by State. Of more than
-// MaxIndexes indexes it keeps the newest; indexes too old to move the
-// session are kept but age out as usual. Pending initiations are cleared.
-// Forward is left as it is.
+// Restore replaces the Peer's state with s, as saved by State, so that the
+// Peer decides as the one that saved it would have: a session that followed
+// the newest address (the upstream had not answered) still does, one under
+// the rules stays under them. Of more than MaxIndexes indexes it keeps the
+// newest; indexes too old to move the session are kept but age out as
+// usual. Pending initiations are cleared (they live seconds, and the client
+// retries). Forward is left as it is.
 func (p *Peer) Restore(s State) error {
 	if !s.Addr.IsValid() {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
 	}
 	p.cur = endpoint{s.Addr, s.Listener}
-	p.answered = s.Answered || len(s.Indexes) > 0
+	p.answered = s.Answered
 	p.indexes = [MaxIndexes]learnedIndex{}
 	p.pending = [MaxPending]pendingInit{}
 	idx := slices.Clone(s.Indexes)

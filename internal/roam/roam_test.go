@@ -286,8 +286,9 @@ func TestBeforeTheFirstResponse(t *testing.T) {
 	}
 }
 
-// TestAnsweredSurvivesRestore: a restored session keeps the rules; states
-// saved before Answered existed count as answered when they hold indexes.
+// TestAnsweredSurvivesRestore: a restored session keeps the rules, and one
+// that followed the newest address still does, learned indexes or not (an
+// echoing upstream teaches the client's own initiation's index).
 func TestAnsweredSurvivesRestore(t *testing.T) {
 	eps := endpoints(0)
 	for _, tt := range []struct {
@@ -296,7 +297,7 @@ func TestAnsweredSurvivesRestore(t *testing.T) {
 		followed bool
 	}{
 		{"answered", roam.State{Addr: eps[A].addr, Answered: true}, false},
-		{"older state with indexes", roam.State{Addr: eps[A].addr, Indexes: []roam.LearnedIndex{{Index: 100, Learned: t0}}}, false},
+		{"indexes learned, never answered", roam.State{Addr: eps[A].addr, Indexes: []roam.LearnedIndex{{Index: 100, Learned: t0}}}, true},
 		{"never answered", roam.State{Addr: eps[A].addr}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,6 +312,88 @@ func TestAnsweredSurvivesRestore(t *testing.T) {
 				t.Fatalf("State().Answered = %v", got)
 			}
 		})
+	}
+}
+
+// TestRestoreDecidesAsBefore: a Peer saved (State, through JSON, as the
+// state file keeps it) and restored decides every later datagram as the
+// Peer that saved it does: same moves, same reply addresses. The prefixes
+// leave no pending initiation that the suffix's responses would take
+// (Restore clears them: they live seconds, and clients retry).
+func TestRestoreDecidesAsBefore(t *testing.T) {
+	eps := endpoints(0)
+	type d struct {
+		from int // an endpoint, or up
+		h    wgproto.Header
+	}
+	prefixes := map[string][]d{
+		"an echo upstream":             {{A, ini(1)}, {up, ini(1)}, {A, tr(5)}, {up, tr(5)}},
+		"an echo upstream, roamed":     {{A, ini(1)}, {up, ini(1)}, {B, tr(5)}, {up, tr(5)}},
+		"a WireGuard upstream":         {{A, ini(1)}, {up, resp(100, 1)}, {A, tr(100)}, {up, tr(7)}},
+		"a WireGuard upstream, roamed": {{A, ini(1)}, {up, resp(100, 1)}, {B, tr(100)}, {up, tr(7)}},
+		"no reply yet":                 {{A, tr(5)}},
+	}
+	suffix := []d{
+		{C, tr(5)}, {up, tr(5)}, {A1, tr(100)}, {up, tr(7)}, {C, ini(9)}, {up, cookie(9)},
+		{B, ini(3)}, {up, resp(101, 3)}, {C, tr(101)}, {A, tr(101)}, {up, tr(7)}, {B, tr(5)}, {up, tr(5)},
+	}
+	for name, prefix := range prefixes {
+		t.Run(name, func(t *testing.T) {
+			var before roam.Peer
+			feed := func(p *roam.Peer, x d, now time.Time) string {
+				if x.from == up {
+					to, via, moved, ok := p.FromUpstream(now, x.h)
+					return fmt.Sprintf("to %v via %d moved %v ok %v", to, via, moved, ok)
+				}
+				return fmt.Sprintf("moved %v", p.FromClient(now, x.h, eps[x.from].addr, eps[x.from].listener))
+			}
+			for _, x := range prefix {
+				feed(&before, x, t0)
+			}
+			b, err := json.Marshal(before.State())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st roam.State
+			if err := json.Unmarshal(b, &st); err != nil {
+				t.Fatal(err)
+			}
+			var after roam.Peer
+			if err := after.Restore(st); err != nil {
+				t.Fatal(err)
+			}
+			now := t0.Add(20 * time.Second) // past PendingMaxAge: the prefix's initiations are gone from both
+			for i, x := range suffix {
+				if got, want := feed(&after, x, now), feed(&before, x, now); got != want {
+					t.Fatalf("datagram %d (%+v from %d) after the restore: %s; without the restart: %s", i, x.h, x.from, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestFollowing: a Peer follows the newest address until the upstream's
+// first response, and in forward mode always.
+func TestFollowing(t *testing.T) {
+	eps := endpoints(0)
+	var p roam.Peer
+	p.FromClient(t0, ini(1), eps[A].addr, eps[A].listener)
+	if !p.Following() {
+		t.Fatal("not following before any response")
+	}
+	p.FromUpstream(t0, ini(1)) // an echo: no answer
+	if !p.Following() {
+		t.Fatal("not following after an echoed initiation")
+	}
+	p.FromUpstream(t0, resp(100, 1))
+	if p.Following() {
+		t.Fatal("following after the upstream's response")
+	}
+	f := roam.Peer{Forward: true}
+	f.FromClient(t0, wgproto.Header{}, eps[A].addr, eps[A].listener)
+	f.FromUpstream(t0, resp(100, 1))
+	if !f.Following() {
+		t.Fatal("a forward-mode Peer does not follow")
 	}
 }
 

@@ -37,6 +37,9 @@ const (
 	MaxSessions                        // refused: the relay holds its maximum of sessions
 	MaxSessionsPerIP                   // refused: the source holds its maximum of sessions
 	NewSessionRate                     // refused: the source opens sessions too fast
+	AdmissionOverload                  // a handshake initiation for a new client ID over the relay's admission budget (new sessions per source or in all, or admissions in flight)
+	ReplayedInitiation                 // a handshake initiation seen recently under another client ID: one initiation opens one session
+	QueueFull                          // an actor's queue was full (its mailbox's capacity): the batch it came in was dropped whole
 	numReasons
 )
 
@@ -67,6 +70,9 @@ var reasonNames = [NumReasons]string{
 	MaxSessions:          "max_sessions",
 	MaxSessionsPerIP:     "max_sessions_per_ip",
 	NewSessionRate:       "new_session_rate",
+	AdmissionOverload:    "admission_overload",
+	ReplayedInitiation:   "replayed_initiation",
+	QueueFull:            "queue_full",
 }
 
 func (r Reason) String() string {

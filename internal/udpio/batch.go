@@ -12,6 +12,7 @@ package udpio
 import (
 	"net/netip"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -118,6 +119,36 @@ func (b *Batch) Take(src *Batch) int {
 	}
 	src.Datagrams = src.Datagrams[n:]
 	return n
+}
+
+// Trim returns to the pool every buffer the batch holds outside Datagrams:
+// after a read, those ReadBatch attached that the kernel did not fill. A
+// batch that waits in a queue then holds only the datagrams it carries.
+func (b *Batch) Trim() {
+	// Datagrams is the window store[from:to] (see Batch).
+	from := MaxBatch - cap(b.Datagrams)
+	to := from + len(b.Datagrams)
+	for i := range b.store {
+		if (i < from || i >= to) && b.store[i].Buf != nil {
+			bufferPool.Put(b.store[i].Buf)
+			b.store[i].Buf = nil
+		}
+	}
+}
+
+// BatchSize is the memory a Batch takes without its buffers.
+const BatchSize = int(unsafe.Sizeof(Batch{}))
+
+// Footprint is the memory the batch holds: itself and every buffer in it,
+// inside Datagrams or not. A bounded mailbox weighs a queued batch by it.
+func (b *Batch) Footprint() int {
+	n := 0
+	for i := range b.store {
+		if b.store[i].Buf != nil {
+			n++
+		}
+	}
+	return BatchSize + n*BufferSize
 }
 
 // Reset returns every buffer the batch holds to the pool and empties it,

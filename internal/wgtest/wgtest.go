@@ -20,9 +20,15 @@ func header(t wgproto.Type, id wgproto.ClientID, size int) []byte {
 }
 
 // Initiation returns a 148-byte handshake initiation with sender index.
+// Its filler (the ephemeral key's place, bytes 8..10) carries the client ID
+// too: real initiations never repeat (each has a fresh ephemeral key), and
+// the relay refuses the same initiation under a second client ID as a
+// replay (internal/replay), so two clients' initiations must differ beyond
+// bytes 1..3.
 func Initiation(id wgproto.ClientID, sender uint32) []byte {
 	b := header(wgproto.TypeInitiation, id, wgproto.InitiationSize)
 	binary.LittleEndian.PutUint32(b[4:], sender)
+	copy(b[8:11], id[:])
 	return b
 }
 
