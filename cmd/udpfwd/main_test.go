@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -266,16 +267,31 @@ func freePort(t *testing.T) string {
 	return c.LocalAddr().String()
 }
 
-// startDaemon starts udpfwd and waits until it logs that it started.
+// startDaemon starts udpfwd with args and waits until it is ready.
 func startDaemon(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer, chan error) {
 	t.Helper()
 	return startCmd(t, exec.Command(binary, args...))
 }
 
-// startCmd starts cmd, a udpfwd command, and waits until it logs that it
-// started.
+// startCmd starts cmd, a udpfwd command, and waits until it is ready: until
+// it says so on $NOTIFY_SOCKET (READY=1, as to systemd), which it does once
+// every relay, the admin listener and the state saver run. Its "relay
+// started" lines come earlier, while start-up goes on, and a signal then ends
+// start-up without the stop of a running udpfwd (no state is saved), so a
+// test that waited for them could stop a udpfwd that had not finished
+// starting.
 func startCmd(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *lockedBuffer, chan error) {
 	t.Helper()
+	name := fmt.Sprintf("@udpfwd-test-%d-%d", os.Getpid(), notifySockets.Add(1)) // abstract: any user may send to it
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+name)
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -284,9 +300,35 @@ func startCmd(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *lockedBuffer, chan error
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
-	eventually(t, "udpfwd to start", func() bool { return strings.Contains(stderr.String(), "relay started") }, stderr.String)
+	ready := make(chan error, 1)
+	go func() {
+		notify.SetReadDeadline(time.Now().Add(waitTimeout))
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				ready <- err
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				ready <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("udpfwd did not get ready: %v; log:\n%s", err, stderr.String())
+		}
+	case err := <-done:
+		t.Fatalf("udpfwd exited while starting: %v; log:\n%s", err, stderr.String())
+	}
 	return cmd, stderr, done
 }
+
+// notifySockets numbers the tests' $NOTIFY_SOCKETs.
+var notifySockets atomic.Int64
 
 // stopDaemon sends udpfwd SIGTERM and waits until it exits, with status 0.
 func stopDaemon(t *testing.T, cmd *exec.Cmd, done chan error) {
