@@ -261,7 +261,7 @@ func TestE2EZeroClientIDDropped(t *testing.T) {
 // upstream port, by the client's next handshake, and traffic flows again.
 func TestE2EIdleExpiry(t *testing.T) {
 	// Long enough that the echo right after the handshake reaches the
-	// session before it expires, however slow the machine.
+	// session before it expires, with room for a busy machine.
 	const idle = 2 * time.Second
 	b := newBed(t, idle, 0)
 	c := b.client(t, warptest.ClientID{0x77, 0x88, 0x99})

@@ -1,7 +1,8 @@
 package relay_test
 
-// A session's life: it expires when idle, alone, on time; it fails alone;
-// and opening many sessions costs the existing ones nothing.
+// A session's life: it expires when idle (not before), alone, while others
+// are busy; it fails alone; and opening many sessions costs the existing
+// ones nothing.
 
 import (
 	"bytes"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
@@ -186,7 +188,13 @@ func TestPanicEndsOnlyThatSession(t *testing.T) {
 // is depends on the machine; it is logged, not asserted.
 func TestSessionChurnKeepsExistingTraffic(t *testing.T) {
 	const rate, total = 1000, 1500
-	_, r, old := openEchoSession(t)
+	// The churn comes from one address: its new-session rate must allow
+	// 1 000 a second.
+	up := newUpstream(t, "127.0.0.1:0", true)
+	r := startSecured(t, up.addr(), config.Security{NewSessionsPerIP: 2 * rate, NewSessionsPerIPBurst: 2 * rate}, "127.0.0.1:0")
+	old := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+	old.send(t, wgtest.Initiation(idA, 1))
+	old.mustRecv(t)
 	ev := watchEvents(t, r)
 	churnID := func(n int) wgproto.ClientID { return wgproto.ClientID{0x30, byte(n >> 8), byte(n)} }
 	churned := func() int {

@@ -21,7 +21,8 @@ import (
 func TestSecurityMaxSessions(t *testing.T) {
 	const maxSessions, clients = 50, 200
 	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startSecured(t, up.addr(), config.Security{MaxSessions: maxSessions}, "127.0.0.1:0")
+	// The burst comes from one address: its new-session rate must allow it.
+	r := startSecured(t, up.addr(), config.Security{MaxSessions: maxSessions, NewSessionsPerIP: 1000, NewSessionsPerIPBurst: 1000}, "127.0.0.1:0")
 	ev := watchEvents(t, r)
 	to := r.ListenAddrs()[0]
 	k := r.Counters()
