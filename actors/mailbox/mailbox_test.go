@@ -12,6 +12,11 @@ import (
 	"github.com/udpfwd/udpfwd/internal/racecheck"
 )
 
+// waitTimeout bounds every wait for something that should happen. It only
+// costs time when a test fails, so it is generous: a -race run on two busy
+// cores can be slow by seconds.
+const waitTimeout = 30 * time.Second
+
 type msg struct{ n int }
 
 // recorder is an actor that records the order of what it receives and
@@ -69,7 +74,7 @@ func TestOrderAndOnEmpty(t *testing.T) {
 	}
 	wg.Wait()
 	// Once the mailbox runs dry, every message has been flushed.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitTimeout)
 	for {
 		r.mu.Lock()
 		flushed := 0
@@ -81,7 +86,7 @@ func TestOrderAndOnEmpty(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 5 s the flushes cover %d of %d messages", flushed, 4*n)
+			t.Fatalf("after %v the flushes cover %d of %d messages", waitTimeout, flushed, 4*n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -133,7 +138,7 @@ func TestPanicEscalatesAndStops(t *testing.T) {
 	defer system.Root.Stop(parent)
 	select {
 	case <-stopped:
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("the failed actor was not stopped by its supervisor")
 	}
 }
@@ -176,7 +181,7 @@ func TestOnEmptyWhenCountLags(t *testing.T) {
 		t.Helper()
 		select {
 		case <-ch:
-		case <-time.After(5 * time.Second):
+		case <-time.After(waitTimeout):
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
@@ -280,7 +285,7 @@ func TestOnEmptyAfterEveryBurst(t *testing.T) {
 		close(start)
 		wg.Wait()
 		want := int64(2 * round)
-		deadline := time.After(2 * time.Second)
+		deadline := time.After(waitTimeout)
 		for flushed.Load() < want {
 			select {
 			case <-flushedCh:

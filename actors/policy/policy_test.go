@@ -13,7 +13,10 @@ import (
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
-const timeout = 2 * time.Second
+// waitTimeout bounds every wait for an answer or a message. It only costs
+// time when a test fails, so it is generous: a -race run on two busy cores
+// can be slow by seconds.
+const waitTimeout = 30 * time.Second
 
 var (
 	idA = wgproto.ClientID{0xa8, 0x1a, 0x15}
@@ -34,7 +37,7 @@ func newSystem(t *testing.T) *actor.ActorSystem {
 func ask(t *testing.T, sys *actor.ActorSystem, f policy.Factory, m *messages.AdmitSession) (string, *actor.PID) {
 	t.Helper()
 	pid := sys.Root.Spawn(f())
-	res, err := sys.Root.RequestFuture(pid, m, timeout).Result()
+	res, err := sys.Root.RequestFuture(pid, m, waitTimeout).Result()
 	if err != nil {
 		t.Fatalf("policy did not answer %+v: %v", m, err)
 	}
@@ -183,7 +186,7 @@ func TestCapsBurst(t *testing.T) {
 		pid := sys.Root.Spawn(f())
 		pids = append(pids, pid)
 		futures = append(futures, sys.Root.RequestFuture(pid,
-			admit(wgproto.ClientID{1, byte(i >> 8), byte(i)}, "192.0.2.1:1"), timeout))
+			admit(wgproto.ClientID{1, byte(i >> 8), byte(i)}, "192.0.2.1:1"), waitTimeout))
 	}
 	admitted := 0
 	for _, fu := range futures {
@@ -245,7 +248,7 @@ func TestClientRate(t *testing.T) {
 			if tt.want == nil {
 				// Nothing may arrive; a marker sent after SessionStarted
 				// through the same actor proves it was handled.
-				if _, err := sys.Root.RequestFuture(pid, admit(tt.client, "192.0.2.1:1"), timeout).Result(); err != nil {
+				if _, err := sys.Root.RequestFuture(pid, admit(tt.client, "192.0.2.1:1"), waitTimeout).Result(); err != nil {
 					t.Fatal(err)
 				}
 				select {
@@ -260,7 +263,7 @@ func TestClientRate(t *testing.T) {
 				if m.Limits() != *tt.want {
 					t.Fatalf("session got %+v, want %+v", m.Limits(), *tt.want)
 				}
-			case <-time.After(timeout):
+			case <-time.After(waitTimeout):
 				t.Fatal("the session got no ApplyLimits")
 			}
 		})
@@ -313,7 +316,7 @@ func TestChain(t *testing.T) {
 		if m.Limits() != lim {
 			t.Fatalf("session got %+v, want %+v", m.Limits(), lim)
 		}
-	case <-time.After(timeout):
+	case <-time.After(waitTimeout):
 		t.Fatal("SessionStarted did not reach the rate policy through the chain")
 	}
 	stop(t, sys, admitted)

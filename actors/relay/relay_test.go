@@ -3,12 +3,9 @@ package relay_test
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,23 +19,6 @@ import (
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 	"github.com/udpfwd/udpfwd/internal/wgtest"
 )
-
-var (
-	idA = wgproto.ClientID{0xa8, 0x1a, 0x15}
-	idB = wgproto.ClientID{0x01, 0x02, 0x03}
-)
-
-// families are the address families every socket test runs in.
-var families = []struct {
-	name, any, loop string
-}{
-	{"ipv4", "127.0.0.1:0", "127.0.0.1"},
-	{"ipv6", "[::1]:0", "::1"},
-}
-
-func at(host string, port uint16) netip.AddrPort {
-	return netip.AddrPortFrom(netip.MustParseAddr(host), port)
-}
 
 func TestRoundTrip(t *testing.T) {
 	for _, f := range families {
@@ -251,145 +231,6 @@ func TestForeignSourceToSessionPortDropped(t *testing.T) {
 	}
 }
 
-func TestIdleExpiry(t *testing.T) {
-	const idle = 300 * time.Millisecond
-	up := newUpstream(t, "127.0.0.1:0", false)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), idle)
-	ev := watchEvents(t, r)
-	c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	c.send(t, wgtest.Initiation(idA, 1))
-	first := up.next(t).from
-	opened := await[*messages.SessionOpened](t, ev)
-	start := time.Now()
-	expired := await[*messages.SessionExpired](t, ev)
-	if expired.Session != opened.Session {
-		t.Fatal("another session expired")
-	}
-	if took := time.Since(start); took < idle-50*time.Millisecond {
-		t.Fatalf("expired after %v, before the idle timeout %v", took, idle)
-	}
-	eventually(t, "the expired session's socket to close", func() bool { return portFree(opened.UpstreamLocal) })
-	// Transport for the forgotten ID is dropped; a new initiation opens a
-	// new session on a new port.
-	c.send(t, wgtest.Transport(idA, 1, 0, 64))
-	c.send(t, wgtest.Initiation(idA, 2))
-	got := up.next(t)
-	if got.data[0] != byte(wgproto.TypeInitiation) {
-		t.Fatal("transport for an expired session reached the upstream")
-	}
-	if got.from == first {
-		t.Fatalf("the new session reuses port %v", first)
-	}
-	reopened := await[*messages.SessionOpened](t, ev)
-	if reopened.Session == opened.Session {
-		t.Fatal("the new session has the old UUID")
-	}
-}
-
-// An idle session expires on time while another session is busy: the C++
-// seed only expired sessions when the whole relay was silent.
-func TestIdleExpiresWhileOthersBusy(t *testing.T) {
-	const idle = 400 * time.Millisecond
-	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), idle)
-	ev := watchEvents(t, r)
-	quiet := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	busy := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	quiet.send(t, wgtest.Initiation(idA, 1))
-	quietOpened := await[*messages.SessionOpened](t, ev)
-	busy.send(t, wgtest.Initiation(idB, 2))
-	busyOpened := await[*messages.SessionOpened](t, ev)
-	start := time.Now()
-
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the busy client talks every 2 ms until told to stop
-		defer wg.Done()
-		for i := uint64(0); ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-				busy.conn.WriteToUDPAddrPort(wgtest.Transport(idB, 1, i, 64), busy.to)
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
-
-	expired := await[*messages.SessionExpired](t, ev)
-	took := time.Since(start)
-	if expired.Session != quietOpened.Session {
-		t.Fatalf("the busy session %v expired", busyOpened.Session)
-	}
-	if took > idle+time.Second {
-		t.Fatalf("the idle session expired after %v, timeout %v", took, idle)
-	}
-	// Twice the timeout later, the busy one is still there.
-	time.Sleep(2 * idle)
-	ev.mu.Lock()
-	defer ev.mu.Unlock()
-	for _, e := range ev.all {
-		if x, ok := e.(*messages.SessionExpired); ok && x.Session == busyOpened.Session {
-			t.Fatal("the busy session expired")
-		}
-	}
-}
-
-// A session that panics ends alone: its socket is closed, it is forgotten,
-// SessionFailed is published, and another session forwards every datagram.
-func TestPanicEndsOnlyThatSession(t *testing.T) {
-	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
-	ev := watchEvents(t, r)
-	victim := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	other := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
-	victim.send(t, wgtest.Initiation(idA, 1))
-	victim.mustRecv(t)
-	victimOpened := await[*messages.SessionOpened](t, ev)
-	other.send(t, wgtest.Initiation(idB, 2))
-	other.mustRecv(t)
-
-	const n = 300
-	var echoed atomic.Int64
-	done := make(chan error, 1)
-	go func() { // ping-pong n datagrams through the other session
-		for i := uint64(0); i < n; i++ {
-			d := wgtest.Transport(idB, 9, i, 64)
-			other.conn.WriteToUDPAddrPort(d, other.to)
-			got, ok := other.recv(waitTimeout)
-			if !ok || !bytes.Equal(got, d) {
-				done <- fmt.Errorf("datagram %d lost or changed", i)
-				return
-			}
-			echoed.Add(1)
-		}
-		done <- nil
-	}()
-	eventually(t, "traffic to start", func() bool { return echoed.Load() > 10 })
-	r.System().Root.Send(r.Supervisor(), &messages.Crash{Client: idA, Reason: "test"})
-	failed := await[*messages.SessionFailed](t, ev)
-	if failed.Session != victimOpened.Session {
-		t.Fatalf("session %v failed, want %v", failed.Session, victimOpened.Session)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the failed session's socket to close", func() bool { return portFree(victimOpened.UpstreamLocal) })
-	// The victim's ID is forgotten: its transport is dropped, a new
-	// initiation opens a new session.
-	before := r.Counters().Dropped(stats.UnknownClient)
-	victim.send(t, wgtest.Transport(idA, 1, 0, 64))
-	eventually(t, "the victim's transport to be dropped", func() bool {
-		return r.Counters().Dropped(stats.UnknownClient) == before+1
-	})
-	victim.send(t, wgtest.Initiation(idA, 3))
-	reopened := await[*messages.SessionOpened](t, ev)
-	if reopened.Session == victimOpened.Session || reopened.UpstreamLocal == victimOpened.UpstreamLocal {
-		t.Fatal("the failed session was not replaced by a new one")
-	}
-}
-
 func TestStaticForward(t *testing.T) {
 	for _, f := range families {
 		t.Run(f.name, func(t *testing.T) {
@@ -426,6 +267,7 @@ func TestStaticForward(t *testing.T) {
 	}
 }
 
+// A relay with open sessions closes, and no goroutine of it is left.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -438,12 +280,16 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		c.send(t, wgtest.Initiation(wgproto.ClientID{i, i, i}, 1))
 		c.mustRecv(t)
 	}
-	start := time.Now()
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Fatalf("Close took %v", took)
+	// Close returns, within the bound, and leaves nothing running.
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("Close did not return within %v", waitTimeout)
 	}
 }
 
@@ -505,17 +351,6 @@ func TestSessionsList(t *testing.T) {
 	if r.Counters().Live() != 2 {
 		t.Errorf("live = %d", r.Counters().Live())
 	}
-}
-
-// portFree reports whether a UDP address can be bound: whether the session
-// that had it closed its socket.
-func portFree(ap netip.AddrPort) bool {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }
 
 func TestHealthy(t *testing.T) {

@@ -11,8 +11,18 @@ import (
 	"time"
 )
 
+// waitTimeout bounds every wait for something that should happen: a reply
+// that is merely late, a process that should exit. It only costs time when
+// a test fails, so it is generous: a -race run on two busy cores can be slow
+// by seconds.
+const waitTimeout = 30 * time.Second
+
+// gen through the in-process echo: both modes run, every datagram comes
+// back (the loss timeout and the drain are generous, so a late reply on a
+// busy machine is not counted lost), and the report is consistent.
 func TestGenAgainstInProcessEcho(t *testing.T) {
-	code, out, obj := runCLI(t, "gen", "--mode", "both", "--duration", "700ms", "--warmup", "200ms", "--drain", "2s")
+	code, out, obj := runCLI(t, "gen", "--mode", "both", "--duration", "700ms", "--warmup", "200ms",
+		"--drain", waitTimeout.String(), "--loss-timeout", waitTimeout.String())
 	if code != 0 {
 		t.Fatalf("exit status %d: %v\n%s", code, obj["error"], out)
 	}
@@ -29,7 +39,7 @@ func TestGenAgainstInProcessEcho(t *testing.T) {
 		if r["mode"] != mode {
 			t.Errorf("run %d mode %v, want %s", i, r["mode"], mode)
 		}
-		if num("answered") < 100 || num("pps") <= 0 || num("mbps") <= 0 {
+		if num("answered") == 0 || num("pps") <= 0 || num("mbps") <= 0 {
 			t.Errorf("%s: answered %v pps %v mbps %v: datagrams did not flow", mode, num("answered"), num("pps"), num("mbps"))
 		}
 		if num("lost") != 0 || num("lost_total") != 0 || num("loss_pct") != 0 {
@@ -91,17 +101,18 @@ func lossyEcho(t *testing.T) *net.UDPAddr {
 	return c.LocalAddr().(*net.UDPAddr)
 }
 
+// The generator counts loss exactly: through an echo that drops one
+// datagram in ten and misdelivers another, every one of them is lost, the
+// misdelivered ones are also counted foreign, and nothing else is lost but
+// legitimate replies that came too late (after the loss timeout in
+// ping-pong, after the drain in throughput). The loss timeout is short, so
+// on a busy machine some replies are late; those the run did not see are
+// read from the socket afterwards, so the count is checked exactly however
+// late they were.
 func TestGenCountsLossExactly(t *testing.T) {
 	target := lossyEcho(t)
-	tests := []struct {
-		name string
-		mode string
-	}{
-		{"throughput", "throughput"},
-		{"pingpong", "pingpong"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, mode := range []string{"throughput", "pingpong"} {
+		t.Run(mode, func(t *testing.T) {
 			cfg := genConfig{Clients: 1, Window: 16, Size: 64, Batch: 16, Duration: 400 * time.Millisecond,
 				Warmup: 100 * time.Millisecond, Drain: 300 * time.Millisecond, LossTimeout: 20 * time.Millisecond, SockBuf: defaultSockBuf}
 			cs, err := openClients(target, cfg.Clients, cfg.Batch, cfg.SockBuf, cfg.Size)
@@ -109,25 +120,54 @@ func TestGenCountsLossExactly(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer cs.close()
-			if err := cs.handshake(context.Background(), 5*time.Second); err != nil {
+			if err := cs.handshake(context.Background(), waitTimeout); err != nil {
 				t.Fatal(err)
 			}
-			res, err := cs.run(context.Background(), tt.mode, cfg, runHooks{})
+			res, err := cs.run(context.Background(), mode, cfg, runHooks{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			n := res.SentTotal
 			wantDropped, wantForeign := (n+6)/10, (n+2)/10 // q < n with q%10 == 3, resp. 7
-			if res.LostTotal != wantDropped+wantForeign {
-				t.Errorf("lost_total %d, want %d dropped + %d misdelivered of %d sent", res.LostTotal, wantDropped, wantForeign, n)
+			tooLate := uint64(0)                           // legitimate replies the run saw after their loss timeout
+			if mode == "pingpong" {
+				tooLate = res.Late
 			}
-			if res.Foreign != wantForeign {
-				t.Errorf("foreign %d, want %d", res.Foreign, wantForeign)
+			if res.LostTotal < wantDropped+wantForeign+tooLate || res.Foreign > wantForeign {
+				t.Fatalf("lost_total %d, foreign %d, late %d of %d sent: want %d dropped + %d misdelivered lost (and the late ones), %d foreign",
+					res.LostTotal, res.Foreign, res.Late, n, wantDropped, wantForeign, wantForeign)
 			}
-			if res.Answered == 0 || res.LossPct < 15 || res.LossPct > 25 {
-				t.Errorf("answered %d, loss %.2f %%: want about 20 %% lost in the window", res.Answered, res.LossPct)
+			// What the run counted lost beyond the echo's doing must be late
+			// replies still on their way, and the foreign replies it did not
+			// see must be on their way too: read them.
+			c := cs.clients[0]
+			legit, foreign := uint64(0), uint64(0)
+			needLegit, needForeign := res.LostTotal-wantDropped-wantForeign-tooLate, wantForeign-res.Foreign
+			c.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+			for legit < needLegit || foreign < needForeign {
+				k, err := c.conn.Read(c.rbufs[0])
+				if err != nil {
+					t.Fatalf("lost_total %d and foreign %d of %d sent: %d more lost than the echo dropped or misdelivered, and %d foreign replies missing; "+
+						"after the run only %d late replies and %d foreign ones came: %v", res.LostTotal, res.Foreign, n, needLegit, needForeign, legit, foreign, err)
+				}
+				b := c.rbufs[0][:k]
+				if r, ok := parseTransport(b, cfg.Size); ok && r.epoch == cs.epoch {
+					switch {
+					case isForeign(b, c.id):
+						foreign++
+					case r.seq%10 != 3 && r.seq%10 != 7:
+						legit++
+					}
+				}
 			}
-			if tt.mode == "throughput" && res.WrittenOff == 0 {
+			t.Logf("%d sent, %d lost (%d dropped, %d misdelivered, %d replies late), %d foreign; in the window %d of %d lost",
+				n, res.LostTotal, wantDropped, wantForeign, tooLate+legit, res.Foreign, res.Lost, res.Sent)
+			// In the window, of any ten consecutive datagrams the echo drops
+			// one and misdelivers one; late replies may add to that.
+			if lo, hi := 2*(res.Sent/10), 2*((res.Sent+9)/10)+tooLate+legit; res.Lost < lo || res.Lost > hi {
+				t.Errorf("%d of %d lost in the window, want %d..%d", res.Lost, res.Sent, lo, hi)
+			}
+			if mode == "throughput" && res.WrittenOff == 0 {
 				t.Error("throughput: no window slot was refilled although a fifth of the datagrams never came back")
 			}
 		})
@@ -147,12 +187,16 @@ func TestHandshakeTimesOut(t *testing.T) {
 	}
 	defer cs.close()
 	start := time.Now()
-	err = cs.handshake(context.Background(), 300*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "not echoed") {
-		t.Errorf("err = %v, want a handshake timeout", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("handshake gave up after %v, want about 300ms", d)
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- cs.handshake(context.Background(), 300*time.Millisecond) }()
+	select {
+	case err := <-gaveUp:
+		if err == nil || !strings.Contains(err.Error(), "not echoed") {
+			t.Errorf("err = %v, want a handshake timeout", err)
+		}
+		t.Logf("the handshake gave up after %v (its timeout: 300ms)", time.Since(start).Round(time.Millisecond))
+	case <-time.After(waitTimeout):
+		t.Fatalf("the handshake with a 300ms timeout still waits after %v", waitTimeout)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

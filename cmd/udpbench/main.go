@@ -6,6 +6,22 @@
 // handshake initiations for a relay's admission path. Every run is
 // bounded; each prints a table for humans and, as the last line of stdout,
 // one JSON object for scripts.
+//
+// # Independent of the code it measures
+//
+// udpbench has its own batched socket I/O (batch.go) and its own WireGuard
+// framing (wire.go), and does not use internal/udpio, internal/wgproto or
+// internal/wgtest, although they do much the same. That is on purpose: a
+// load generator should not share the code it measures. Built on udpio, a
+// regression there (a slower batch path, a pool that allocates, a batch
+// that drops or reorders datagrams) would slow or break the generator and
+// the echo server along with udpfwd, and the comparison would hide it; and
+// udpbench would not be neutral between udpfwd and the relays it is
+// compared with (nginx, socat), which use none of that code. Likewise a
+// misreading of the WireGuard header in wgproto, copied into the
+// generator's datagrams, would agree with itself and pass unseen. The only
+// project package it imports is internal/cli, which reads its command line
+// and is not measured.
 package main
 
 import (

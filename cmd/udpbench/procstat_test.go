@@ -125,9 +125,11 @@ func TestSampleTreesFixture(t *testing.T) {
 }
 
 func TestSampleTreesSelf(t *testing.T) {
-	// Burn a little CPU so the sample cannot be zero at 100 ticks/s.
-	deadline := time.Now().Add(30 * time.Millisecond)
-	for x := 0; time.Now().Before(deadline); x++ {
+	// Burn two ticks' worth of CPU (at 100 ticks/s) so the sample cannot be
+	// zero: CPU time, not wall time, which a busy machine may not turn into
+	// CPU time.
+	before, deadline := selfCPU(), time.Now().Add(waitTimeout)
+	for x := 0; selfCPU()-before < 20*time.Millisecond && time.Now().Before(deadline); x++ {
 		_ = x * x
 	}
 	trees, _, err := sampleTrees("/proc", os.Getpid())

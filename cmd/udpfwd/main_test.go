@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +19,29 @@ import (
 
 // binary is udpfwd built once for these tests: they run the real program.
 var binary string
+
+// waitTimeout bounds every wait for something that should happen: a log
+// line, a datagram, an exit. It only costs time when a test fails, so it is
+// generous: the machine running the tests may be busy for seconds.
+const waitTimeout = 30 * time.Second
+
+// eventually polls cond until it holds; if it does not within waitTimeout,
+// the test fails, naming what it waited for and what state (if not nil)
+// says then.
+func eventually(t *testing.T, what string, cond func() bool, state func() string) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("timed out after %v waiting for %s", waitTimeout, what)
+			if state != nil {
+				msg += ":\n" + state()
+			}
+			t.Fatal(msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "udpfwd-cli")
@@ -55,7 +81,7 @@ func udpfwd(t *testing.T, args ...string) (int, string, string) {
 			t.Fatal(err)
 		}
 		return 0, stdout.String(), stderr.String()
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitTimeout):
 		cmd.Process.Kill()
 		t.Fatalf("udpfwd %v did not exit", args)
 		return 0, "", ""
@@ -165,27 +191,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// SIGTERM and SIGINT stop the relay: exit 0 within 2 s.
+// SIGTERM and SIGINT stop the relay: it exits 0. The README says it does
+// within 2 s; the time is logged, not asserted, since a busy machine can
+// take longer through no fault of udpfwd's. Not stopping at all fails.
 func TestSignalsStopCleanly(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(binary, "-r", "127.0.0.1:0", "127.0.0.1:2408")
-			var stderr lockedBuffer
-			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			// Wait for the relay to say it started, then signal it.
-			deadline := time.Now().Add(5 * time.Second)
-			for !strings.Contains(stderr.String(), "relay started") {
-				if time.Now().After(deadline) {
-					cmd.Process.Kill()
-					t.Fatalf("no start line: %s", stderr.String())
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			cmd, stderr, done := startDaemon(t, "-r", "127.0.0.1:0", "127.0.0.1:2408")
 			start := time.Now()
 			cmd.Process.Signal(sig)
 			select {
@@ -193,12 +205,9 @@ func TestSignalsStopCleanly(t *testing.T) {
 				if err != nil {
 					t.Fatalf("exit: %v; stderr: %s", err, stderr.String())
 				}
-				if took := time.Since(start); took > 2*time.Second {
-					t.Fatalf("took %v to stop", took)
-				}
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				t.Fatal("did not stop within 5 s")
+				t.Logf("stopped %v after the signal", time.Since(start).Round(time.Millisecond))
+			case <-time.After(waitTimeout):
+				t.Fatalf("did not stop within %v", waitTimeout)
 			}
 		})
 	}
@@ -245,4 +254,130 @@ func TestHelpReadsCleanly(t *testing.T) {
 			t.Errorf("the flags do not show %q:\n%s", want, flags)
 		}
 	}
+}
+
+// freePort returns a loopback UDP port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// startDaemon starts udpfwd with args and waits until it is ready.
+func startDaemon(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer, chan error) {
+	t.Helper()
+	return startCmd(t, exec.Command(binary, args...))
+}
+
+// startCmd starts cmd, a udpfwd command, and waits until it is ready: until
+// it says so on $NOTIFY_SOCKET (READY=1, as to systemd), which it does once
+// every relay, the admin listener and the state saver run. Its "relay
+// started" lines come earlier, while start-up goes on, and a signal then ends
+// start-up without the stop of a running udpfwd (no state is saved), so a
+// test that waited for them could stop a udpfwd that had not finished
+// starting.
+func startCmd(t *testing.T, cmd *exec.Cmd) (*exec.Cmd, *lockedBuffer, chan error) {
+	t.Helper()
+	name := fmt.Sprintf("@udpfwd-test-%d-%d", os.Getpid(), notifySockets.Add(1)) // abstract: any user may send to it
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { notify.Close() })
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, "NOTIFY_SOCKET="+name)
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	ready := make(chan error, 1)
+	go func() {
+		notify.SetReadDeadline(time.Now().Add(waitTimeout))
+		buf := make([]byte, 4096)
+		for {
+			n, err := notify.Read(buf)
+			if err != nil {
+				ready <- err
+				return
+			}
+			if strings.Contains(string(buf[:n]), "READY=1") {
+				ready <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("udpfwd did not get ready: %v; log:\n%s", err, stderr.String())
+		}
+	case err := <-done:
+		t.Fatalf("udpfwd exited while starting: %v; log:\n%s", err, stderr.String())
+	}
+	return cmd, stderr, done
+}
+
+// notifySockets numbers the tests' $NOTIFY_SOCKETs.
+var notifySockets atomic.Int64
+
+// stopDaemon sends udpfwd SIGTERM and waits until it exits, with status 0.
+func stopDaemon(t *testing.T, cmd *exec.Cmd, done chan error) {
+	t.Helper()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("udpfwd exited with %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("udpfwd did not stop")
+	}
+}
+
+// dial returns a UDP socket connected to addr, closed at the end of the test.
+func dial(t *testing.T, addr string) *net.UDPConn {
+	t.Helper()
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// relayConfig writes a config file with the given relays section.
+func relayConfig(t *testing.T, path, relays string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("relays:\n"+relays), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLog waits until the log holds n lines containing every one of parts.
+func waitLog(t *testing.T, log *lockedBuffer, n int, parts ...string) {
+	t.Helper()
+	lines := func() int {
+		got := 0
+		for _, line := range strings.Split(log.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(line, p)
+			}
+			if all {
+				got++
+			}
+		}
+		return got
+	}
+	eventually(t, fmt.Sprintf("%d log lines with %q", n, parts), func() bool { return lines() >= n }, log.String)
 }

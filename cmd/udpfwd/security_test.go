@@ -88,22 +88,18 @@ func TestSecurityFlagsAccepted(t *testing.T) {
 func adminAddr(t *testing.T, stderr *lockedBuffer) string {
 	t.Helper()
 	re := regexp.MustCompile(`admin listener started\s+\{"addr": "([^"]+)"\}`)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(stderr.String()); m != nil {
-			return m[1]
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no admin listener address in:\n%s", stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var m []string
+	eventually(t, "the admin listener's address in the log", func() bool {
+		m = re.FindStringSubmatch(stderr.String())
+		return m != nil
+	}, stderr.String)
+	return m[1]
 }
 
 // dropped reads udpfwd's drop counter for reason from its metrics.
 func dropped(t *testing.T, admin, reason string) int {
 	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
+	c := http.Client{Timeout: waitTimeout}
 	res, err := c.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +172,7 @@ func TestSecurityFlagsThroughProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	up.SetReadDeadline(time.Now().Add(5 * time.Second))
+	up.SetReadDeadline(time.Now().Add(waitTimeout))
 	buf := make([]byte, 2048)
 	for seen := 0; seen < len(allowed); seen++ {
 		n, _, err := up.ReadFromUDPAddrPort(buf)
@@ -187,14 +183,12 @@ func TestSecurityFlagsThroughProcess(t *testing.T) {
 			t.Fatalf("the upstream got a handshake that should have been refused: % x", buf[:n])
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for dropped(t, admin, "client_not_allowed") != 2 || dropped(t, admin, "bad_mac1") != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("udpfwd counted %d client_not_allowed (want 2) and %d bad_mac1 (want 1)",
-				dropped(t, admin, "client_not_allowed"), dropped(t, admin, "bad_mac1"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, "the refusals to be counted", func() bool {
+		return dropped(t, admin, "client_not_allowed") == 2 && dropped(t, admin, "bad_mac1") == 1
+	}, func() string {
+		return fmt.Sprintf("udpfwd counted %d client_not_allowed (want 2) and %d bad_mac1 (want 1)",
+			dropped(t, admin, "client_not_allowed"), dropped(t, admin, "bad_mac1"))
+	})
 	// Refused handshakes are dropped, not late: nothing more arrives.
 	up.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, _, err := up.ReadFromUDPAddrPort(buf); err == nil {

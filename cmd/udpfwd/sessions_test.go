@@ -270,7 +270,6 @@ func TestHumanDuration(t *testing.T) {
 // TestSessionsLive runs a relay with the admin listener, opens a session
 // through it from a loopback client, and reads it with `udpfwd sessions`.
 func TestSessionsLive(t *testing.T) {
-	const wait = 5 * time.Second
 	up, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +307,7 @@ func TestSessionsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		srv.Shutdown(ctx)
 	}()
@@ -322,7 +321,7 @@ func TestSessionsLive(t *testing.T) {
 	if _, err := cl.WriteToUDPAddrPort(wgtest.Initiation(id, 1), r.ListenAddrs()[0]); err != nil {
 		t.Fatal(err)
 	}
-	cl.SetReadDeadline(time.Now().Add(wait))
+	cl.SetReadDeadline(time.Now().Add(waitTimeout))
 	if _, _, err := cl.ReadFromUDPAddrPort(make([]byte, 2048)); err != nil {
 		t.Fatalf("no reply through the relay: %v", err)
 	}
@@ -425,7 +424,7 @@ func TestSessionsTokenAgainstListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		srv.Shutdown(ctx)
 	})

@@ -28,7 +28,7 @@ func TestStartOrStop(t *testing.T) {
 			if !errors.Is(err, errStoppedStarting) {
 				t.Fatalf("startOrStop = %v, want errStoppedStarting", err)
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(waitTimeout):
 			t.Fatal("a signal did not end a start-up that hangs")
 		}
 	})

@@ -30,10 +30,11 @@ func listen(t *testing.T, name string) *net.UnixConn {
 	return c
 }
 
-// receive reads one notification, waiting at most 5 s.
+// receive reads one notification, waiting at most 30 s: generous, since
+// only a failing test waits it out.
 func receive(t *testing.T, c *net.UnixConn) string {
 	t.Helper()
-	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := c.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4096)

@@ -22,6 +22,11 @@ import (
 
 const limit = state.MinSizeLimit
 
+// waitTimeout bounds every wait for something that should happen. It only
+// costs time when a test fails, so it is generous: a -race run on two busy
+// cores can be slow by seconds.
+const waitTimeout = 30 * time.Second
+
 func TestSaveLoad(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.json")
 	f := state.New()
@@ -181,7 +186,7 @@ func loadBounded(t *testing.T, path string, limit int64) (*state.File, error) {
 	select {
 	case r := <-done:
 		return r.f, r.err
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatalf("Load(%s) blocked", path)
 		return nil, nil
 	}
@@ -373,7 +378,7 @@ func TestLockFileMustBeRegular(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.reason) {
 					t.Fatalf("Acquire = %v, want refused: %s", err, tt.reason)
 				}
-			case <-time.After(10 * time.Second):
+			case <-time.After(waitTimeout):
 				t.Fatal("Acquire blocked")
 			}
 		})

@@ -14,7 +14,10 @@ import (
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-const testTimeout = 5 * time.Second
+// testTimeout bounds every wait for a datagram that should come. It only
+// costs time when a test fails, so it is generous: a -race run on two busy
+// cores can be slow by seconds.
+const testTimeout = 30 * time.Second
 
 func listen(t *testing.T, addr string) *udpio.Conn {
 	t.Helper()

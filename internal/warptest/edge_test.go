@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"testing"
-	"time"
 )
 
 // newEdge starts an edge that the test closes.
@@ -46,7 +45,7 @@ func TestHandshakeAndBulkTransfersDirect(t *testing.T) {
 			}
 			t.Cleanup(func() { e.Close() })
 			c := newClient(t, e, ClientConfig{ID: tc.id})
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
 			if err := c.WaitHandshake(ctx); err != nil {
 				t.Fatal(err)
@@ -55,7 +54,7 @@ func TestHandshakeAndBulkTransfersDirect(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, tr := range []*Transfer{c.Download(ctx, bulkSize, 1), c.Upload(ctx, bulkSize, 2)} {
-				res, err := tr.Wait(ctx, 5*time.Second)
+				res, err := tr.Wait(ctx, stallAfter)
 				if err != nil {
 					t.Fatalf("transfer %d: %v", i, err)
 				}

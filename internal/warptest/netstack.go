@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -26,11 +27,22 @@ import (
 // WireGuard never pads past the MTU (1420 + 32 = 1452 bytes).
 const DefaultMTU = 1280
 
+// maxRTO caps TCP's retransmission timeout in the bed's stacks (TCP's own
+// cap is 120 s). On a busy machine packets are lost inside the process (a
+// starved goroutine's queue fills), and a segment lost a few times in a row
+// backs off to many seconds: a download through udpfwd paused for 12 s with
+// nothing dropped by udpfwd, which a test cannot tell from a stall the relay
+// caused. With the cap, TCP tries again every second at most, and resumes
+// within a second once the machine lets it. TCP never gives up for time
+// alone here (no user timeout), so the cap costs nothing else.
+const maxRTO = time.Second
+
 // netTUN is a tun.Device whose other side is a gVisor TCP/IP stack in this
-// process. It follows wireguard-go's tun/netstack, with two differences that
-// matter to a test bed: TCP SACK stays off (with SACK on, netstack's TCP often
-// crawled for many seconds after a client changed its port), and Close waits
-// for the stack's goroutines and never blocks or panics on a packet in flight.
+// process. It follows wireguard-go's tun/netstack, with three differences
+// that matter to a test bed: TCP SACK stays off (with SACK on, netstack's TCP
+// often crawled for many seconds after a client changed its port), TCP's
+// retransmission timeout is capped (maxRTO), and Close waits for the stack's
+// goroutines and never blocks or panics on a packet in flight.
 type netTUN struct {
 	ep       *channel.Endpoint
 	stack    *stack.Stack
@@ -66,6 +78,11 @@ func newNetTUN(addr netip.Addr, mtu int) (*netTUN, error) {
 	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		t.stack.Destroy()
 		return nil, fmt.Errorf("warptest: disable TCP SACK: %v", err)
+	}
+	rto := tcpip.TCPMaxRTOOption(maxRTO)
+	if err := t.stack.SetTransportProtocolOption(tcp.ProtocolNumber, &rto); err != nil {
+		t.stack.Destroy()
+		return nil, fmt.Errorf("warptest: cap TCP's retransmission timeout: %v", err)
 	}
 	t.notify = t.ep.AddNotify(t)
 	if err := t.stack.CreateNIC(1, t.ep); err != nil {

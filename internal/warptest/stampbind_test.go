@@ -19,7 +19,7 @@ func peerSocket(t *testing.T) *net.UDPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(waitTimeout)); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -186,7 +186,7 @@ func TestStampBindRoamKeepsReceiving(t *testing.T) {
 		if r.err != nil || !bytes.Equal(r.data, msg) {
 			t.Errorf("receive across the roam: %v, % x", r.err, r.data)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("receive did not move to the new socket")
 	}
 }
@@ -208,7 +208,7 @@ func TestStampBindCloseEndsReceive(t *testing.T) {
 		if !errors.Is(err, net.ErrClosed) {
 			t.Errorf("receive after Close: %v, want net.ErrClosed", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitTimeout):
 		t.Fatal("receive still blocked after Close")
 	}
 	if _, err := b.Roam(nil); !errors.Is(err, net.ErrClosed) {

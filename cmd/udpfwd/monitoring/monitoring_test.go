@@ -39,7 +39,7 @@ func served(t *testing.T) map[string]string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // generous: only a hang waits it out
 		defer cancel()
 		s.Shutdown(ctx)
 	})
