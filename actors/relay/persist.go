@@ -41,7 +41,7 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 		}
 		m.Sessions = append(m.Sessions, messages.RestoredSession{
 			Info: messages.SessionInfo{
-				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
+				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: unmap(s.ClientAddr),
 				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream,
 			},
 			Created: s.Created,
@@ -204,4 +204,13 @@ func renumberListener(saved []byte, places []int) []byte {
 		return saved
 	}
 	return b
+}
+
+// unmap writes an IPv4-mapped IPv6 address (as state files written before
+// udpio unmapped what it reads hold them) as the IPv4 address it is.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	if !a.IsValid() {
+		return a
+	}
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }

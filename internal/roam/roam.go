@@ -366,7 +366,9 @@ func (p *Peer) Restore(s State) error {
 	if !s.Addr.IsValid() {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
 	}
-	p.cur = endpoint{s.Addr, s.Listener}
+	// States saved before addresses were unmapped on reading hold IPv4
+	// clients of dual-stack sockets in their IPv4-mapped form.
+	p.cur = endpoint{netip.AddrPortFrom(s.Addr.Addr().Unmap(), s.Addr.Port()), s.Listener}
 	p.answered = s.Answered
 	p.indexes = [MaxIndexes]learnedIndex{}
 	p.pending = [MaxPending]pendingInit{}
