@@ -5,6 +5,7 @@
 package stats
 
 import (
+	"sync"
 	"sync/atomic"
 )
 
@@ -121,12 +122,47 @@ func (d Direction) String() string {
 
 // Counters are one relay's counters. The zero value is ready; all methods
 // are safe for concurrent use.
+//
+// A relay of several workers gives each worker a shard of its counters
+// (Shard): a worker counts in its own, so that workers on different cores
+// never write the same cache line, and the relay's counters read as the
+// sum of their own counts and every shard's.
 type Counters struct {
 	live      atomic.Int64
 	events    [NumEvents]atomic.Uint64
 	drops     [NumReasons]atomic.Uint64
 	datagrams [NumDirections]atomic.Uint64
 	bytes     [NumDirections]atomic.Uint64
+
+	mu     sync.Mutex                 // serialises Shard
+	shards atomic.Pointer[[]*Counters] // read by every reading method
+}
+
+// Shard returns new counters whose counts c's reading methods add to its
+// own: Live, Dropped, Datagrams and the others then cover both. Counting
+// goes to the shard alone, so Live is the sum of each shard's SetLive.
+func (c *Counters) Shard() *Counters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var shards []*Counters
+	if old := c.shards.Load(); old != nil {
+		shards = append(shards, *old...)
+	}
+	s := &Counters{}
+	shards = append(shards, s)
+	c.shards.Store(&shards)
+	return s
+}
+
+// sum adds read(s) over c's shards.
+func (c *Counters) sum(read func(*Counters) uint64) uint64 {
+	var t uint64
+	if shards := c.shards.Load(); shards != nil {
+		for _, s := range *shards {
+			t += read(s)
+		}
+	}
+	return t
 }
 
 // Drop counts n datagrams dropped for reason r.
@@ -139,13 +175,19 @@ func (c *Counters) Move(d Direction, n, bytes int) {
 }
 
 // Dropped returns the number of datagrams dropped for reason r.
-func (c *Counters) Dropped(r Reason) uint64 { return c.drops[r].Load() }
+func (c *Counters) Dropped(r Reason) uint64 {
+	return c.drops[r].Load() + c.sum(func(s *Counters) uint64 { return s.Dropped(r) })
+}
 
 // Datagrams returns the number of datagrams moved in direction d.
-func (c *Counters) Datagrams(d Direction) uint64 { return c.datagrams[d].Load() }
+func (c *Counters) Datagrams(d Direction) uint64 {
+	return c.datagrams[d].Load() + c.sum(func(s *Counters) uint64 { return s.Datagrams(d) })
+}
 
 // Bytes returns the number of bytes moved in direction d.
-func (c *Counters) Bytes(d Direction) uint64 { return c.bytes[d].Load() }
+func (c *Counters) Bytes(d Direction) uint64 {
+	return c.bytes[d].Load() + c.sum(func(s *Counters) uint64 { return s.Bytes(d) })
+}
 
 // TotalDropped sums the drops over every reason.
 func (c *Counters) TotalDropped() uint64 {
@@ -153,7 +195,7 @@ func (c *Counters) TotalDropped() uint64 {
 	for i := range c.drops {
 		t += c.drops[i].Load()
 	}
-	return t
+	return t + c.sum((*Counters).TotalDropped)
 }
 
 // Event is a session lifecycle event or relay event that is counted.
@@ -186,10 +228,16 @@ func (e Event) String() string {
 func (c *Counters) Count(e Event) { c.events[e].Add(1) }
 
 // Events returns how many times e happened.
-func (c *Counters) Events(e Event) uint64 { return c.events[e].Load() }
+func (c *Counters) Events(e Event) uint64 {
+	return c.events[e].Load() + c.sum(func(s *Counters) uint64 { return s.Events(e) })
+}
 
-// SetLive records how many sessions the relay holds.
+// SetLive records how many sessions the relay (or, for a shard, its
+// worker) holds.
 func (c *Counters) SetLive(n int) { c.live.Store(int64(n)) }
 
-// Live returns how many sessions the relay holds.
-func (c *Counters) Live() int { return int(c.live.Load()) }
+// Live returns how many sessions the relay holds: its own record and
+// every shard's.
+func (c *Counters) Live() int {
+	return int(c.live.Load()) + int(c.sum(func(s *Counters) uint64 { return uint64(s.Live()) }))
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -196,6 +197,12 @@ func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
 
 // Close closes the socket; a blocked read returns net.ErrClosed.
 func (c *Conn) Close() error { return c.uc.Close() }
+
+// SetReadDeadline makes a blocked read, and every later one, fail with an
+// error wrapping os.ErrDeadlineExceeded once t has passed; the zero time
+// clears it. A reader that must stop while its socket stays open (a socket
+// of a listening Group, which is closed whole) sets a time in the past.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
 
 // WaitReadable blocks until a datagram is queued on the socket, holding no
 // buffer meanwhile, so that thousands of idle sockets cost no memory for

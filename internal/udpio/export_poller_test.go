@@ -1,6 +1,10 @@
 package udpio
 
-import "golang.org/x/sys/unix"
+import (
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
 
 // FD returns c's descriptor number, for tests that watch the kernel reuse
 // it.
@@ -19,4 +23,13 @@ func QueuedBytes(c *Conn) (int, error) {
 		return 0, cerr
 	}
 	return n, err
+}
+
+// Settle waits until no handler call for tok is under way: after Remove(tok)
+// and Settle, a call for tok would be one the poller started after Remove
+// returned, which it must never do.
+func (p *Poller[T]) Settle(tok PollToken) {
+	for PollToken(p.current.Load()) == tok {
+		runtime.Gosched()
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -117,10 +118,15 @@ type Ready[T any] struct {
 // The loop goroutine (RoutinePollLoop) runs every round the same way:
 // take at most Events ready sockets from epoll, read at most one batch
 // (MaxBatch datagrams) from each, then call the handler for each in turn.
-// The handler runs on the loop goroutine with the poller's lock held: it
-// should pass the batch on (an actor Send) and return, and must not call
-// Add, Remove or Close. In exchange, once Remove returns, the handler is
-// never called for that token again, and once Close returns, never at all.
+// The handler runs on the loop goroutine, without the poller's lock: it
+// should pass the batch on (an actor Send) and return. It may call Add and
+// Remove, directly or through what it runs: an actor that runs inline on
+// the loop goroutine may end its owner (a session that fails while it
+// handles its replies) or open another. It must not call Close, which waits
+// for the loop. Once Remove returns, the poller starts no handler call for
+// that token again; a call already under way, the one Remove was called
+// from or one on the loop goroutine at the same moment, is not waited for.
+// Once Close returns, the handler is never called at all.
 //
 // A registered Conn is read by the poller only: its owner may write to it
 // at any time, and may close it at any time, before or after Remove. The
@@ -129,8 +135,8 @@ type Ready[T any] struct {
 // Conn is closed, so it never reads a descriptor number the kernel has
 // given to another socket; epoll registrations go the same way.
 //
-// Add, Remove, Len and Close may be called from any goroutine but the
-// handler.
+// Add, Remove and Len may be called from any goroutine, the handler's
+// included; Close from any but the handler's.
 type Poller[T any] struct {
 	cfg    PollerConfig
 	handle func(*Ready[T])
@@ -145,6 +151,10 @@ type Poller[T any] struct {
 	free   []uint32
 	live   int
 	closed bool
+	// current is the token of the handler call under way, 0 between
+	// calls: stored under mu as the loop starts a call, so that a test
+	// can tell a call Remove did not wait for from one started after.
+	current atomic.Uint64
 
 	// Owned by the loop goroutine.
 	events []unix.EpollEvent
@@ -299,9 +309,11 @@ func (p *Poller[T]) Add(c *Conn, owner T) (PollToken, error) {
 }
 
 // Remove ends the registration tok names and reports whether it was
-// registered. After it returns the handler is not called for tok again;
-// datagrams already read for it are released. The Conn stays open: its
-// owner closes it, before or after.
+// registered. After it returns the poller starts no handler call for tok
+// again, and releases what it read for tok meanwhile; it does not wait for
+// a call already under way (see Poller), so that the handler, or an owner
+// running inline in it, may call it. The Conn stays open: its owner closes
+// it, before or after.
 func (p *Poller[T]) Remove(tok PollToken) bool {
 	idx, gen := tok.split()
 	p.mu.Lock()
@@ -434,12 +446,14 @@ func (p *Poller[T]) round(evs []unix.EpollEvent) (stop bool) {
 		p.read(&p.work[i])
 	}
 
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i := range p.work {
 		w := &p.work[i]
+		// Each call is decided under the lock, and made without it: the
+		// handler may Add or Remove (a session it runs inline may end).
+		p.mu.Lock()
 		s := &p.slots[w.idx]
 		if p.closed || s.gen != w.gen || s.conn == nil {
+			p.mu.Unlock()
 			// Removed while it was read: what was read is nobody's.
 			if w.batch != nil {
 				w.batch.Release()
@@ -448,6 +462,7 @@ func (p *Poller[T]) round(evs []unix.EpollEvent) (stop bool) {
 			continue
 		}
 		if w.batch == nil && w.foreign == 0 && w.err == nil {
+			p.mu.Unlock()
 			*w = pollWork{}
 			continue
 		}
@@ -457,10 +472,15 @@ func (p *Poller[T]) round(evs []unix.EpollEvent) (stop bool) {
 			r.Removed = true
 			p.removeLocked(w.idx)
 		}
+		p.current.Store(uint64(pollToken(w.idx, w.gen)))
+		p.mu.Unlock()
 		p.handle(r)
+		p.current.Store(0)
 		*r = Ready[T]{}
 		*w = pollWork{}
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.closed
 }
 

@@ -367,8 +367,9 @@ func TestPollerTransientError(t *testing.T) {
 
 // TestPollerChurn: many sockets with traffic while sessions close their
 // sockets (with Remove before or after Close, or Close alone until their
-// next event) and open new ones. No datagram reaches another owner, none
-// arrives after its owner's Remove returned, and Close leaves no goroutine.
+// next event) and open new ones. No datagram reaches another owner, no
+// handler call starts after its owner's Remove returned (Settle waits for
+// one under way, which Remove does not), and Close leaves no goroutine.
 func TestPollerChurn(t *testing.T) {
 	for _, m := range pollModes {
 		t.Run(m.name, func(t *testing.T) {
@@ -471,11 +472,13 @@ func TestPollerChurn(t *testing.T) {
 				switch rng.IntN(3) {
 				case 0: // Remove, then Close
 					p.Remove(s.tok)
+					p.Settle(s.tok)
 					s.removed.Store(true)
 					s.conn.Close()
 				case 1: // Close, then Remove
 					s.conn.Close()
 					p.Remove(s.tok)
+					p.Settle(s.tok)
 					s.removed.Store(true)
 				case 2: // Close only, for now
 					s.conn.Close()
@@ -486,6 +489,7 @@ func TestPollerChurn(t *testing.T) {
 				if len(lingering) > 8 {
 					for _, l := range lingering {
 						p.Remove(l.tok)
+						p.Settle(l.tok)
 						l.removed.Store(true)
 					}
 					lingering = lingering[:0]
@@ -513,6 +517,69 @@ func TestPollerChurn(t *testing.T) {
 			}
 			if _, err := p.Add(dialPeer(t, peerAddr), nil); !errors.Is(err, net.ErrClosed) {
 				t.Fatalf("Add after Close: %v, want net.ErrClosed", err)
+			}
+		})
+	}
+}
+
+// TestPollerHandlerAddsAndRemoves: the handler may call Remove and Add, as
+// an owner running inline in it does when it ends (a session that fails
+// while it handles its replies) or opens another. The loop goes on, the
+// removed socket is not read again, and the added one is served.
+func TestPollerHandlerAddsAndRemoves(t *testing.T) {
+	for _, m := range pollModes {
+		t.Run(m.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			peer := udpPeer(t, "127.0.0.1:0")
+			peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
+			first, second := dialPeer(t, peerAddr), dialPeer(t, peerAddr)
+			ch := make(chan delivery, 16)
+			rec := recorder(ch)
+			var (
+				p        *udpio.Poller[int]
+				tok1     udpio.PollToken
+				removed  bool
+				addedErr error
+			)
+			h := func(r *udpio.Ready[int]) {
+				if r.Owner == 1 {
+					removed = p.Remove(tok1)
+					_, addedErr = p.Add(second, 2)
+				}
+				rec(r)
+			}
+			p, err := udpio.NewPoller(m.cfg, h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if tok1, err = p.Add(first, 1); err != nil {
+				t.Fatal(err)
+			}
+			sendTo(t, peer, first, []byte("one"))
+			if d := next(t, ch); d.owner != 1 || string(d.payloads[0]) != "one" {
+				t.Fatalf("first delivery: owner %d %q, want 1 \"one\"", d.owner, d.payloads)
+			}
+			if !removed || addedErr != nil {
+				t.Fatalf("in the handler: Remove reported %v, Add failed with %v", removed, addedErr)
+			}
+			sendTo(t, peer, first, []byte("two"))
+			sendTo(t, peer, second, []byte("three"), []byte("four"))
+			var got []string
+			for len(got) < 2 {
+				d := next(t, ch)
+				if d.owner != 2 {
+					t.Fatalf("delivery to owner %d after it was removed", d.owner)
+				}
+				for _, pl := range d.payloads {
+					got = append(got, string(pl))
+				}
+			}
+			if n, err := udpio.QueuedBytes(first); err != nil || n != len("two") {
+				t.Fatalf("the removed socket's queue holds %d bytes (%v), want its unread datagram", n, err)
+			}
+			if p.Len() != 1 {
+				t.Fatalf("%d sockets registered, want 1", p.Len())
 			}
 		})
 	}
