@@ -21,7 +21,7 @@ var schema = map[string][]string{
 	"":    {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "relays"},
 	"log": {"level", "format"},
 	"relays[]": {"name", "mode", "listen", "upstream", "idle_timeout", "resolve_interval",
-		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "security"},
+		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "workers", "reuse_port", "security"},
 	"relays[].security": {"upstream_public_key", "allow_clients", "allow_cidrs", "deny_cidrs",
 		"max_sessions", "max_sessions_per_ip", "new_sessions_per_ip", "new_sessions_per_ip_burst", "client_rate"},
 	"relays[].security.client_rate": {"datagrams_per_second", "bytes_per_second"},

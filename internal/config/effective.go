@@ -38,6 +38,8 @@ type outRelay struct {
 	ReadBuffer      any          `yaml:"read_buffer"`
 	WriteBuffer     any          `yaml:"write_buffer"`
 	GSO             bool         `yaml:"gso"`
+	Workers         any          `yaml:"workers,omitempty"`
+	ReusePort       bool         `yaml:"reuse_port"`
 	Security        *outSecurity `yaml:"security,omitempty"`
 }
 
@@ -96,6 +98,7 @@ func outRelayOf(r *Relay) outRelay {
 		ReadBuffer:  sizeValue(int64(r.ReadBuffer)),
 		WriteBuffer: sizeValue(int64(r.WriteBuffer)),
 		GSO:         !r.NoGSO,
+		ReusePort:   r.ReusePort,
 	}
 	for _, l := range r.Listen {
 		o.Listen = append(o.Listen, l.String())
@@ -115,6 +118,10 @@ func outRelayOf(r *Relay) outRelay {
 		ports = r.UpstreamPorts.String()
 	}
 	o.IdleTimeout, o.ResolveInterval, o.UpstreamPorts = &idle, &resolve, &ports
+	o.Workers = "auto"
+	if r.Workers > 0 {
+		o.Workers = r.Workers
+	}
 	s := &r.Security
 	sec := &outSecurity{
 		AllowClients:          make([]string, 0, len(s.AllowClients)),

@@ -38,6 +38,9 @@ const (
 	// MaxListen is the most listen addresses one relay may have (the
 	// relay tags each datagram with its socket's index in a byte).
 	MaxListen = 256
+	// MaxWorkers bounds workers: no machine udpfwd runs on has more
+	// cores, and each worker holds a socket per listen address.
+	MaxWorkers = 1024
 	// maxNameLen bounds a relay name, which becomes a metric label.
 	maxNameLen = 64
 )
@@ -123,6 +126,20 @@ type Relay struct {
 	// NoGSO sends every datagram as its own message, without UDP generic
 	// segmentation offload (the file's "gso: false").
 	NoGSO bool
+	// Workers is how many workers the relay runs (wireguard mode): each
+	// listen address is bound by as many sockets, and the kernel sends
+	// every datagram to socket (client ID mod Workers), so that each
+	// worker, with its own event loops on its own core, handles its own
+	// clients. 0 is "auto": one per CPU Go may use (GOMAXPROCS), or one
+	// with ReusePort. A forward relay runs one.
+	Workers int
+	// ReusePort lets other processes of the same user that set it too
+	// bind the relay's listening addresses, and the kernel spreads
+	// datagrams over all of their sockets by 4-tuple (several relays on
+	// one port, a stand-in for ECMP). Without it a listening port another
+	// socket holds fails to bind ("port in use"). It cannot be steered by
+	// client ID, so it goes with one worker.
+	ReusePort bool
 	// Security holds the relay's admission policies (wireguard mode only).
 	Security Security
 }
@@ -178,7 +195,7 @@ func (r *Relay) Equal(o *Relay) bool {
 	return r.Name == o.Name && r.Mode == o.Mode && slices.Equal(r.Listen, o.Listen) && r.Upstream == o.Upstream &&
 		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
 		r.UpstreamPorts == o.UpstreamPorts && r.ReadBuffer == o.ReadBuffer && r.WriteBuffer == o.WriteBuffer &&
-		r.NoGSO == o.NoGSO && r.Security.Equal(&o.Security)
+		r.NoGSO == o.NoGSO && r.Workers == o.Workers && r.ReusePort == o.ReusePort && r.Security.Equal(&o.Security)
 }
 
 // Equal reports whether s and o set the same policies.
@@ -546,6 +563,9 @@ func (r *Relay) validate(p *problems, at string) {
 		r.validateForward(p, at)
 		return
 	}
+	if r.ReusePort && r.Workers > 1 {
+		p.add(at+".workers", nil, "%d with reuse_port: a port shared with other processes cannot be steered by client ID; use workers: 1 (auto is 1 with reuse_port)", r.Workers)
+	}
 	if r.IdleTimeout == 0 {
 		r.IdleTimeout = DefaultIdleTimeout
 	}
@@ -579,6 +599,7 @@ func (r *Relay) validateForward(p *problems, at string) {
 		{"idle_timeout", noSessions, r.IdleTimeout != 0},
 		{"resolve_interval", "a forward relay resolves its upstream once, at start", r.ResolveInterval != 0},
 		{"upstream_ports", "a forward relay has one outbound socket: give its port in upstream_bind", !r.UpstreamPorts.IsZero()},
+		{"workers", oneWorker, r.Workers > 1},
 		{"security", noPolicies, !r.Security.IsZero()},
 	} {
 		if k.set {

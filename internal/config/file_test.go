@@ -40,6 +40,7 @@ relays:
     read_buffer: 8MiB
     write_buffer: 1048576
     gso: false
+    workers: 4
     security:
       upstream_public_key: ` + warpKey + `
       allow_clients: [qBoV, 0a0b0c, "1,2,3", [4, 5, 6], 0x070809]
@@ -55,6 +56,7 @@ relays:
     listen: 127.0.0.1:5353
     upstream: "[2001:db8::53]:53"
     upstream_bind: "[::]:5300"
+    reuse_port: true
 `
 
 func TestParseFull(t *testing.T) {
@@ -85,6 +87,8 @@ func TestParseFull(t *testing.T) {
 		{"read_buffer", w.ReadBuffer == 8<<20},
 		{"write_buffer", w.WriteBuffer == 1<<20},
 		{"gso", w.NoGSO},
+		{"workers", w.Workers == 4},
+		{"reuse_port", !w.ReusePort},
 		{"upstream_public_key", w.Security.UpstreamPublicKey.String() == warpKey},
 		{"allow_clients", slices.Equal(w.Security.AllowClients, ids)},
 		{"allow_cidrs", slices.Equal(w.Security.AllowCIDRs, []netip.Prefix{
@@ -105,6 +109,9 @@ func TestParseFull(t *testing.T) {
 	if d.Mode != config.ModeForward || len(d.Listen) != 1 || d.Listen[0] != netip.MustParseAddrPort("127.0.0.1:5353") ||
 		d.UpstreamBind != netip.MustParseAddrPort("[::]:5300") || d.Upstream.String() != "[2001:db8::53]:53" {
 		t.Errorf("forward relay decoded wrong: %+v", d)
+	}
+	if !d.ReusePort {
+		t.Errorf("forward relay's reuse_port decoded wrong: %+v", d)
 	}
 	if d.IdleTimeout != 0 || d.ResolveInterval != 0 || !d.Security.IsZero() {
 		t.Errorf("forward relay got wireguard defaults: %+v", d)
@@ -132,7 +139,8 @@ func TestParseDefaults(t *testing.T) {
 	r := f.Relays[0]
 	if r.Name != want.Name || r.Mode != want.Mode || !slices.Equal(r.Listen, want.Listen) || r.Upstream != want.Upstream ||
 		r.IdleTimeout != want.IdleTimeout || r.ResolveInterval != want.ResolveInterval || r.ReadBuffer != want.ReadBuffer ||
-		r.WriteBuffer != want.WriteBuffer || r.UpstreamBind.IsValid() || !r.UpstreamPorts.IsZero() || !r.Security.IsZero() {
+		r.WriteBuffer != want.WriteBuffer || r.UpstreamBind.IsValid() || !r.UpstreamPorts.IsZero() || !r.Security.IsZero() ||
+		r.Workers != 0 || r.ReusePort {
 		t.Errorf("relay = %+v, want %+v", r, want)
 	}
 	if f.Log.Level != "info" || f.Log.Format != "console" || f.Admin != "" || f.StateFile != "" {
@@ -192,6 +200,10 @@ func TestParseErrors(t *testing.T) {
 		{"buffer zero", relayAt[:len(relayAt)-14] + "    write_buffer: 0\n", 5, "relays[0].write_buffer", `"0" is too small: want 4KiB..1GiB`},
 		{"gso not a boolean", relayAt[:len(relayAt)-14] + "    gso: maybe\n", 5, "relays[0].gso", "want true or false"},
 		{"buffer too large", relayAt[:len(relayAt)-14] + "    read_buffer: 4GiB\n", 5, "relays[0].read_buffer", "too large"},
+		{"workers zero", relayAt[:len(relayAt)-14] + "    workers: 0\n", 5, "relays[0].workers", `"0": want auto or a number 1..1024`},
+		{"workers garbage", relayAt[:len(relayAt)-14] + "    workers: many\n", 5, "relays[0].workers", `"many": want auto or a number 1..1024`},
+		{"workers too many", relayAt[:len(relayAt)-14] + "    workers: 1025\n", 5, "relays[0].workers", "want auto or a number 1..1024"},
+		{"reuse_port not a boolean", relayAt[:len(relayAt)-14] + "    reuse_port: yes\n", 5, "relays[0].reuse_port", "want true or false"},
 		{"public key short", relayAt + "      upstream_public_key: abc=\n", 6, "relays[0].security.upstream_public_key", "want 32 bytes in base64"},
 		{"public key zero", relayAt + "      upstream_public_key: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n", 6, "relays[0].security.upstream_public_key", "all zero"},
 		{"client ID garbage", relayAt + "      allow_clients: [qBoV, nope!]\n", 6, "relays[0].security.allow_clients[1]", "want 4-character base64"},
@@ -239,6 +251,8 @@ func TestParseErrors(t *testing.T) {
 		{"forward idle_timeout", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    idle_timeout: 1m\n", 6, "relays[0].idle_timeout", "not used in forward mode"},
 		{"forward resolve_interval", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    resolve_interval: 1m\n", 6, "relays[0].resolve_interval", "not used in forward mode"},
 		{"forward upstream_ports", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    upstream_ports: 5000\n", 6, "relays[0].upstream_ports", "give its port in upstream_bind"},
+		{"workers with reuse_port", relayAt[:len(relayAt)-14] + "    reuse_port: true\n    workers: 4\n", 6, "relays[0].workers", "4 with reuse_port: a port shared with other processes cannot be steered by client ID"},
+		{"forward workers", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    workers: 2\n", 6, "relays[0].workers", "it runs one worker"},
 		{"forward security", "relays:\n  - name: a\n    mode: forward\n    listen: 127.0.0.1:1\n    upstream: 192.0.2.1:1\n    security: {max_sessions: 3}\n", 6, "relays[0].security", "not used in forward mode"},
 		{"listen duplicate in a relay", "relays:\n  - name: a\n    listen: [127.0.0.1:1, 127.0.0.1:1]\n    upstream: 192.0.2.1:1\n", 3, "relays[0].listen[1]", "127.0.0.1:1 overlaps 127.0.0.1:1 (relays[0].listen[0])"},
 		{"listen duplicate across relays", relayAt + "  - name: b\n    listen:\n      - 127.0.0.1:2408\n    upstream: 192.0.2.1:1\n", 8, "relays[1].listen[0]", "overlaps 127.0.0.1:2408 (relays[0].listen[0])"},

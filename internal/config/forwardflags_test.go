@@ -29,6 +29,7 @@ func TestForwardFileRefusesFlags(t *testing.T) {
 		"new-sessions-per-ip-burst": "1",
 		"client-rate":               "100",
 		"state-file":                "/var/lib/udpfwd/state.json",
+		"workers":                   "2",
 	}
 	for _, fl := range config.Flags() {
 		t.Run(fl.Name, func(t *testing.T) {
@@ -40,7 +41,8 @@ func TestForwardFileRefusesFlags(t *testing.T) {
 			if !bad {
 				value = map[string]string{"log-level": "debug", "log-format": "json", "socket-buffer": "1MiB",
 					"no-gso": "true", "upstream-bind": "0.0.0.0", "admin": "127.0.0.1:9090",
-					"admin-token-file": "/etc/udpfwd/admin-token", "admin-allow-host": "relay.example.net"}[fl.Name]
+					"admin-token-file": "/etc/udpfwd/admin-token", "admin-allow-host": "relay.example.net",
+					"reuse-port": "true"}[fl.Name]
 			}
 			if value == "" {
 				t.Fatalf("no test value for --%s: add it to this test", fl.Name)

@@ -242,6 +242,18 @@ func checkBuffer(text string, v int64) error {
 	return nil
 }
 
+// parseWorkers reads a number of workers: auto (0) or 1..MaxWorkers.
+func parseWorkers(s string) (int, error) {
+	if s == "auto" {
+		return 0, nil
+	}
+	v, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || v < 1 || v > MaxWorkers {
+		return 0, fmt.Errorf("%q: want auto or a number 1..%d", s, MaxWorkers)
+	}
+	return int(v), nil
+}
+
 // parseCount reads a whole number 0..MaxInt32 (a cap, a burst).
 func parseCount(s string) (int, error) {
 	v, err := strconv.ParseInt(s, 10, 32)

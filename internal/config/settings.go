@@ -52,6 +52,8 @@ var relayKeys = map[string]func(r *Relay, s string) error{
 		r.NoGSO = !on
 		return err
 	},
+	"workers":    func(r *Relay, s string) (err error) { r.Workers, err = parseWorkers(s); return },
+	"reuse_port": func(r *Relay, s string) (err error) { r.ReusePort, err = parseBool(s); return },
 	"security.upstream_public_key": func(r *Relay, s string) (err error) {
 		r.Security.UpstreamPublicKey, err = parseKey(s)
 		return
@@ -141,6 +143,7 @@ type Flag struct {
 const (
 	noSessions = "a forward relay has no sessions to expire"
 	noPolicies = "the policies admit WireGuard sessions, which a forward relay does not have"
+	oneWorker  = "a forward relay has one outbound socket: it runs one worker"
 )
 
 // one returns a setter of relay key for a flag that is given once: the
@@ -225,6 +228,10 @@ var flags = []Flag{
 			r.NoGSO = off
 			return err
 		}},
+	{Name: "workers", Usage: "run `N` workers, auto for one per CPU: each listen address gets N sockets, and the kernel steers each client ID to one of them",
+		Default: "auto", keys: []string{"workers"}, wireguardOnly: true, notForward: oneWorker, setRelay: one("workers")},
+	{Name: "reuse-port", Usage: "let other processes that also set it share the listening ports (the kernel spreads datagrams over them by address); one worker",
+		Switch: true, keys: []string{"reuse_port"}, setRelay: one("reuse_port")},
 	{Name: "upstream-bind", Usage: "bind upstream sockets to `IP` (wireguard mode), or to ip:port (forward mode: the outbound socket)",
 		keys: []string{"upstream_bind"}, setRelay: one("upstream_bind")},
 	{Name: "state-file", Usage: "keep sessions in `FILE` (an absolute path), so that a restart keeps their upstream ports",
