@@ -1,11 +1,18 @@
-// Package listener is the actor that owns a listening UDP socket. Its reader
-// goroutine reads datagrams in batches (one recvmmsg each) and sends every
-// batch, as one message, to its target: the session supervisor.
+// Package listener is the actor that reads a listening UDP socket. Its
+// reader goroutine reads datagrams in batches (one recvmmsg each) and sends
+// every batch, as one message, to its target: the session supervisor of
+// its worker.
+//
+// A relay of N workers listens on each address with a group of N sockets
+// (udpio.Group), steered by client ID: worker i's listener reads socket i
+// of every group, and its datagrams go to worker i's supervisor only.
 package listener
 
 import (
 	"errors"
 	"net"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -17,8 +24,10 @@ import (
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// Config is what a listener needs. The listener owns Conn from spawn on and
-// closes it when it stops.
+// Config is what a listener needs. The listener reads Conn but does not
+// close it: a listening socket is one of a group, which the relay closes
+// whole (closing one socket of a steered group renumbers the others, and
+// would send its clients to another worker).
 type Config struct {
 	Conn *udpio.Conn
 	// Index is this socket's index among the relay's listening sockets;
@@ -40,7 +49,8 @@ type Config struct {
 //
 // A listener must not be restarted: it does not handle Restarting, so its
 // reader would go on while the new instance started a second one on the
-// same socket. Nothing in it fails; a relay that needs it back starts anew.
+// same socket. Nothing in it fails; a relay that needs it back starts anew
+// (actors/relay spawns it under a guardian that stops what fails).
 func Props(cfg Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return &Listener{cfg: cfg} })
 }
@@ -60,6 +70,9 @@ const (
 type Listener struct {
 	cfg  Config
 	done chan struct{}
+	// stopping tells the reader that the read deadline its Stopping set
+	// is the end, not a hiccup.
+	stopping atomic.Bool
 }
 
 // Receive handles one message.
@@ -69,9 +82,13 @@ func (l *Listener) Receive(ctx actor.Context) {
 		l.done = make(chan struct{})
 		go l.read(ctx.ActorSystem().Root)
 	case *actor.Stopping:
-		// Closing the socket ends the reader; wait so that nothing is
-		// sent to the target after the listener has stopped.
-		l.cfg.Conn.Close()
+		// A read deadline in the past ends the reader, and the socket
+		// stays open for its group; wait so that nothing is sent to the
+		// target after the listener has stopped.
+		l.stopping.Store(true)
+		if err := l.cfg.Conn.SetReadDeadline(time.Unix(1, 0)); err != nil && !errors.Is(err, net.ErrClosed) {
+			l.cfg.Logger.Warn("stop reading from clients", zap.Error(err))
+		}
 		if l.done != nil {
 			<-l.done
 		}
@@ -86,7 +103,7 @@ func (l *Listener) read(root *actor.RootContext) {
 		b := udpio.GetBatch()
 		if err := c.ReadBatch(b); err != nil {
 			b.Release()
-			if errors.Is(err, net.ErrClosed) {
+			if errors.Is(err, net.ErrClosed) || l.stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 				return
 			}
 			if !udpio.IsTransient(err) {

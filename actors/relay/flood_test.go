@@ -229,7 +229,7 @@ func TestFlood(t *testing.T) {
 			}
 			opened := int(k.Events(stats.SessionOpened))
 			grew := peak.Load() - base
-			bound := int64(relay.MemoryBound(1) + opened*sessionBytes + testSlack)
+			bound := int64(relay.MemoryBound(1, r.Workers()) + opened*sessionBytes + testSlack)
 			t.Logf("flood: %d sent in %v, %d read by the relay; %d sessions opened; drops: %d replayed, %d over budget, %d pending, %d queue full",
 				f.sent.Load(), elapsed.Round(time.Millisecond), k.Datagrams(stats.FromClient), opened,
 				k.Dropped(stats.ReplayedInitiation), k.Dropped(stats.AdmissionOverload), k.Dropped(stats.AdmissionPending), k.Dropped(stats.QueueFull))
@@ -278,9 +278,10 @@ func TestFlood(t *testing.T) {
 	}
 }
 
-// One handshake initiation replayed under 200 client IDs opens one session,
+// One handshake initiation replayed under 200 client IDs opens one session
+// (the first decided: with several workers, whichever worker's ID won),
 // with or without the upstream's mac1 key: the other 199 are counted as
-// replayed_initiation and reach nothing. The first ID's own retransmission
+// replayed_initiation and reach nothing. The winning ID's own retransmission
 // of it still goes through its session, and a new initiation under a new
 // ID still opens one. The replays spend none of the source's budget (200
 // is more than its burst).
@@ -313,8 +314,16 @@ func TestReplayedInitiationOpensOneSession(t *testing.T) {
 			eventually(t, "every copy to be decided", func() bool {
 				return k.Events(stats.SessionOpened)+k.Dropped(stats.ReplayedInitiation) >= ids
 			})
-			if got := up.next(t); !bytes.Equal(got.data[4:], init[4:]) || wgproto.ClientID(got.data[1:4]) != id(0) {
-				t.Fatalf("the upstream got %x..., want the initiation under the first ID", got.data[:8])
+			// The first ID to be decided wins: the one sent first with one
+			// worker, any of them with several (each worker decides its own
+			// IDs, and they share the replay table).
+			got := up.next(t)
+			first := wgproto.ClientID(got.data[1:4])
+			if !bytes.Equal(got.data[4:], init[4:]) || first[0] != 0x70 || first == (wgproto.ClientID{0x70, 0, 0}) {
+				t.Fatalf("the upstream got %x..., want the initiation under one of the IDs sent", got.data[:8])
+			}
+			if r.Workers() == 1 && first != id(0) {
+				t.Fatalf("the upstream got the initiation under %v, want the first ID %v", first, id(0))
 			}
 			if n, replays := k.Events(stats.SessionOpened), k.Dropped(stats.ReplayedInitiation); n != 1 || replays != ids-1 {
 				t.Fatalf("%d sessions opened, %d replays refused; want 1 and %d", n, replays, ids-1)
@@ -325,7 +334,6 @@ func TestReplayedInitiationOpensOneSession(t *testing.T) {
 
 			// The first ID sends it again: a retransmission, forwarded.
 			b := bytes.Clone(init)
-			first := id(0)
 			copy(b[1:4], first[:])
 			c.send(t, b)
 			if got := up.next(t); !bytes.Equal(got.data, b) {

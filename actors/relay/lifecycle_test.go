@@ -153,7 +153,7 @@ func TestPanicEndsOnlyThatSession(t *testing.T) {
 		done <- nil
 	}()
 	eventually(t, "traffic to start", func() bool { return echoed.Load() > 10 })
-	r.System().Root.Send(r.Supervisor(), &messages.Crash{Client: idA, Reason: "test"})
+	r.System().Root.Send(r.SupervisorOf(idA), &messages.Crash{Client: idA, Reason: "test"})
 	failed := await[*messages.SessionFailed](t, ev)
 	if failed.Session != victimOpened.Session {
 		t.Fatalf("session %v failed, want %v", failed.Session, victimOpened.Session)

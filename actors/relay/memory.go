@@ -13,31 +13,33 @@ import (
 const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 
 // MemoryBound is the most memory a WireGuard-mode relay with listeners
-// listening sockets holds beyond what its live sessions need, whatever
-// arrives: every queue on the datagram and admission paths is bounded, and
-// so is every table, and nothing else grows with what is sent to it. The
-// README's Security section derives it, term by term:
+// listen addresses and workers workers holds beyond what its live sessions
+// need, whatever arrives: every queue on the datagram and admission paths
+// is bounded, and so is every table, and nothing else grows with what is
+// sent to it. The README's Security section derives it, term by term:
 //
-//   - each listening socket: the batch its listener reads into, its
-//     writer's queue (writer.QueueBytes) and the batch the writer stages;
-//   - the supervisor's queue (supervisor.QueueBytes), the batch it routes
-//     and the parts of it it builds for sessions (a batch each);
-//   - the admissions in flight (supervisor.MaxAdmissions of
+//   - each listening socket (one per address and worker): the batch its
+//     listener reads into, its writer's queue (writer.QueueBytes) and the
+//     batch the writer stages;
+//   - each worker's supervisor: its queue (supervisor.QueueBytes), the
+//     batch it routes and the parts of it it builds for sessions (a batch
+//     each), and its admissions in flight (supervisor.MaxAdmissions of
 //     supervisor.AdmissionBytes);
-//   - the replay table, the admission budget's table of sources and the
-//     Caps policy's rate limiters (--new-sessions-per-ip).
+//   - once for the relay: the replay table, the admission budget's table
+//     of sources and the Caps policy's rate limiters
+//     (--new-sessions-per-ip).
 //
 // The Go heap in use stays under it, less the memory the process had
 // before; its garbage collector lets the heap grow to about twice what is
 // in use before collecting (GOGC=100), so resident memory can be up to that
 // more. What live sessions need is outside it: about 13 KB an idle session,
 // and a busy one SessionBusyBytes more while its queue holds batches.
-func MemoryBound(listeners int) int {
+func MemoryBound(listeners, workers int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
 	admissions := supervisor.MaxAdmissions * supervisor.AdmissionBytes
 	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes
-	return listeners*perListener + routing + admissions + tables
+	return workers*(listeners*perListener+routing+admissions) + tables
 }
 
 // SessionBusyBytes is the most a session holds beyond its idle cost while

@@ -28,17 +28,23 @@ func WithRestore(saved []state.Session) Option {
 	return func(r *Relay) { r.restore = saved }
 }
 
-// restoreMessage turns saved sessions into the supervisor's message,
-// leaving out (and logging) what cannot be restored into this relay.
-func (r *Relay) restoreMessage() *messages.RestoreSessions {
+// restoreMessages turns saved sessions into the supervisors' messages, one
+// per worker: a session goes to the worker its client ID's datagrams reach
+// (workerOf), whichever worker it lived on before. What cannot be restored
+// into this relay is left out, and logged.
+func (r *Relay) restoreMessages() []*messages.RestoreSessions {
 	rules := r.restoreRules()
-	m := &messages.RestoreSessions{}
+	msgs := make([]*messages.RestoreSessions, len(r.workers))
+	for i := range msgs {
+		msgs[i] = &messages.RestoreSessions{}
+	}
 	for _, s := range r.restore {
 		rebind, err := checkRestore(s, rules)
 		if err != nil {
 			r.log.Warn("saved session not restored", zap.Stringer("session", s.ID), zap.Stringer("client", s.Client), zap.Error(err))
 			continue
 		}
+		m := msgs[workerOf(s.Client, len(r.workers))]
 		m.Sessions = append(m.Sessions, messages.RestoredSession{
 			Info: messages.SessionInfo{
 				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: unmap(s.ClientAddr),
@@ -49,7 +55,7 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 			Rebind:  rebind,
 		})
 	}
-	return m
+	return msgs
 }
 
 // restoreRules is what of today's configuration a saved session must obey,

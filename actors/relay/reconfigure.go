@@ -19,7 +19,8 @@ import (
 
 // ErrRestart is returned (wrapped) by Reconfigure for a change it does not
 // make in place: the relay's mode, a forward relay's upstream or outbound
-// address (its one outbound socket is the forward), or more new listen
+// address (its one outbound socket is the forward), its number of workers
+// or reuse_port (every listening group is built anew), or more new listen
 // addresses than listener indexes are left. Nothing was changed; the
 // caller starts the relay anew instead, carrying its sessions over with
 // Snapshot and WithRestore.
@@ -74,9 +75,14 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		return fmt.Errorf("relay %s: mode %s to %s: %w", r.name, old.Mode, cfg.Mode, ErrRestart)
 	case cfg.Mode == config.ModeForward && (cfg.Upstream != old.Upstream || cfg.UpstreamBind != old.UpstreamBind):
 		return fmt.Errorf("relay %s: a forward's outbound socket changes: %w", r.name, ErrRestart)
+	case workerCount(&cfg) != len(r.workers):
+		return fmt.Errorf("relay %s: %d workers to %d, each listening group is built anew: %w", r.name, len(r.workers), workerCount(&cfg), ErrRestart)
+	case cfg.ReusePort != old.ReusePort:
+		return fmt.Errorf("relay %s: reuse_port changes, each listening group is built anew: %w", r.name, ErrRestart)
 	}
 	wireguard := cfg.Mode == config.ModeWireGuard
 	sockOpts := socketOptions(&cfg)
+	gcfg := groupConfig(&cfg, len(r.workers))
 
 	// Which listening sockets stay, which go, which addresses are new.
 	r.mu.RLock()
@@ -118,23 +124,23 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 	// Bind what is new while the old sockets still run. An address a
 	// removed socket still holds (the same port, written another way)
 	// waits until that socket is closed.
-	conns := make([]*udpio.Conn, len(added))
+	groups := make([]*udpio.Group, len(added))
 	var later []int
 	for i, a := range added {
-		c, err := udpio.Listen(a, sockOpts)
+		g, err := udpio.ListenGroup(a, gcfg)
 		if err != nil {
 			if len(removed) > 0 && errors.Is(err, syscall.EADDRINUSE) {
 				later = append(later, i)
 				continue
 			}
-			for _, c := range conns {
-				if c != nil {
-					c.Close()
+			for _, g := range groups {
+				if g != nil {
+					g.Close()
 				}
 			}
-			return fmt.Errorf("relay %s: listen on %s: %w", r.name, a, unwrapSyscall(err))
+			return fmt.Errorf("relay %s: listen on %s: %w", r.name, a, unwrapGroup(err))
 		}
-		conns[i] = c
+		groups[i] = g
 	}
 	// From here on the change is made; what fails is reported, not undone.
 
@@ -165,8 +171,9 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		}
 	}
 
-	// Removed sockets stop: each listener closes its socket and waits for
-	// its reader, so no batch carries their index any more.
+	// Removed addresses stop: each worker's listener ends its reader, so
+	// no batch carries their index any more, and then the group closes
+	// whole.
 	var errs []error
 	r.mu.Lock()
 	gone := make([]*slot, 0, len(removed))
@@ -178,27 +185,33 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 	r.stopAll(&errs, listenersOf(gone)...)
 	r.mu.Lock()
 	for _, i := range removed {
-		r.retired = append(r.retired, r.slots[i].writer)
+		r.retired = append(r.retired, r.slots[i].writers...)
 		r.slots[i] = nil
 	}
 	r.mu.Unlock()
+	for _, sl := range gone {
+		sl.group.Close()
+	}
 	var missing []netip.AddrPort
 	for _, i := range later {
-		c, err := udpio.Listen(added[i], sockOpts)
+		g, err := udpio.ListenGroup(added[i], gcfg)
 		if err != nil {
 			missing = append(missing, added[i])
-			errs = append(errs, fmt.Errorf("listen on %s: %w", added[i], unwrapSyscall(err)))
+			errs = append(errs, fmt.Errorf("listen on %s: %w", added[i], unwrapGroup(err)))
 			continue
 		}
-		conns[i] = c
+		groups[i] = g
 	}
 
-	// New sockets get their writers now and their listeners once every
+	// New groups get their writers now and their listeners once every
 	// session has the writers: a batch with a new index reaches a session
 	// only after the ApplySettings that names its writer.
 	r.mu.RLock()
 	fresh := make([]*slot, 0, len(added))
-	table := writerTable(r.slots)
+	tables := make([][]*actor.PID, len(r.workers))
+	for _, w := range r.workers {
+		tables[w.index] = writerTable(r.slots, w.index)
+	}
 	live := make([]*slot, 0, len(r.slots))
 	for _, sl := range r.slots {
 		if sl != nil {
@@ -206,38 +219,54 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		}
 	}
 	r.mu.RUnlock()
-	for i, c := range conns {
-		if c == nil {
+	for i, g := range groups {
+		if g == nil {
 			continue
 		}
-		r.logBuffers(c, "listen "+c.LocalAddr().String(), sockOpts)
-		sl := &slot{want: added[i], conn: c, writer: r.spawnWriter(c)}
+		r.logBuffers(g.Conns()[0], "listen "+g.LocalAddr().String(), sockOpts)
+		sl := &slot{want: added[i], addr: g.LocalAddr(), group: g}
+		for _, w := range r.workers {
+			sl.writers = append(sl.writers, r.spawnWriter(w, sl.conn(w.index)))
+			tables[w.index] = append(tables[w.index], sl.writers[w.index])
+		}
 		fresh = append(fresh, sl)
-		table = append(table, sl.writer)
-	}
-	if len(added) > 0 || len(removed) > 0 {
-		msg.Writers = table
 	}
 	if msg.Socket != nil {
 		for _, sl := range live {
-			if err := sl.conn.SetBuffers(cfg.ReadBuffer, cfg.WriteBuffer); err != nil {
-				errs = append(errs, fmt.Errorf("set the buffers of %s: %w", sl.conn.LocalAddr(), err))
+			for _, w := range r.workers {
+				c := sl.conn(w.index)
+				if err := c.SetBuffers(cfg.ReadBuffer, cfg.WriteBuffer); err != nil {
+					errs = append(errs, fmt.Errorf("set the buffers of %s: %w", c.LocalAddr(), err))
+				}
+				r.system.Root.Send(sl.writers[w.index], msg.Socket)
 			}
-			r.system.Root.Send(sl.writer, msg.Socket)
 		}
 	}
 
+	// Every worker's supervisor takes the settings, with its own writers.
 	ended := 0
-	res, err := r.system.Root.RequestFuture(r.supervisor, msg, reconfigureTimeout).Result()
-	if err != nil {
-		errs = append(errs, fmt.Errorf("the supervisor did not take the settings: %w", err))
-	} else if done, ok := res.(*messages.Reconfigured); ok {
-		ended = done.Ended
+	futures := make([]*actor.Future, len(r.workers))
+	for _, w := range r.workers {
+		m := *msg
+		if len(added) > 0 || len(removed) > 0 {
+			m.Writers = tables[w.index]
+		}
+		futures[w.index] = r.system.Root.RequestFuture(w.supervisor, &m, reconfigureTimeout)
+	}
+	for i, f := range futures {
+		res, err := f.Result()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("the supervisor of worker %d did not take the settings: %w", i, err))
+		} else if done, ok := res.(*messages.Reconfigured); ok {
+			ended += done.Ended
+		}
 	}
 
 	r.mu.Lock()
 	for _, sl := range fresh {
-		sl.listener = r.spawnListener(len(r.slots), sl.conn)
+		for _, w := range r.workers {
+			sl.listeners = append(sl.listeners, r.spawnListener(w, len(r.slots), sl.conn(w.index)))
+		}
 		r.slots = append(r.slots, sl)
 	}
 	applied := cfg
@@ -301,15 +330,6 @@ func (r *Relay) stopAll(errs *[]error, pids ...*actor.PID) {
 			*errs = append(*errs, fmt.Errorf("stop %s: %w", pids[i].Id, err))
 		}
 	}
-}
-
-// listenersOf returns the listeners of slots.
-func listenersOf(slots []*slot) []*actor.PID {
-	pids := make([]*actor.PID, 0, len(slots))
-	for _, sl := range slots {
-		pids = append(pids, sl.listener)
-	}
-	return pids
 }
 
 // changedKeys names the keys whose values differ between a and b, for the

@@ -7,15 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/listener"
-	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
@@ -24,9 +25,11 @@ import (
 	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/logx"
 	"github.com/udpfwd/udpfwd/internal/metrics"
+	"github.com/udpfwd/udpfwd/internal/replay"
 	"github.com/udpfwd/udpfwd/internal/state"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // Timing, with the reason for each. The settings' defaults are in
@@ -55,20 +58,23 @@ type Relay struct {
 	log       *zap.Logger
 	system    *actor.ActorSystem
 	ownSystem bool
-	counters  stats.Counters
-	status    metrics.Status
-	caps      *limits.Caps // the session caps every policy actor counts against (wireguard mode)
-	// admission is the relay's budget for opening sessions, shared by its
-	// supervisors; backlog shows the batches queued for the supervisor,
-	// which the listeners wait on (actors/listener).
+	// root spawns the relay's top actors under stopOnFailure.
+	root     *actor.RootContext
+	counters stats.Counters
+	status   metrics.Status
+	caps     *limits.Caps // the session caps every policy actor counts against (wireguard mode)
+	// admission is the relay's budget for opening sessions and replays
+	// its memory of recent initiations, both shared by its workers'
+	// supervisors.
 	admission *limits.Admission
-	backlog   mailbox.Backlog
+	replays   *replay.Table
 
-	supervisor *actor.PID
-	sub        *eventSubscription
-	restore    []state.Session
-	lookup     func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	readers    sync.WaitGroup // the sessions' reader goroutines
+	// workers are fixed for the relay's life (a new count starts the
+	// relay anew: Reconfigure returns ErrRestart).
+	workers []*worker
+	sub     *eventSubscription
+	restore []state.Session
+	lookup  func(ctx context.Context, network, host string) ([]netip.Addr, error)
 
 	// ops serializes Reconfigure and Close: one changes the relay at a
 	// time, and nothing changes it once it is closed.
@@ -84,8 +90,8 @@ type Relay struct {
 	// mu guards what Reconfigure changes and the accessors read.
 	mu  sync.RWMutex
 	cfg config.Relay
-	// slots are the listening sockets by listener index; nil where a
-	// reload removed one (an index never names another socket).
+	// slots are the listening addresses by listener index; nil where a
+	// reload removed one (an index never names another address).
 	slots []*slot
 	// missing are configured listen addresses a reload could not bind.
 	missing []netip.AddrPort
@@ -96,15 +102,21 @@ type Relay struct {
 	drops         kernelDrops
 }
 
-// slot is one listening socket with its listener and writer. Its index in
-// Relay.slots is the listener index that batches and saved roaming states
-// carry, and the index of its writer in the writers every session holds.
+// slot is one listening address: its group of sockets, one per worker,
+// with each worker's listener and writer. Its index in Relay.slots is the
+// listener index that batches and saved roaming states carry, and the
+// index of its writer in the writers every session of a worker holds.
 type slot struct {
-	want     netip.AddrPort // as configured (port 0: the kernel chose)
-	conn     *udpio.Conn
-	listener *actor.PID
-	writer   *actor.PID
+	want  netip.AddrPort // as configured (port 0: the kernel chose)
+	addr  netip.AddrPort // as bound: every socket of the group has it
+	group *udpio.Group
+	// listeners[i] and writers[i] are worker i's: they read and write
+	// socket i of the group.
+	listeners, writers []*actor.PID
 }
+
+// conn is worker i's socket of the slot.
+func (sl *slot) conn(i int) *udpio.Conn { return sl.group.Conns()[i] }
 
 // Option changes how Start builds a relay.
 type Option func(*Relay)
@@ -145,6 +157,11 @@ func socketOptions(cfg *config.Relay) udpio.Options {
 // returned, with the address, before any actor runs. An upstream hostname
 // that does not resolve yet is not an error: it is retried, and sessions
 // open once it resolves.
+//
+// Each listen address is bound as a group of one socket per worker
+// (workerCount), steered by client ID when there are several
+// (udpio.ListenGroup); the port stays private to this relay unless cfg
+// shares it (reuse_port).
 func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	if len(cfg.Listen) == 0 || cfg.Upstream.IsZero() {
 		return nil, fmt.Errorf("relay %q: no listen address or no upstream (validate the config first)", cfg.Name)
@@ -161,26 +178,37 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		r.system = NewSystem(l)
 		r.ownSystem = true
 	}
+	r.root = actor.NewRootContext(r.system, nil).WithGuardian(stopOnFailure)
 	sockOpts := socketOptions(&cfg)
+	n := workerCount(&cfg)
 
 	slots := make([]*slot, 0, len(cfg.Listen))
-	closeAll := func() {
+	var workers []*worker
+	var fc *udpio.Conn
+	fail := func(err error) (*Relay, error) {
 		for _, sl := range slots {
-			sl.conn.Close()
+			sl.group.Close()
 		}
+		for _, w := range workers {
+			w.poller.Close()
+		}
+		if fc != nil {
+			fc.Close()
+		}
+		return nil, err
 	}
 	for _, ap := range cfg.Listen {
-		c, err := udpio.Listen(ap, sockOpts)
+		g, err := udpio.ListenGroup(ap, groupConfig(&cfg, n))
 		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("listen on %s: %w", ap, unwrapSyscall(err))
+			return fail(fmt.Errorf("listen on %s: %w", ap, unwrapGroup(err)))
 		}
-		slots = append(slots, &slot{want: ap, conn: c})
-		r.logBuffers(c, "listen "+c.LocalAddr().String(), sockOpts)
+		slots = append(slots, &slot{want: ap, addr: g.LocalAddr(), group: g})
+		r.logBuffers(g.Conns()[0], "listen "+g.LocalAddr().String(), sockOpts)
 	}
 
 	if cfg.Mode == config.ModeWireGuard {
 		r.admission = admission(&cfg.Security)
+		r.replays = replay.New(replay.Entries, replay.TTL, time.Now())
 	}
 	scfg := supervisor.Config{
 		Relay:         cfg.Name,
@@ -189,11 +217,9 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		IdleTimeout:   cfg.IdleTimeout,
 		MAC1:          mac1Key(&cfg.Security),
 		Admission:     r.admission,
-		Backlog:       &r.backlog,
+		Replays:       r.replays,
 		SocketOptions: sockOpts,
-		Counters:      &r.counters,
 		Logger:        r.log,
-		Readers:       &r.readers,
 		Status:        &r.status,
 	}
 	switch cfg.Mode {
@@ -201,13 +227,11 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		scfg.Mode = supervisor.ModeForward
 		up, err := r.resolve(context.Background(), cfg.Upstream)
 		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
+			return fail(fmt.Errorf("upstream %s: %w", cfg.Upstream, err))
 		}
-		fc, err := udpio.Dial(context.Background(), scfg.UpstreamBind, up, sockOpts)
+		fc, err = udpio.Dial(context.Background(), scfg.UpstreamBind, up, sockOpts)
 		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("bind outbound %s to %s: %w", orAny(cfg.UpstreamBind), up, unwrapSyscall(err))
+			return fail(fmt.Errorf("bind outbound %s to %s: %w", orAny(cfg.UpstreamBind), up, unwrapSyscall(err)))
 		}
 		scfg.ForwardConn = fc
 		r.status.SetUpstream(up)
@@ -222,27 +246,47 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			r.upstreamKnown.Store(true)
 		}
 	}
+	for i := range n {
+		w, err := r.newWorker(i)
+		if err != nil {
+			return fail(err)
+		}
+		workers = append(workers, w)
+	}
 
 	r.sub = subscribeLogger(r.system, cfg.Name, r.log)
 	handleDeadLetters(r.system, &r.counters)
 	for _, sl := range slots {
-		sl.writer = r.spawnWriter(sl.conn)
-	}
-	scfg.Writers = writerTable(slots)
-	if err := scfg.Validate(); err != nil {
-		closeAll()
-		if scfg.ForwardConn != nil {
-			scfg.ForwardConn.Close()
+		for _, w := range workers {
+			sl.writers = append(sl.writers, r.spawnWriter(w, sl.conn(w.index)))
 		}
-		return nil, err
 	}
-	r.supervisor = r.system.Root.Spawn(supervisor.Props(scfg))
+	for _, w := range workers {
+		wcfg := scfg
+		wcfg.Counters, wcfg.Backlog, wcfg.Poller = w.counters, &w.backlog, w.poller
+		wcfg.Writers = writerTable(slots, w.index)
+		if w.index > 0 {
+			wcfg.ForwardConn = nil // a forward relay has one worker; this is for clarity
+		}
+		if err := wcfg.Validate(); err != nil {
+			r.stopAll(new([]error), writersOf(slots)...)
+			return fail(err)
+		}
+		w.supervisor = r.root.Spawn(supervisor.Props(wcfg))
+	}
+	r.workers = workers
 	if len(r.restore) > 0 {
 		// Queued before any datagram: the listeners start after this.
-		r.system.Root.Send(r.supervisor, r.restoreMessage())
+		for i, m := range r.restoreMessages() {
+			if len(m.Sessions) > 0 {
+				r.system.Root.Send(workers[i].supervisor, m)
+			}
+		}
 	}
 	for i, sl := range slots {
-		sl.listener = r.spawnListener(i, sl.conn)
+		for _, w := range workers {
+			sl.listeners = append(sl.listeners, r.spawnListener(w, i, sl.conn(w.index)))
+		}
 	}
 	r.slots = slots
 	r.drops.track(slots...)
@@ -261,31 +305,76 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		return r, nil
 	}
 	r.log.Info("relay started", zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.ListenAddrs()),
-		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout))
+		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout),
+		zap.Int("workers", n), zap.Bool("reuse_port", cfg.ReusePort))
 	return r, nil
 }
 
-// spawnWriter starts the writer of a listening socket.
-func (r *Relay) spawnWriter(c *udpio.Conn) *actor.PID {
-	return r.system.Root.Spawn(writer.Props(writer.Config{Conn: c, Counters: &r.counters, Logger: r.log}))
+// spawnWriter starts worker w's writer of one of its listening sockets.
+func (r *Relay) spawnWriter(w *worker, c *udpio.Conn) *actor.PID {
+	return r.root.Spawn(writer.Props(writer.Config{Conn: c, Counters: w.counters, Logger: r.log}))
 }
 
-// spawnListener starts the listener of the listening socket of index i.
-func (r *Relay) spawnListener(i int, c *udpio.Conn) *actor.PID {
-	return r.system.Root.Spawn(listener.Props(listener.Config{
-		Conn: c, Index: uint8(i), Target: r.supervisor, Counters: &r.counters, Logger: r.log, Backlog: &r.backlog,
+// spawnListener starts worker w's listener of its socket of the listening
+// address of index i.
+func (r *Relay) spawnListener(w *worker, i int, c *udpio.Conn) *actor.PID {
+	return r.root.Spawn(listener.Props(listener.Config{
+		Conn: c, Index: uint8(i), Target: w.supervisor, Counters: w.counters, Logger: r.log, Backlog: &w.backlog,
 	}))
 }
 
-// writerTable is the writers by listener index, nil for an empty slot.
-func writerTable(slots []*slot) []*actor.PID {
+// writerTable is worker i's writers by listener index, nil for an empty
+// slot.
+func writerTable(slots []*slot, i int) []*actor.PID {
 	w := make([]*actor.PID, len(slots))
-	for i, sl := range slots {
+	for j, sl := range slots {
 		if sl != nil {
-			w[i] = sl.writer
+			w[j] = sl.writers[i]
 		}
 	}
 	return w
+}
+
+// writersOf and listenersOf return every worker's writers and listeners of
+// slots.
+func writersOf(slots []*slot) []*actor.PID {
+	var pids []*actor.PID
+	for _, sl := range slots {
+		if sl != nil {
+			pids = append(pids, sl.writers...)
+		}
+	}
+	return pids
+}
+
+func listenersOf(slots []*slot) []*actor.PID {
+	var pids []*actor.PID
+	for _, sl := range slots {
+		if sl != nil {
+			pids = append(pids, sl.listeners...)
+		}
+	}
+	return pids
+}
+
+// supervisors returns every worker's supervisor.
+func (r *Relay) supervisors() []*actor.PID {
+	pids := make([]*actor.PID, len(r.workers))
+	for i, w := range r.workers {
+		pids[i] = w.supervisor
+	}
+	return pids
+}
+
+// unwrapGroup makes a bind error one line that says what happened: "port
+// in use" for an address another socket holds (another udpfwd, or any
+// program), without the "listen ..." prefixes, since the caller names the
+// address itself.
+func unwrapGroup(err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("port in use: %w", syscall.EADDRINUSE)
+	}
+	return unwrapSyscall(err)
 }
 
 func orAny(ap netip.AddrPort) string {
@@ -333,7 +422,7 @@ func (r *Relay) listenAddrs() []netip.AddrPort {
 	for _, want := range r.cfg.Listen {
 		for _, sl := range r.slots {
 			if sl != nil && sl.want == want {
-				out = append(out, sl.conn.LocalAddr())
+				out = append(out, sl.addr)
 				break
 			}
 		}
@@ -348,20 +437,40 @@ func (r *Relay) Counters() *stats.Counters { return &r.counters }
 // carries the relay's session events.
 func (r *Relay) System() *actor.ActorSystem { return r.system }
 
-// Supervisor returns the session supervisor's PID.
-func (r *Relay) Supervisor() *actor.PID { return r.supervisor }
+// Workers is how many workers the relay runs: sockets in each listening
+// group, supervisors, pollers.
+func (r *Relay) Workers() int { return len(r.workers) }
 
-// Sessions lists the relay's live sessions, asking its supervisor.
+// SupervisorOf returns the supervisor of the worker whose sessions include
+// client's, if it has one: the worker the kernel steers the client ID's
+// datagrams to. Zero-ID datagrams land on worker 0.
+func (r *Relay) SupervisorOf(client wgproto.ClientID) *actor.PID {
+	return r.workers[workerOf(client, len(r.workers))].supervisor
+}
+
+// Sessions lists the relay's live sessions, asking every worker's
+// supervisor at once; the list is theirs together, in no particular order.
 func (r *Relay) Sessions(timeout time.Duration) (*messages.SessionList, error) {
-	res, err := r.system.Root.RequestFuture(r.supervisor, &messages.ListSessions{}, timeout).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", r.name, err)
+	futures := make([]*actor.Future, len(r.workers))
+	for i, w := range r.workers {
+		futures[i] = r.system.Root.RequestFuture(w.supervisor, &messages.ListSessions{}, timeout)
 	}
-	l, ok := res.(*messages.SessionList)
-	if !ok {
-		return nil, fmt.Errorf("list sessions of %s: unexpected answer %T", r.name, res)
+	all := &messages.SessionList{Relay: r.name}
+	for i, f := range futures {
+		res, err := f.Result()
+		if err != nil {
+			return nil, fmt.Errorf("list sessions of %s (worker %d): %w", r.name, i, err)
+		}
+		l, ok := res.(*messages.SessionList)
+		if !ok {
+			return nil, fmt.Errorf("list sessions of %s (worker %d): unexpected answer %T", r.name, i, res)
+		}
+		if len(r.workers) == 1 {
+			return l, nil
+		}
+		all.Sessions = append(all.Sessions, l.Sessions...)
 	}
-	return l, nil
+	return all, nil
 }
 
 // Config returns the relay's configuration as it runs: as Start was given
@@ -385,25 +494,25 @@ func (r *Relay) Name() string { return r.name }
 // in step 4, and no buffer and no goroutine is left behind:
 //
 //  1. The resolver, the only sender of UpstreamResolved.
-//  2. The listeners, the only senders of ClientDatagrams: each one's
-//     Stopping closes its socket and waits for its reader to end, so once
-//     StopFuture returns no datagram reaches the supervisor any more.
-//  3. The supervisor, which sends to sessions and spawns them: its Stopping
-//     drops pending admissions and ends every session as closed; then
-//     protoactor stops its children, sessions and policies, before the
-//     supervisor itself. Each session's Stopping writes what it staged and
-//     closes its socket.
-//  4. The sessions' readers, which send to sessions: with their sockets
-//     closed they end at once (Close waits for them, bounded). One that
-//     read a batch just before sees its session stopped and counts the
-//     batch as session_gone and releases it; if the session stopped between
-//     that check and the send, the batch is a dead letter, counted and
-//     released the same way (handleDeadLetters).
-//  5. The writers last, those of removed listening sockets too, once no
-//     session and no reader is left to send them replies: their Stopping
-//     writes what they staged. Their sockets (the listeners') are closed by
-//     then, so those writes fail and are counted as client_send_error, as
-//     any reply still in flight at shutdown is.
+//  2. The listeners of every worker, the only senders of ClientDatagrams:
+//     each one's Stopping ends its reader (a read deadline: the socket
+//     stays open, its group is closed whole in step 6) and waits for it,
+//     so once StopFuture returns no datagram reaches a supervisor any more.
+//  3. The supervisors, which send to sessions and spawn them: each one's
+//     Stopping drops pending admissions and ends every session as closed;
+//     then protoactor stops its children, sessions and policies, before
+//     the supervisor itself. Each session's Stopping writes what it staged,
+//     leaves its worker's poller and closes its socket.
+//  4. The pollers, which send replies to sessions: with every session gone
+//     they have nothing registered, and Close ends each one's loop. A batch
+//     a loop was handing over as its session stopped finds the session's
+//     reader stopped and is counted as session_gone and released; if the
+//     session stopped between that check and the send, the batch is a dead
+//     letter, counted and released the same way (handleDeadLetters).
+//  5. The writers, those of removed listening sockets too, once no session
+//     and no poller is left to send them replies: their Stopping writes
+//     what they staged.
+//  6. The listening groups, whole, each socket of each at once.
 func (r *Relay) Close() error {
 	r.ops.Lock()
 	defer r.ops.Unlock()
@@ -416,26 +525,24 @@ func (r *Relay) Close() error {
 	r.stopResolver()
 	var errs []error
 	r.mu.RLock()
-	var listeners, writers []*actor.PID
-	for _, sl := range r.slots {
-		if sl != nil {
-			listeners = append(listeners, sl.listener)
-			writers = append(writers, sl.writer)
+	slots := slices.Clone(r.slots)
+	r.mu.RUnlock()
+	r.stopAll(&errs, listenersOf(slots)...)
+	r.stopAll(&errs, r.supervisors()...)
+	for _, w := range r.workers {
+		if n := w.poller.Len(); n > 0 {
+			errs = append(errs, fmt.Errorf("worker %d: %d upstream sockets still read after its sessions stopped", w.index, n))
+		}
+		if err := w.poller.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("worker %d: %w", w.index, err))
 		}
 	}
-	r.mu.RUnlock()
-	writers = append(writers, r.retired...)
-	r.stopAll(&errs, listeners...)
-	r.stopAll(&errs, r.supervisor)
-	// Every session has closed its socket; its reader ends at once.
-	readersDone := make(chan struct{})
-	go func() { r.readers.Wait(); close(readersDone) }()
-	select {
-	case <-readersDone:
-	case <-time.After(stopTimeout):
-		errs = append(errs, errors.New("session readers did not end"))
+	r.stopAll(&errs, append(writersOf(slots), r.retired...)...)
+	for _, sl := range slots {
+		if sl != nil {
+			sl.group.Close()
+		}
 	}
-	r.stopAll(&errs, writers...)
 	r.sub.close()
 	if r.ownSystem {
 		deadLetterSystems.Delete(r.system)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/stats"
 )
 
 // resolve looks the upstream up and picks one address: the configured one,
@@ -42,8 +43,9 @@ func (r *Relay) resolve(ctx context.Context, up config.HostPort) (netip.AddrPort
 	return netip.AddrPortFrom(addrs[0], port), nil
 }
 
-// resolver is the goroutine that keeps the supervisor told of the upstream
-// hostname's address (resolveLoop): the only sender of UpstreamResolved.
+// resolver is the goroutine that keeps every worker's supervisor told of
+// the upstream hostname's address (resolveLoop): the only sender of
+// UpstreamResolved.
 type resolver struct {
 	stop context.CancelFunc
 	done chan struct{}
@@ -80,7 +82,7 @@ func (r *Relay) kickResolver() {
 }
 
 // resolveLoop looks host up every resolve interval and tells the
-// supervisor when its address changes. While the name has no address yet
+// supervisors when its address changes. While the name has no address yet
 // it retries sooner, after 5 s and then twice as long each time, up to the
 // interval. A failure is logged when it starts or its reason changes, and
 // the recovery once, not every retry.
@@ -112,6 +114,7 @@ func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, por
 			retry = unresolvedRetry
 			switch {
 			case ap != last && last.IsValid():
+				r.counters.Count(stats.UpstreamChanged) // here, not by each worker's supervisor
 				r.log.Info("upstream address changed; new sessions use it", zap.String("host", host), zap.Stringer("addr", ap), zap.Stringer("was", last))
 			case ap != last:
 				r.log.Info("upstream resolved", zap.String("host", host), zap.Stringer("addr", ap))
@@ -123,7 +126,9 @@ func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, por
 				last = ap
 				r.status.SetUpstream(ap)
 				r.upstreamKnown.Store(true)
-				r.system.Root.Send(r.supervisor, &messages.UpstreamResolved{Addr: ap})
+				for _, w := range r.workers {
+					r.system.Root.Send(w.supervisor, &messages.UpstreamResolved{Addr: ap})
+				}
 			}
 		}
 		timer := time.NewTimer(wait)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/udpfwd/udpfwd/internal/admin"
 	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/metrics"
@@ -36,18 +38,31 @@ func (r *Relay) Healthy() error {
 	var problems []string
 	r.mu.RLock()
 	pids := []string{}
-	if _, ok := r.system.ProcessRegistry.Get(r.supervisor); !ok {
-		pids = append(pids, "the supervisor")
+	alive := func(pid *actor.PID) bool { _, ok := r.system.ProcessRegistry.Get(pid); return ok }
+	// of names worker i's actor when the relay has several workers.
+	of := func(what string, i int) string {
+		if len(r.workers) > 1 {
+			return fmt.Sprintf("%s of worker %d", what, i)
+		}
+		return what
+	}
+	for _, w := range r.workers {
+		if !alive(w.supervisor) {
+			pids = append(pids, of("the supervisor", w.index))
+		}
 	}
 	for _, sl := range r.slots {
 		if sl == nil {
 			continue
 		}
-		if _, ok := r.system.ProcessRegistry.Get(sl.listener); !ok {
-			problems = append(problems, fmt.Sprintf("listener %s is down", sl.conn.LocalAddr()))
-		}
-		if _, ok := r.system.ProcessRegistry.Get(sl.writer); !ok {
-			pids = append(pids, "the writer of "+sl.conn.LocalAddr().String())
+		addr := sl.addr.String()
+		for _, w := range r.workers {
+			if !alive(sl.listeners[w.index]) {
+				problems = append(problems, of("listener "+addr, w.index)+" is down")
+			}
+			if !alive(sl.writers[w.index]) {
+				pids = append(pids, of("the writer of "+addr, w.index))
+			}
 		}
 	}
 	for _, a := range r.missing {
@@ -85,7 +100,7 @@ type kernelDrops struct {
 	last map[*udpio.Conn]uint32
 }
 
-// track starts reading the sockets of slots.
+// track starts reading the sockets of slots, every worker's.
 func (k *kernelDrops) track(slots ...*slot) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -93,7 +108,9 @@ func (k *kernelDrops) track(slots ...*slot) {
 		k.last = make(map[*udpio.Conn]uint32)
 	}
 	for _, sl := range slots {
-		k.last[sl.conn] = 0
+		for _, c := range sl.group.Conns() {
+			k.last[c] = 0
+		}
 	}
 }
 
@@ -131,7 +148,9 @@ func (r *Relay) untrack(slots ...*slot) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, sl := range slots {
-		k.poll(&r.status, sl.conn)
-		delete(k.last, sl.conn)
+		for _, c := range sl.group.Conns() {
+			k.poll(&r.status, c)
+			delete(k.last, c)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package session
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
@@ -12,54 +13,87 @@ import (
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// read is the session's reader goroutine: it reads the upstream's replies
-// in batches and sends each to the session, which then runs inline on this
-// goroutine (and the writer after it). Between bursts it waits without
-// holding buffers, so an idle session costs a parked goroutine and nothing
-// else. It ends when the session closes its socket.
-func (s *Session) read(root *actor.RootContext, self *actor.PID) {
-	if s.cfg.Readers != nil {
-		defer s.cfg.Readers.Done()
+// The reader: the upstream's replies, read by the worker's poller and handed
+// to the session.
+
+// Poller is a worker's event loop for its sessions' upstream sockets
+// (udpio.Poller): one goroutine waits on all of them with one epoll set and
+// reads the ready ones in batches, so that a session costs no goroutine and
+// an idle one no wake-up. Each session registers its socket in its Started
+// and removes it in its Stopping, before it closes the socket.
+type Poller = udpio.Poller[*Reader]
+
+// NewPoller starts a worker's poller. Its loop hands every batch it reads to
+// the session that registered the socket, as UpstreamDatagrams; the session
+// runs inline on the loop's goroutine when it is idle, and the writer after
+// it (actors/mailbox.Inline), so a reply crosses the relay without a
+// goroutine hand-off. Close the poller once every session of the worker has
+// stopped.
+func NewPoller(root *actor.RootContext, cfg udpio.PollerConfig) (*Poller, error) {
+	return udpio.NewPoller(cfg, func(r *udpio.Ready[*Reader]) { r.Owner.deliver(root, r) })
+}
+
+// Reader is a session's registration with its worker's Poller: what the
+// poller's loop needs to hand the session its replies. It is the card's
+// reader (reader → session → writer) without a goroutine of its own. Its
+// fields are set before the socket is registered and never change, but
+// stopped.
+type Reader struct {
+	self     *actor.PID
+	counters *stats.Counters
+	log      *zap.Logger
+	// stopped is set by the session's Stopping before it removes its
+	// registration: a batch the loop read just before is counted as
+	// session_gone and released, not sent to a stopped actor.
+	stopped atomic.Bool
+}
+
+// deliver is the poller's handler for one of the session's sockets, on the
+// loop's goroutine.
+func (rd *Reader) deliver(root *actor.RootContext, r *udpio.Ready[*Reader]) {
+	if r.Foreign > 0 {
+		rd.counters.Drop(stats.ForeignSource, r.Foreign)
 	}
-	c := s.cfg.Conn
-	for {
-		if err := c.WaitReadable(); err != nil {
-			if s.readFailed(err) {
-				return
-			}
-			continue
-		}
-		for {
-			b := udpio.GetBatch()
-			err := c.ReadBatch(b)
-			if f := c.TakeForeign(); f > 0 {
-				s.cfg.Counters.Drop(stats.ForeignSource, f)
-			}
-			if err != nil {
-				b.Release()
-				if s.readFailed(err) {
-					return
-				}
-				break
-			}
-			b.Trim() // a batch waiting in the session's queue holds only what it carries
-			n := len(b.Datagrams)
-			if s.stopped.Load() {
-				s.cfg.Counters.Drop(stats.SessionGone, n)
-				b.Release()
-				return
-			}
-			root.Send(self, (*messages.UpstreamDatagrams)(b))
-			if n < udpio.MaxBatch {
-				break // drained: wait again without buffers
-			}
-		}
+	if err := r.Err; err != nil && !errors.Is(err, net.ErrClosed) && !udpio.IsTransient(err) {
+		// Not expected from a UDP socket; the poller has dropped it, and
+		// the session gets no more replies (it expires as silent).
+		rd.log.Warn("read upstream", zap.Error(err))
 	}
+	b := r.Batch
+	if b == nil {
+		return
+	}
+	b.Trim() // a batch waiting in the session's queue holds only what it carries
+	if rd.stopped.Load() {
+		rd.counters.Drop(stats.SessionGone, len(b.Datagrams))
+		b.Release()
+		return
+	}
+	root.Send(rd.self, (*messages.UpstreamDatagrams)(b))
+}
+
+// startReading registers the session's socket with its worker's poller. A
+// failure (the poller closed: the relay is closing) fails the session.
+func (s *Session) startReading(ctx actor.Context) {
+	s.reader.self, s.reader.counters, s.reader.log = ctx.Self(), s.cfg.Counters, s.cfg.Logger
+	tok, err := s.cfg.Poller.Add(s.cfg.Conn, &s.reader)
+	if err != nil {
+		panic("session: read the upstream socket: " + err.Error())
+	}
+	s.polled = tok
+}
+
+// stopReading ends the registration before the session closes its socket:
+// the poller reads the socket no more and starts no call for it. A batch
+// the loop is handing over at this moment finds the reader stopped.
+func (s *Session) stopReading() {
+	s.reader.stopped.Store(true)
+	s.cfg.Poller.Remove(s.polled)
 }
 
 // dropQueued counts a batch that did not fit in the session's full mailbox
 // (mailbox.Bound's Drop, on the sender's goroutine: the supervisor's for
-// the client's datagrams, the reader's for replies) and releases it. The
+// the client's datagrams, the poller's for replies) and releases it. The
 // datagrams are counted as they arrived, as the session would have counted
 // them, and as dropped.
 func (s *Session) dropQueued(m any) {
@@ -77,18 +111,4 @@ func (s *Session) dropQueued(m any) {
 	}
 	s.cfg.Counters.Drop(stats.QueueFull, len(b.Datagrams))
 	b.Release()
-}
-
-// readFailed reports whether the reader must end.
-func (s *Session) readFailed(err error) bool {
-	if errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	if udpio.IsTransient(err) {
-		// An ICMP error for an earlier datagram (upstream port closed,
-		// unreachable): the next datagram may go through.
-		return false
-	}
-	s.cfg.Logger.Warn("read upstream", zap.Error(err))
-	return true
 }

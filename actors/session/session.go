@@ -3,25 +3,24 @@
 // address, and its idle deadline.
 //
 // Datagram flow: the supervisor sends ClientDatagrams; the session writes
-// them upstream with one sendmmsg and returns the buffers (client.go). A
-// reader goroutine reads the upstream's replies in batches and sends them to
-// the session as UpstreamDatagrams (reader.go); the session addresses them
-// to the client and hands them to the writer as ClientReplies (upstream.go).
+// them upstream with one sendmmsg and returns the buffers (client.go). Its
+// worker's poller, one event loop for every session of the worker, reads
+// the upstream's replies in batches and sends them to the session as
+// UpstreamDatagrams (reader.go); the session addresses them to the client
+// and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
 // ends for silence is idle.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
-// its own reader for replies, its idle timer for CheckIdle. One message at
-// a time, whichever goroutine that is. A reload's new settings arrive as
+// its worker's poller loop for replies, its idle timer for CheckIdle. One
+// message at a time, whichever goroutine that is. A reload's new settings arrive as
 // ApplySettings (settings.go).
 package session
 
 import (
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -58,9 +57,9 @@ type Config struct {
 	// Stats is this session's own record, read by the session API, and its
 	// idle clock (see stats.Session).
 	Stats *stats.Session
-	// Readers, if set, counts the session's reader goroutine, so that the
-	// relay can wait for every reader to end when it closes.
-	Readers *sync.WaitGroup
+	// Poller is the worker's event loop that reads the upstream's replies
+	// (reader.go): the session registers Conn with it while it lives.
+	Poller *Poller
 	// Roam is roaming state saved by an earlier run, to restore.
 	Roam   []byte
 	Logger *zap.Logger
@@ -75,6 +74,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Conn == nil:
 		return errors.New("session: no upstream socket")
+	case c.Poller == nil:
+		return errors.New("session: no poller to read the upstream socket")
 	case len(c.Writers) == 0:
 		return errors.New("session: no writer")
 	case c.Counters == nil || c.Stats == nil:
@@ -100,7 +101,7 @@ func Props(cfg Config) *actor.Props {
 // QueueBytes bounds a session's mailbox by the memory its batches hold
 // (udpio.Batch.Footprint). A session runs inline on whichever goroutine
 // sends to it while it is idle, so its queue fills only while it runs on
-// one goroutine (its reader, say, handing replies to the writer) and
+// one goroutine (its poller's loop, say, handing replies to the writer) and
 // another sends to it (the listener's, routing the client's datagrams), a
 // few batches at most. 1 MiB holds 7 full batches (448 datagrams) or some
 // 70 batches of one datagram; past it, a batch is dropped whole and its
@@ -108,7 +109,7 @@ func Props(cfg Config) *actor.Props {
 const QueueBytes = 1 << 20
 
 // Session is the actor. Only the goroutine processing its mailbox touches
-// its fields, except stopped, which the reader goroutine reads.
+// its fields, except reader, which the poller's loop reads.
 type Session struct {
 	cfg  Config
 	peer roam.Peer
@@ -132,10 +133,10 @@ type Session struct {
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
 
-	// stopped is set before the socket is closed, so that a batch the
-	// reader read just before is released instead of sent to a stopped
-	// actor.
-	stopped atomic.Bool
+	// reader is the session's registration with its worker's poller,
+	// polled its token.
+	reader Reader
+	polled udpio.PollToken
 }
 
 // Receive handles one message.
@@ -164,24 +165,20 @@ func (s *Session) start(ctx actor.Context) {
 	s.peer.Forward = s.cfg.Forward
 	s.restoreRoam(time.Now())
 	s.saveRoam()
-	if s.cfg.Readers != nil {
-		s.cfg.Readers.Add(1)
-	}
-	go s.read(ctx.ActorSystem().Root, ctx.Self())
+	s.startReading(ctx)
 	s.startIdleTimer(ctx)
 }
 
-// stop closes the socket, which ends the reader. It does not wait for the
-// reader: with the inline dispatcher stop may run on the reader's own
-// goroutine. The relay waits for every reader (Config.Readers) when it
-// closes.
+// stop writes what is staged, leaves the poller and closes the socket. It
+// may run on the poller's own goroutine (a session that fails, or is
+// poisoned, while it handles its replies), which the poller allows.
 func (s *Session) stop() {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
 	s.ended(time.Now())
 	s.flush()
-	s.stopped.Store(true)
+	s.stopReading()
 	s.cfg.Conn.Close()
 }
 

@@ -14,7 +14,7 @@ import (
 
 // The upstream side: the upstream's replies, on their way to the client.
 
-// fromUpstream takes a batch the reader read: it asks roam where each reply
+// fromUpstream takes a batch the poller read: it asks roam where each reply
 // goes, drops what has nowhere to go or is over the client's rate, and hands
 // the rest to the writer of the listening socket the client uses.
 func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {

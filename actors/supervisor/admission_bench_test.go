@@ -44,7 +44,7 @@ func BenchmarkAdmission(b *testing.B) {
 	counters := &stats.Counters{}
 	cfg := supervisor.Config{
 		Relay: "bench", Upstream: up.LocalAddr().(*net.UDPAddr).AddrPort(), Writers: []*actor.PID{writer},
-		IdleTimeout: time.Hour, Counters: counters, Logger: zap.NewNop(),
+		IdleTimeout: time.Hour, Counters: counters, Logger: zap.NewNop(), Poller: newPoller(b, sys),
 		Admission: limits.NewAdmission(limits.AdmissionConfig{SourceRate: 1e9, SourceBurst: 1e9, Rate: 1e9, Burst: 1e9}, time.Now()),
 	}
 	pid := sys.Root.Spawn(supervisor.Props(cfg))

@@ -8,16 +8,13 @@ import (
 	"net/netip"
 	"syscall"
 
-	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
 // resolved records the upstream's current address: new sessions connect to
-// it, existing sessions keep theirs.
+// it, existing sessions keep theirs. The relay counts the change
+// (UpstreamChanged) once, not each worker's supervisor.
 func (s *Supervisor) resolved(up netip.AddrPort) {
-	if s.upstream.IsValid() && up != s.upstream {
-		s.cfg.Counters.Count(stats.UpstreamChanged)
-	}
 	s.upstream = up
 }
 

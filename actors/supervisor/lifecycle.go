@@ -72,7 +72,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		IdleTimeout: n.idle,
 		Forward:     n.forward,
 		Roam:        n.roam,
-		Readers:     s.cfg.Readers,
+		Poller:      s.cfg.Poller,
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
 		Logger:      log,

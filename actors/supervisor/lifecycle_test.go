@@ -13,6 +13,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/actors/session"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -38,7 +39,7 @@ type fixture struct {
 	sys      *actor.ActorSystem
 	pid      *actor.PID
 	counters *stats.Counters
-	readers  sync.WaitGroup
+	poller   *session.Poller
 }
 
 func start(t *testing.T, f policy.Factory) *fixture {
@@ -49,6 +50,7 @@ func start(t *testing.T, f policy.Factory) *fixture {
 	}
 	t.Cleanup(func() { up.Close() })
 	x := &fixture{sys: actor.NewActorSystem(), counters: &stats.Counters{}}
+	x.poller = newPoller(t, x.sys)
 	writer := x.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if m, ok := ctx.Message().(*messages.ClientReplies); ok {
 			m.Batch().Release()
@@ -62,7 +64,7 @@ func start(t *testing.T, f policy.Factory) *fixture {
 		Policy:      f,
 		Counters:    x.counters,
 		Logger:      zaptest.NewLogger(t),
-		Readers:     &x.readers,
+		Poller:      x.poller,
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -75,7 +77,8 @@ func start(t *testing.T, f policy.Factory) *fixture {
 	return x
 }
 
-// stop stops the supervisor (once) and waits for its sessions' readers.
+// stop stops the supervisor (once), and with it every session: each
+// leaves the poller as it stops.
 func (x *fixture) stop(t *testing.T) {
 	t.Helper()
 	if x.pid == nil {
@@ -85,13 +88,21 @@ func (x *fixture) stop(t *testing.T) {
 		t.Error(err)
 	}
 	x.pid = nil
-	done := make(chan struct{})
-	go func() { x.readers.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(waitTimeout):
-		t.Error("session readers did not end")
+	if n := x.poller.Len(); n != 0 {
+		t.Errorf("%d upstream sockets still registered with the poller after every session stopped", n)
 	}
+}
+
+// newPoller starts a poller for sessions in sys, closed at the end of the
+// test.
+func newPoller(tb testing.TB, sys *actor.ActorSystem) *session.Poller {
+	tb.Helper()
+	p, err := session.NewPoller(sys.Root, udpio.PollerConfig{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.Close() })
+	return p
 }
 
 // initiate sends the supervisor one read batch with an initiation from

@@ -23,7 +23,6 @@ package supervisor
 import (
 	"errors"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -32,6 +31,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/actors/session"
 	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/replay"
@@ -76,8 +76,9 @@ type Config struct {
 	SocketOptions udpio.Options
 	Counters      *stats.Counters
 	Logger        *zap.Logger
-	// Readers counts the sessions' reader goroutines.
-	Readers *sync.WaitGroup
+	// Poller is the worker's event loop that reads its sessions' upstream
+	// sockets; every session registers with it.
+	Poller *session.Poller
 	// MAC1, if set, is the upstream's mac1 key: a handshake initiation is
 	// forwarded only if its mac1 is valid for it (computed with the client
 	// ID zeroed), so junk cannot open sessions or reach the upstream.
@@ -104,6 +105,8 @@ func (c *Config) Validate() error {
 		return errors.New("supervisor: no writer")
 	case c.Counters == nil:
 		return errors.New("supervisor: no counters")
+	case c.Poller == nil:
+		return errors.New("supervisor: no poller for the sessions' upstream sockets")
 	case c.Logger == nil:
 		return errors.New("supervisor: no logger")
 	case c.Mode == ModeForward && c.ForwardConn == nil:
