@@ -134,7 +134,7 @@ type Counters struct {
 	datagrams [NumDirections]atomic.Uint64
 	bytes     [NumDirections]atomic.Uint64
 
-	mu     sync.Mutex                 // serialises Shard
+	mu     sync.Mutex                  // serialises Shard
 	shards atomic.Pointer[[]*Counters] // read by every reading method
 }
 
