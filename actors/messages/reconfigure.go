@@ -96,4 +96,8 @@ type ApplySettings struct {
 	Limits *ApplyLimits
 	// FailoverAfter, if not zero, is the new failover_after.
 	FailoverAfter int
+	// Endpoint, if not empty, is the upstream endpoint the session is
+	// counted under from now on: a reload renamed its endpoint (a name
+	// became the literal address the session is connected to).
+	Endpoint string
 }

@@ -12,6 +12,8 @@
 //   - admission.go: admissions waiting for their policy's answer, and the
 //     one cleanup of an admission that opens no session;
 //   - dial.go: upstream sockets, in a port range if one is set;
+//   - endpoints.go: the pool of upstream endpoints, their health from the
+//     sessions' handshakes, and moving a session off a dead endpoint;
 //   - restore.go: re-opening sessions saved by an earlier run;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
 //     what idle expiry, termination, failure and stopping do with it;
@@ -56,6 +58,15 @@ type Config struct {
 	// Upstream is the upstream address (WireGuard mode); it may be the zero
 	// value until the first UpstreamResolved message.
 	Upstream netip.AddrPort
+	// Endpoints, if set, are the relay's upstream endpoints (WireGuard
+	// mode), the first being Upstream: a pool that new sessions are spread
+	// over by handshake round trip and that sessions fail over within
+	// (endpoints.go). Unset is one endpoint at Upstream.
+	Endpoints []messages.Endpoint
+	// FailoverAfter is how many handshake initiations in a row may go
+	// unanswered before a session asks to move, and before its endpoint
+	// is marked down; zero is one.
+	FailoverAfter int
 	// UpstreamBind is the local address upstream sockets bind to; the zero
 	// value lets the kernel choose address and port.
 	UpstreamBind netip.AddrPort
@@ -128,6 +139,10 @@ type entry struct {
 	info    messages.SessionInfo
 	out     *udpio.Batch // datagrams being routed to it in this batch
 	stats   *stats.Session
+	// handover is the last upstream socket handed to the session
+	// (SwapUpstream): closed when the session terminates if it never took
+	// it.
+	handover *messages.SwapUpstream
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -145,6 +160,8 @@ type Supervisor struct {
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
+	// endpoints are the upstream endpoints and their health (endpoints.go).
+	endpoints
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -152,7 +169,7 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.MAC1 != nil {
 		mac1 = wgproto.NewMAC1Checker(*cfg.MAC1)
 	}
-	return &Supervisor{
+	s := &Supervisor{
 		mac1:     mac1,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
@@ -160,6 +177,8 @@ func newSupervisor(cfg Config) *Supervisor {
 		byPID:    make(map[string]*entry),
 		pending:  make(map[wgproto.ClientID]*pending),
 	}
+	s.initEndpoints()
+	return s
 }
 
 // Receive handles one message.
@@ -174,13 +193,17 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.SessionIdle:
 		s.idle(ctx, m)
 	case *messages.UpstreamResolved:
-		s.resolved(m.Addr)
+		s.resolved(m)
 	case *messages.RestoreSessions:
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
 		ctx.Respond(s.list())
 	case *messages.Reconfigure:
 		s.reconfigure(ctx, m)
+	case *messages.EndpointHandshake:
+		s.endpointHandshake(ctx, m)
+	case *messages.MoveSession:
+		s.moveSession(ctx, m)
 	case *messages.Crash:
 		if e := s.sessions[m.Client]; e != nil {
 			ctx.Send(e.pid, m)
@@ -191,6 +214,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}
+		s.publishEndpoints()
 	case *actor.Stopping:
 		s.stopping(ctx)
 	}
