@@ -68,7 +68,7 @@ type Config struct {
 	// supervisor to move it to another upstream endpoint (failover.go);
 	// zero never asks.
 	Failover int
-	Logger *zap.Logger
+	Logger   *zap.Logger
 	// Status, if set, is the relay's health record: the session counts the
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).

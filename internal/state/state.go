@@ -88,8 +88,8 @@ type Session struct {
 	// (the roaming state numbers it by its place in the listen list): a
 	// start with another list finds it by address. Files from before it
 	// was saved have none, and keep the number.
-	Listen netip.AddrPort `json:"listen,omitzero"`
-	Created        time.Time      `json:"created"`
+	Listen  netip.AddrPort `json:"listen,omitzero"`
+	Created time.Time      `json:"created"`
 	// Roam is the session's roaming state (learned indexes), opaque here.
 	Roam json.RawMessage `json:"roam,omitempty"`
 }
