@@ -210,7 +210,11 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		scfg.Policy = r.policies(&cfg.Security)
 		r.status.SetSessionLimit(maxSessions(&cfg.Security))
 		scfg.Endpoints = r.endpoints(&cfg)
-		scfg.Upstream = scfg.Endpoints[0].Addr
+		for _, e := range scfg.Endpoints {
+			if !scfg.Upstream.IsValid() {
+				scfg.Upstream = e.Addr // admissions wait until some endpoint has an address
+			}
+		}
 		scfg.FailoverAfter = cfg.FailoverAfter
 	}
 

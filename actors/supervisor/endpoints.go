@@ -24,32 +24,33 @@ import (
 // supervisor dials the new socket and hands it over (SwapUpstream), and
 // the session closes its old one.
 
-// endpoints is the supervisor's part for the pool.
-type endpoints struct {
+// eps is the supervisor's part for the pool.
+type eps struct {
 	pool *pool.Pool
 	// addrs are the endpoints' addresses now, by pool index: the zero
 	// value while a name has none.
 	addrs []netip.AddrPort
-	// usable reports whether endpoint i has an address (bound once, so
-	// that Pick and Next allocate nothing).
-	usable func(i int) bool
 }
 
-// initEndpoints builds the pool from the configuration: Config.Endpoints,
-// or one endpoint at Config.Upstream.
-func (s *Supervisor) initEndpoints() {
-	eps := s.cfg.Endpoints
-	if len(eps) == 0 {
-		eps = []messages.Endpoint{{Name: endpointName(s.cfg.Upstream), Addr: s.cfg.Upstream}}
+// usable reports whether endpoint i has an address, for the pool's Pick
+// and Next.
+func (e *eps) usable(i int) bool { return e.addrs[i].IsValid() }
+
+// newEndpoints builds the pool from the configuration: Config.Endpoints,
+// or one endpoint at Config.Upstream. (Config.Upstream is an address of one
+// of them, if any has one yet.)
+func newEndpoints(cfg *Config) eps {
+	list := cfg.Endpoints
+	if len(list) == 0 {
+		list = []messages.Endpoint{{Name: endpointName(cfg.Upstream), Addr: cfg.Upstream}}
 	}
-	names := make([]string, len(eps))
-	s.addrs = make([]netip.AddrPort, len(eps))
-	for i, e := range eps {
-		names[i], s.addrs[i] = e.Name, e.Addr
+	names := make([]string, len(list))
+	e := eps{addrs: make([]netip.AddrPort, len(list))}
+	for i, ep := range list {
+		names[i], e.addrs[i] = ep.Name, ep.Addr
 	}
-	s.pool = pool.New(pool.Config{FailAfter: s.cfg.FailoverAfter}, names...)
-	s.usable = func(i int) bool { return s.addrs[i].IsValid() }
-	s.refreshUpstream()
+	e.pool = pool.New(pool.Config{FailAfter: cfg.FailoverAfter}, names...)
+	return e
 }
 
 // endpointName names an endpoint given only by its address.

@@ -150,6 +150,8 @@ type entry struct {
 type Supervisor struct {
 	cfg      Config
 	upstream netip.AddrPort
+	// eps are the upstream endpoints and their health (endpoints.go).
+	eps
 	// sessions holds the live sessions by client ID: what routing sees. A
 	// session leaves it on the one "session ended" path (end).
 	sessions map[wgproto.ClientID]*entry
@@ -160,8 +162,6 @@ type Supervisor struct {
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
-	// endpoints are the upstream endpoints and their health (endpoints.go).
-	endpoints
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -169,16 +169,15 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.MAC1 != nil {
 		mac1 = wgproto.NewMAC1Checker(*cfg.MAC1)
 	}
-	s := &Supervisor{
+	return &Supervisor{
 		mac1:     mac1,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
 		sessions: make(map[wgproto.ClientID]*entry),
 		byPID:    make(map[string]*entry),
 		pending:  make(map[wgproto.ClientID]*pending),
+		eps:      newEndpoints(&cfg),
 	}
-	s.initEndpoints()
-	return s
 }
 
 // Receive handles one message.
