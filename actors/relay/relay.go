@@ -359,9 +359,11 @@ func (r *Relay) ListenAddrs() []netip.AddrPort {
 // listenAddrs is ListenAddrs with r.mu held.
 func (r *Relay) listenAddrs() []netip.AddrPort {
 	var out []netip.AddrPort
+	used := make([]bool, len(r.slots)) // the same address twice (port 0) is two sockets
 	for _, want := range r.cfg.Listen {
-		for _, sl := range r.slots {
-			if sl != nil && sl.want == want {
+		for i, sl := range r.slots {
+			if sl != nil && sl.want == want && !used[i] {
+				used[i] = true
 				out = append(out, sl.conn.LocalAddr())
 				break
 			}
