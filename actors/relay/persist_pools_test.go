@@ -197,3 +197,54 @@ func TestRestoreKeepsTheEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// A reload that changes the pool keeps the sessions of the endpoints that
+// stay, wherever they are in the list, and ends those of an endpoint that
+// left; failover_after changes in place.
+func TestReloadPool(t *testing.T) {
+	upA, upB := poolSocket(t), poolSocket(t)
+	a, b := netip.MustParseAddrPort(upA.LocalAddr().String()), netip.MustParseAddrPort(upB.LocalAddr().String())
+	r := poolRelay(t, []string{"127.0.0.1:0"}, []netip.AddrPort{a, b}, nil)
+	events := recordPoolEvents(t, r)
+	client := poolSocket(t)
+	id := wgproto.ClientID{0x77, 0x88, 0x99}
+	if _, err := client.WriteToUDPAddrPort(wgtest.Initiation(id, 1), r.ListenAddrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	_, local := poolRecv(t, upA) // the first endpoint, as none has a round trip yet
+
+	cfg := r.Config()
+	cfg.Upstream, cfg.MoreUpstreams, cfg.FailoverAfter = config.HostPortFrom(b), []config.HostPort{config.HostPortFrom(a)}, 3
+	if err := r.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.WriteToUDPAddrPort(wgtest.Transport(id, 1, 1, 64), r.ListenAddrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, from := poolRecv(t, upA); from != local {
+		t.Fatalf("after the pool was reordered the session sends from %v, want %v", from, local)
+	}
+	if s := poolSession(t, r, [3]byte(id)); s.Endpoint != a.String() {
+		t.Fatalf("the session is on %q after the reload, want %v", s.Endpoint, a)
+	}
+	eps := r.MetricsStatus().Endpoints()
+	if len(eps) != 2 || eps[0].Endpoint != b.String() || eps[1].Endpoint != a.String() || eps[1].Sessions != 1 {
+		t.Fatalf("endpoints after the reload: %+v", eps)
+	}
+
+	cfg.MoreUpstreams = nil
+	if err := r.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if closed := poolSeen[*messages.SessionClosed](events); len(closed) != 1 || closed[0].Client != id {
+		t.Fatalf("sessions closed: %+v; want the one of the endpoint that left", closed)
+	}
+	// A new initiation opens a new session, on the endpoint left.
+	if _, err := client.WriteToUDPAddrPort(wgtest.Initiation(id, 2), r.ListenAddrs()[0]); err != nil {
+		t.Fatal(err)
+	}
+	poolRecv(t, upB)
+	if s := poolSession(t, r, [3]byte(id)); s.Endpoint != b.String() || s.Upstream != b {
+		t.Fatalf("the new session is on %q (%v), want %v", s.Endpoint, s.Upstream, b)
+	}
+}
