@@ -30,6 +30,9 @@ type EdgeConfig struct {
 	// the system picks), as WARP answers on many addresses: a client may
 	// reach the same servers through any of them. Zero means one.
 	Endpoints int
+	// EndpointAddrs, if set, are where the routers listen, one per
+	// endpoint, all on loopback; it overrides Addr and Endpoints.
+	EndpointAddrs []netip.AddrPort
 	// MTU is the servers' tunnel MTU; zero means DefaultMTU. Clients made
 	// with NewClient get the same unless told otherwise.
 	MTU int
@@ -89,10 +92,17 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 		mtu = DefaultMTU
 	}
 	e := &Edge{key: key, mtu: mtu}
-	for i := range max(cfg.Endpoints, 1) {
-		at := addr
-		if i > 0 {
-			at = netip.AddrPortFrom(addr.Addr(), 0)
+	addrs := cfg.EndpointAddrs
+	if len(addrs) == 0 {
+		addrs = []netip.AddrPort{addr}
+		for range max(cfg.Endpoints, 1) - 1 {
+			addrs = append(addrs, netip.AddrPortFrom(addr.Addr(), 0))
+		}
+	}
+	for _, at := range addrs {
+		if !at.Addr().IsLoopback() {
+			e.Close()
+			return nil, fmt.Errorf("warptest: edge address %v is not on loopback", at)
 		}
 		r, err := newRouter(at, binds)
 		if err != nil {
