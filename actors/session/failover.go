@@ -101,9 +101,7 @@ func (s *Session) swapUpstream(ctx actor.Context, m *messages.SwapUpstream) {
 	s.cfg.Conn = c
 	s.cfg.Info.Endpoint, s.cfg.Info.Upstream, s.cfg.Info.UpstreamLocal = m.Endpoint, c.RemoteAddr(), c.LocalAddr()
 	s.stopReading(old)
-	s.startReading(ctx, c)
-	s.cfg.Logger.Info("session moved to another upstream endpoint", zap.String("endpoint", m.Endpoint),
-		zap.Stringer("upstream", c.RemoteAddr()), zap.Uint16("upstream_port", c.LocalAddr().Port()))
+	s.startReading(ctx, c) // the supervisor published SessionMoved, which the relay logs
 	s.streak = streak{held: s.streak.held}
 	s.sendHeld(time.Now())
 }
