@@ -155,15 +155,17 @@ func (s *Supervisor) moveSession(ctx actor.Context, m *messages.MoveSession) {
 	s.pool.AddSessions(from, -1)
 	s.pool.AddSessions(to, 1)
 	s.pool.Moved(from)
-	e.handover = messages.NewSwapUpstream(e.info.Endpoint, e.info.Upstream, conn)
-	ctx.Send(e.pid, e.handover)
+	s.publishEndpoints()
+	// The event first: whoever sees the session's datagrams on the new
+	// endpoint has seen it.
 	info := e.info
 	info.ClientAddr = e.stats.ClientAddr()
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionMoved{
 		SessionInfo: info, FromEndpoint: old.Endpoint, FromUpstream: old.Upstream,
 		FromUpstreamLocal: old.UpstreamLocal, Unanswered: m.Unanswered,
 	})
-	s.publishEndpoints()
+	e.handover = messages.NewSwapUpstream(e.info.Endpoint, e.info.Upstream, conn)
+	ctx.Send(e.pid, e.handover)
 }
 
 // dropHandover closes the socket last handed to a session that has
