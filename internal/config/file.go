@@ -115,8 +115,10 @@ type Relay struct {
 	Name string
 	// Mode defaults to ModeWireGuard.
 	Mode Mode
-	// Listen are the addresses to listen on ("[::]:2408" is dual-stack).
-	// A forward relay has exactly one. Port 0 lets the kernel choose (for
+	// Listen are the addresses to listen on ("[::]:2408" is dual-stack),
+	// a port range written in the file or on the command line already
+	// expanded port by port, at most MaxListen. A forward relay has
+	// exactly one. Port 0 lets the kernel choose (for
 	// tests: the chosen port is only logged).
 	Listen []netip.AddrPort
 	// Upstream is where sessions send to; the host may be a name. With
