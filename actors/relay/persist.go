@@ -42,12 +42,14 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 		m.Sessions = append(m.Sessions, messages.RestoredSession{
 			Info: messages.SessionInfo{
 				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
-				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream, Endpoint: s.UpstreamConfig,
+				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream,
 			},
 			Created: s.Created,
 			Roam:    placeListener(s.Roam, s.Listen, rules.listen),
 			Rebind:  rebind,
 		})
+		// The endpoint it was on: one of the configured ones (checkRestore).
+		m.Sessions[len(m.Sessions)-1].Info.Endpoint = s.UpstreamConfig
 	}
 	return m
 }
