@@ -104,10 +104,13 @@ type Crash struct {
 	Reason string
 }
 
-// UpstreamResolved tells the supervisor the upstream's current address; new
-// sessions connect to it, existing sessions keep theirs.
+// UpstreamResolved tells the supervisor an upstream endpoint's current
+// address; new sessions connect to it, existing sessions keep theirs.
 type UpstreamResolved struct {
-	Addr netip.AddrPort
+	// Endpoint names the endpoint whose name resolved ("host:port" as
+	// configured); empty is the relay's first endpoint.
+	Endpoint string
+	Addr     netip.AddrPort
 }
 
 // ListSessions asks the supervisor for its live sessions; it responds with
@@ -136,7 +139,8 @@ type RestoreSessions struct {
 
 // RestoredSession is one saved session: its identity, the upstream socket
 // address to re-bind (Info.UpstreamLocal) and the upstream it was connected
-// to (Info.Upstream), so that the upstream sees the same 4-tuple.
+// to (Info.Upstream) as the endpoint it used then (Info.Endpoint), so that
+// the upstream sees the same 4-tuple.
 type RestoredSession struct {
 	Info    SessionInfo
 	Created time.Time

@@ -43,6 +43,10 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		if h.Type == wgproto.TypeInitiation {
 			initiations++
 			s.handshakes.forwarded(h.Index, now)
+			if s.initiation(ctx, now, d, b.Listener, confirmed) {
+				d.Buf = nil // held while the session asks to move (failover.go)
+				continue
+			}
 		}
 		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
 		k++

@@ -62,8 +62,13 @@ type Config struct {
 	// relay can wait for every reader to end when it closes.
 	Readers *sync.WaitGroup
 	// Roam is roaming state saved by an earlier run, to restore.
-	Roam   []byte
-	Logger *zap.Logger
+	Roam []byte
+	// Failover is failover_after: after this many of its handshake
+	// initiations in a row went unanswered, the session asks the
+	// supervisor to move it to another upstream endpoint (failover.go);
+	// zero never asks.
+	Failover int
+	Logger   *zap.Logger
 	// Status, if set, is the relay's health record: the session counts the
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).
@@ -131,6 +136,9 @@ type Session struct {
 	roamChanged bool
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
+	// streak counts the client's initiations that went unanswered in a
+	// row, and holds the one waiting while the session asks to move.
+	streak streak
 
 	// stopped is set before the socket is closed, so that a batch the
 	// reader read just before is released instead of sent to a stopped
@@ -151,6 +159,10 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.applyLimits(m, time.Now())
 	case *messages.ApplySettings:
 		s.applySettings(m)
+	case *messages.SwapUpstream:
+		s.swapUpstream(ctx, m)
+	case *messages.StayOnEndpoint:
+		s.stay()
 	case *messages.Crash:
 		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
 	case *actor.Started:
@@ -164,10 +176,7 @@ func (s *Session) start(ctx actor.Context) {
 	s.peer.Forward = s.cfg.Forward
 	s.restoreRoam(time.Now())
 	s.saveRoam()
-	if s.cfg.Readers != nil {
-		s.cfg.Readers.Add(1)
-	}
-	go s.read(ctx.ActorSystem().Root, ctx.Self())
+	s.startReading(ctx, s.cfg.Conn)
 	s.startIdleTimer(ctx)
 }
 
@@ -181,8 +190,9 @@ func (s *Session) stop() {
 	}
 	s.ended(time.Now())
 	s.flush()
+	s.dropHeld()
 	s.stopped.Store(true)
-	s.cfg.Conn.Close()
+	s.stopReading(s.cfg.Conn)
 }
 
 // info is the session's identity with its current client address.

@@ -36,8 +36,11 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
 		}
-		if h.Type == wgproto.TypeResponse {
-			s.timeHandshake(h.Receiver, now)
+		switch h.Type {
+		case wgproto.TypeResponse:
+			s.timeHandshake(ctx, h.Receiver, now)
+		case wgproto.TypeCookie:
+			s.cookie(ctx, h.Index)
 		}
 		prev := s.peer.Addr()
 		to, listener, moved, ok := s.peer.FromUpstream(now, h)

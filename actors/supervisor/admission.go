@@ -167,7 +167,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 		s.reopen(ctx, client, p)
 		return
 	}
-	conn, err := s.dial(s.upstream)
+	endpoint, conn, err := s.dialNew()
 	if err != nil {
 		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
 		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
@@ -176,7 +176,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 	delete(s.pending, client)
 	e := s.spawn(ctx, newSession{
 		client: client, from: p.first.Addr, listener: p.listener, conn: conn,
-		idle: s.cfg.IdleTimeout, policy: p.policy,
+		idle: s.cfg.IdleTimeout, policy: p.policy, endpoint: endpoint,
 	})
 	b := udpio.GetBatch()
 	b.Listener = p.listener

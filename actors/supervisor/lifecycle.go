@@ -23,6 +23,7 @@ type newSession struct {
 	from     netip.AddrPort // the client's address
 	listener uint8          // the index of the listening socket it came by
 	conn     *udpio.Conn    // its upstream socket, bound and connected
+	endpoint int            // the index of the upstream endpoint conn is connected to
 	idle     time.Duration
 	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
 	forward  bool                      // forward mode: no WireGuard parsing
@@ -57,6 +58,10 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		UpstreamLocal: conn.LocalAddr(),
 		Upstream:      conn.RemoteAddr(),
 	}
+	if !n.forward {
+		info.Endpoint = s.pool.Name(n.endpoint)
+		s.pool.AddSessions(n.endpoint, 1)
+	}
 	st := stats.NewSession(n.created, now, from)
 	log := s.cfg.Logger
 	if !n.forward {
@@ -72,6 +77,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		IdleTimeout: n.idle,
 		Forward:     n.forward,
 		Roam:        n.roam,
+		Failover:    s.cfg.FailoverAfter,
 		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
@@ -120,6 +126,10 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 	delete(s.sessions, e.info.Client)
 	if !e.forward {
 		s.cfg.Counters.SetLive(len(s.sessions))
+		if i := s.pool.Index(e.info.Endpoint); i >= 0 {
+			s.pool.AddSessions(i, -1)
+		}
+		s.publishEndpoints()
 	}
 	if how.stopSession != nil {
 		how.stopSession(e.pid)
@@ -162,6 +172,7 @@ func (s *Supervisor) terminated(ctx actor.Context, who *actor.PID) {
 		return // a policy actor
 	}
 	delete(s.byPID, who.Id)
+	dropHandover(e)
 	s.end(ending{stopPolicy: ctx.Stop, events: ctx.ActorSystem().EventStream}, e, stats.SessionClosed, closed)
 }
 

@@ -48,6 +48,21 @@ func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pendi
 	}
 	s.spawn(ctx, newSession{
 		client: client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout, policy: p.policy,
-		id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+		id: info.Session, created: r.Created, roam: r.Roam, restore: ev, endpoint: s.restoredEndpoint(info),
 	})
+}
+
+// restoredEndpoint is the endpoint a saved session was on: the one of its
+// saved name, else the one whose address it was connected to, else the
+// first (a state file from before pools, or a relay reconfigured since).
+func (s *Supervisor) restoredEndpoint(info messages.SessionInfo) int {
+	if i := s.pool.Index(info.Endpoint); i >= 0 {
+		return i
+	}
+	for i, a := range s.addrs {
+		if a.IsValid() && a == info.Upstream {
+			return i
+		}
+	}
+	return 0
 }

@@ -13,6 +13,8 @@
 //     waiting for their policy's answer), and the one cleanup of an
 //     admission that opens no session;
 //   - dial.go: upstream sockets, in a port range if one is set;
+//   - endpoints.go: the pool of upstream endpoints, their health from the
+//     sessions' handshakes, and moving a session off a dead endpoint;
 //   - restore.go: re-opening sessions saved by an earlier run;
 //   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
@@ -60,6 +62,15 @@ type Config struct {
 	// Upstream is the upstream address (WireGuard mode); it may be the zero
 	// value until the first UpstreamResolved message.
 	Upstream netip.AddrPort
+	// Endpoints, if set, are the relay's upstream endpoints (WireGuard
+	// mode), the first being Upstream: a pool that new sessions are spread
+	// over by handshake round trip and that sessions fail over within
+	// (endpoints.go). Unset is one endpoint at Upstream.
+	Endpoints []messages.Endpoint
+	// FailoverAfter is how many handshake initiations in a row may go
+	// unanswered before a session asks to move, and before its endpoint
+	// is marked down; zero is one.
+	FailoverAfter int
 	// UpstreamBind is the local address upstream sockets bind to; the zero
 	// value lets the kernel choose address and port.
 	UpstreamBind netip.AddrPort
@@ -170,6 +181,10 @@ type entry struct {
 	info    messages.SessionInfo
 	out     *udpio.Batch // datagrams being routed to it in this batch
 	stats   *stats.Session
+	// handover is the last upstream socket handed to the session
+	// (SwapUpstream): closed when the session terminates if it never took
+	// it.
+	handover *messages.SwapUpstream
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -177,6 +192,8 @@ type entry struct {
 type Supervisor struct {
 	cfg      Config
 	upstream netip.AddrPort
+	// eps are the upstream endpoints and their health (endpoints.go).
+	eps
 	// sessions holds the live sessions by client ID: what routing sees. A
 	// session leaves it on the one "session ended" path (end).
 	sessions map[wgproto.ClientID]*entry
@@ -215,6 +232,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		sessions: make(map[wgproto.ClientID]*entry),
 		byPID:    make(map[string]*entry),
 		pending:  make(map[wgproto.ClientID]*pending),
+		eps:      newEndpoints(&cfg),
 	}
 }
 
@@ -230,13 +248,17 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.SessionIdle:
 		s.idle(ctx, m)
 	case *messages.UpstreamResolved:
-		s.resolved(m.Addr)
+		s.resolved(m)
 	case *messages.RestoreSessions:
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
 		s.respondList(ctx)
 	case *messages.Reconfigure:
 		s.reconfigure(ctx, m)
+	case *messages.EndpointHandshake:
+		s.endpointHandshake(ctx, m)
+	case *messages.MoveSession:
+		s.moveSession(ctx, m)
 	case *messages.Crash:
 		if e := s.sessions[m.Client]; e != nil {
 			ctx.Send(e.pid, m)
@@ -247,6 +269,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}
+		s.publishEndpoints()
 	case *actor.Stopping:
 		s.stopping(ctx)
 	}

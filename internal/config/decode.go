@@ -20,7 +20,7 @@ import (
 var schema = map[string][]string{
 	"":    {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "relays"},
 	"log": {"level", "format"},
-	"relays[]": {"name", "mode", "listen", "upstream", "idle_timeout", "resolve_interval",
+	"relays[]": {"name", "mode", "listen", "upstream", "failover_after", "idle_timeout", "resolve_interval",
 		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "security"},
 	"relays[].security": {"upstream_public_key", "allow_clients", "allow_cidrs", "deny_cidrs",
 		"max_sessions", "max_sessions_per_ip", "new_sessions_per_ip", "new_sessions_per_ip_burst", "client_rate"},
@@ -296,16 +296,44 @@ func (d *decoder) relay(n *yaml.Node, at string, r *Relay) {
 				keys(v, path)
 			case key == "security.allow_clients":
 				d.list(v, path, func(v *yaml.Node, path string) { d.clientID(v, path, r) })
+			case key == "upstream" && v.Kind != yaml.SequenceNode:
+				// One value, as most relays have: "upstream", not "upstream[0]".
+				d.set(v, path, func(s string) error { return relayLists[key](r, s) })
+				for i := range listLen(r, key) {
+					d.src.lines[fmt.Sprintf("%s[%d]", path, i)] = v.Line
+				}
 			case relayLists[key] != nil:
-				d.list(v, path, func(v *yaml.Node, path string) {
-					d.set(v, path, func(s string) error { return relayLists[key](r, s) })
+				lines := map[int]int{}
+				d.list(v, path, func(v *yaml.Node, p string) {
+					before := listLen(r, key)
+					d.set(v, p, func(s string) error { return relayLists[key](r, s) })
+					for i := before; i < listLen(r, key); i++ {
+						lines[i] = v.Line
+					}
 				})
+				for i, l := range lines {
+					d.src.lines[fmt.Sprintf("%s[%d]", path, i)] = l
+				}
 			default:
 				d.set(v, path, func(s string) error { return relayKeys[key](r, s) })
 			}
 		})
 	}
 	keys(n, at)
+}
+
+// listLen is how many elements the list key of r holds, for keys whose
+// one value in the file may add several (a port range, a comma list), so
+// that a message about the fifth port of a range names the range's line;
+// 0 for the others, whose elements are the file's own.
+func listLen(r *Relay, key string) int {
+	switch key {
+	case "listen":
+		return len(r.Listen)
+	case "upstream":
+		return len(r.Endpoints())
+	}
+	return 0
 }
 
 // clientID reads one allowed client ID: a string in any form

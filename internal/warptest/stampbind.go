@@ -32,6 +32,10 @@ type StampBind struct {
 	gen  uint64       // counts Opens, so a stale ReceiveFunc stops
 
 	sent, received, foreign atomic.Uint64
+
+	fromMu   sync.Mutex
+	from     map[netip.AddrPort]uint64 // datagrams received, by source
+	lastFrom netip.AddrPort
 }
 
 // NewStampBind returns a closed bind that stamps id.
@@ -134,7 +138,9 @@ func (b *StampBind) receive(gen uint64, packets [][]byte, sizes []int, eps []con
 		}
 		b.received.Add(1)
 		sizes[0] = n
-		eps[0] = addrEndpoint(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		b.receivedFrom(src)
+		eps[0] = addrEndpoint(src)
 		return 1, nil
 	}
 }
@@ -253,3 +259,33 @@ func (e addrEndpoint) DstIP() netip.Addr { return netip.AddrPort(e).Addr() }
 func (e addrEndpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
 var _ conn.Bind = (*StampBind)(nil)
+
+// receivedFrom counts a datagram received from src.
+func (b *StampBind) receivedFrom(src netip.AddrPort) {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	if b.from == nil {
+		b.from = make(map[netip.AddrPort]uint64)
+	}
+	b.from[src]++
+	b.lastFrom = src
+}
+
+// ReceivedFrom returns how many datagrams the bind received from each
+// source: which ports of a relay replied.
+func (b *StampBind) ReceivedFrom() map[netip.AddrPort]uint64 {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	out := make(map[netip.AddrPort]uint64, len(b.from))
+	for k, v := range b.from {
+		out[k] = v
+	}
+	return out
+}
+
+// LastFrom is the source of the last datagram the bind received.
+func (b *StampBind) LastFrom() netip.AddrPort {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	return b.lastFrom
+}
