@@ -147,6 +147,7 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		msg.Socket = &messages.SocketSettings{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
 	}
 	if wireguard {
+		msg.Clients = clientsChange(&old, &cfg)
 		r.securityChanges(msg, &old.Security, &cfg.Security)
 		// The upstream: the old resolver stops before the supervisor hears
 		// of the new one, so that no late answer about the old name

@@ -26,7 +26,11 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
 		if !s.cfg.Forward {
-			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+			var v wgproto.Verdict
+			h, v = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+			if v != wgproto.OK && v != wgproto.ZeroClient {
+				s.deviated() // message_types: any let it through
+			}
 		}
 		// A forward has no client until its first datagram.
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
@@ -43,6 +47,9 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		if h.Type == wgproto.TypeInitiation {
 			initiations++
 			s.handshakes.forwarded(h.Index, now)
+		}
+		if s.cfg.Tracked {
+			s.stamp(d)
 		}
 		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
 		k++
