@@ -84,12 +84,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	}
 	pid := ctx.SpawnPrefix(session.Props(cfg), name)
 	e := &entry{key: n.key, pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
-	if n.key.isPlain() {
-		e.plain = &plainSession{}
-		s.plain.confirm(e, from)
-	}
-	s.sessions[n.key] = e
-	s.byPID[pid.Id] = e
+	s.enter(e)
 	if e.forward {
 		return e // a forward is no session: no count, no event (the relay logs "forward started")
 	}
@@ -105,6 +100,17 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	s.cfg.Counters.Count(stats.SessionOpened)
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
 	return e
+}
+
+// enter enters a new session in the tables routing uses: by its key, by its
+// actor, and for a plain client by its address (plain.go).
+func (s *Supervisor) enter(e *entry) {
+	if e.key.isPlain() {
+		e.plain = &plainSession{}
+		s.plain.confirm(e, e.info.ClientAddr)
+	}
+	s.sessions[e.key] = e
+	s.byPID[e.pid.Id] = e
 }
 
 // ending is what ending a session needs from whoever ends it.

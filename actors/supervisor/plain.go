@@ -80,13 +80,14 @@ const sweepEvery = time.Second
 type plainSession struct {
 	addr    netip.AddrPort
 	indexes [roam.MaxIndexes]trackedIndex // the newest, as its roam.Peer keeps them
+	learned uint64                        // indexes learned so far, numbering them
 }
 
-// trackedIndex is one index of a session and when it was learned (time
-// since the table's epoch), zero: a free slot.
+// trackedIndex is one index of a session, numbered in the order the
+// session learned it (or learned it again); number zero is a free slot.
 type trackedIndex struct {
 	index uint32
-	at    time.Duration
+	n     uint64
 }
 
 // indexEntry is the index table's record of one index.
@@ -163,16 +164,16 @@ func (t *plainTable) learn(e *entry, index uint32, now time.Time) {
 	slot := 0
 	for i := range ps.indexes {
 		x := &ps.indexes[i]
-		if x.at != 0 && x.index == index {
+		if x.n != 0 && x.index == index {
 			slot = i
 			break
 		}
-		if s := &ps.indexes[slot]; s.at != 0 && (x.at == 0 || x.at < s.at) {
+		if s := &ps.indexes[slot]; s.n != 0 && (x.n == 0 || x.n < s.n) {
 			slot = i
 		}
 	}
 	old := &ps.indexes[slot]
-	if old.at != 0 && old.index != index {
+	if old.n != 0 && old.index != index {
 		t.drop(e, old.index)
 		t.evicted++
 	}
@@ -187,9 +188,9 @@ func (t *plainTable) learn(e *entry, index uint32, now time.Time) {
 			return
 		}
 	}
-	// A slot's time is never zero: zero marks it free.
-	*old = trackedIndex{index: index, at: max(at, 1)}
-	t.byIndex[index] = indexEntry{e: e, at: max(at, 1)}
+	ps.learned++
+	*old = trackedIndex{index: index, n: ps.learned}
+	t.byIndex[index] = indexEntry{e: e, at: at}
 }
 
 // sweep forgets every index older than roam.IndexMaxAge.
@@ -220,7 +221,7 @@ func (t *plainTable) confirm(e *entry, addr netip.AddrPort) {
 // forget removes every trace of e, a session that ended.
 func (t *plainTable) forget(e *entry) {
 	for _, x := range e.plain.indexes {
-		if x.at != 0 {
+		if x.n != 0 {
 			t.drop(e, x.index)
 		}
 	}
