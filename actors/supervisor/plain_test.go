@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
@@ -324,5 +325,19 @@ func TestWarnings(t *testing.T) {
 	}
 	if got := s.cfg.Counters.Dropped(stats.ZeroClientID); got != 111 {
 		t.Fatalf("%d zero_client_id drops, want every one of the 111 counted", got)
+	}
+}
+
+// The warnings' memory is what WarnBytes says, and stays so.
+func TestWarnBytes(t *testing.T) {
+	w := newWarner(zap.NewNop())
+	n := 0
+	for _, ws := range w.sets {
+		if ws != nil {
+			n++
+		}
+	}
+	if n == 0 || WarnBytes() != n*int(unsafe.Sizeof(warnSet{})) || WarnBytes() > 32<<10 {
+		t.Fatalf("WarnBytes %d for %d reasons", WarnBytes(), n)
 	}
 }

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"go.uber.org/zap"
 
@@ -46,6 +47,18 @@ const (
 	// tableFullEvery bounds the index table's "full" warnings.
 	tableFullEvery = time.Minute
 )
+
+// WarnBytes is the memory a supervisor's warnings hold, whatever arrives:
+// each reason with a hint remembers warnSources sources, from the start.
+func WarnBytes() int {
+	n := 0
+	for _, h := range hints {
+		if h != "" {
+			n++
+		}
+	}
+	return n * int(unsafe.Sizeof(warnSet{}))
+}
 
 // warnedSource is a source a reason warned about, and when.
 type warnedSource struct {
