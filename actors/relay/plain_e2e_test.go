@@ -315,3 +315,40 @@ func TestE2EStampedPlainClient(t *testing.T) {
 		}
 	}
 }
+
+// The one case tracking cannot follow: a plain client that changes address
+// and hand-shakes again before sending anything else. Nothing in its
+// initiation says whose it is, so it gets a new session on a new upstream
+// port; the handshake completes all the same (it is a fresh one), and the
+// client works through the new session.
+func TestE2EPlainClientRehandshakesFromNewAddress(t *testing.T) {
+	b := newPlainBed(t, nil)
+	c := b.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), plainTimeout)
+	defer cancel()
+	handshake(t, ctx, c)
+	// wireguard-go confirms a completed handshake with a keepalive: once
+	// udpfwd has it (the initiation was the first), nothing else is on its
+	// way from the old port.
+	k := b.relay.Counters()
+	eventually(t, "the keepalive after the handshake", func() bool { return k.Datagrams(stats.ToUpstream) >= 2 })
+	if _, err := c.Bind().Roam(nil); err != nil { // a new port, and nothing sent from it
+		t.Fatal(err)
+	}
+	if err := c.Rehandshake(ctx); err != nil {
+		t.Fatalf("handshake from the new address: %v", err)
+	}
+	if err := c.Echo(ctx, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	opened := recorded[*messages.SessionOpened](b.events)
+	if len(opened) != 2 || opened[0].UpstreamLocal == opened[1].UpstreamLocal {
+		t.Fatalf("sessions opened: %v; want a second one on another upstream port", opened)
+	}
+	if src := b.edge.Router().Sources(); len(src) != 2 {
+		t.Errorf("router saw %v, want the two upstream ports", src)
+	}
+	if n := len(recorded[*messages.ClientRoamed](b.events)); n != 0 {
+		t.Errorf("%d roams: the first session must not have moved", n)
+	}
+}
