@@ -21,9 +21,9 @@ import (
 type newSession struct {
 	key      key              // its place in sessions
 	client   wgproto.ClientID // zero for a plain client (and forward mode)
-	from     netip.AddrPort // the client's address
-	listener uint8          // the index of the listening socket it came by
-	conn     *udpio.Conn    // its upstream socket, bound and connected
+	from     netip.AddrPort   // the client's address
+	listener uint8            // the index of the listening socket it came by
+	conn     *udpio.Conn      // its upstream socket, bound and connected
 	idle     time.Duration
 	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
 	forward  bool                      // forward mode: no WireGuard parsing
