@@ -78,4 +78,41 @@ func TestMessageTypes(t *testing.T) {
 			t.Errorf("dropped %d datagrams", k.TotalDropped())
 		}
 	})
+	// Only the client itself, from its confirmed address, turns a session
+	// of well-formed WireGuard into one that follows the newest address:
+	// the same datagram from anyone else is forwarded but moves nothing.
+	t.Run("any, from elsewhere", func(t *testing.T) {
+		up := newUpstream(t, "127.0.0.1:0", false)
+		r := startConfig(t, relayConfig(t, up.addr(), func(c *config.Relay) { c.MessageTypes = config.MessageTypesAny }, "127.0.0.1:0"))
+		evs := watchEvents(t, r)
+		c := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+		attacker := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
+		c.send(t, wgtest.Initiation(id, 5))
+		port := up.next(t).from
+		up.sendTo(t, port, wgtest.Response(id, 77, 5)) // the upstream answers: roaming needs evidence now
+		c.mustRecv(t)
+		await[*messages.SessionOpened](t, evs)
+
+		attacker.send(t, warpTyped(id))
+		if got := up.next(t); !bytes.Equal(got.data, warpTyped(id)) {
+			t.Fatalf("upstream got %x, want the attacker's datagram forwarded", got.data)
+		}
+		reply := wgtest.Transport(id, 5, 1, 64)
+		up.sendTo(t, port, reply)
+		if got := c.mustRecv(t); !bytes.Equal(got, reply) {
+			t.Fatalf("client got %x, want the reply", got)
+		}
+		if _, ok := attacker.recv(100 * time.Millisecond); ok {
+			t.Fatal("the attacker got a reply")
+		}
+
+		c.send(t, warpTyped(id)) // the client itself: from now on the session follows
+		up.next(t)
+		attacker.send(t, warpTyped(id))
+		up.next(t)
+		up.sendTo(t, port, reply)
+		if got := attacker.mustRecv(t); !bytes.Equal(got, reply) {
+			t.Fatalf("attacker got %x, want the reply: the session follows the newest address", got)
+		}
+	})
 }

@@ -25,18 +25,20 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
+		deviating := false
 		if !s.cfg.Forward {
 			var v wgproto.Verdict
 			h, v = wgproto.Parse(d.Bytes()) // the supervisor has checked it
-			if v != wgproto.OK && v != wgproto.ZeroClient {
-				s.deviated() // message_types: any let it through
-			}
+			deviating = v != wgproto.OK && v != wgproto.ZeroClient // message_types: any let it through
 		}
 		// A forward has no client until its first datagram.
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
 			s.roamed(ctx, from)
 		}
 		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
+		if deviating && confirmed {
+			s.deviated()
+		}
 		// Only the client itself keeps the session alive: datagrams anyone
 		// can send with its ID do not.
 		heard = heard || confirmed

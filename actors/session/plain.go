@@ -55,11 +55,13 @@ func (s *Session) unstamp(d *udpio.Datagram) {
 	}
 }
 
-// deviated records that the client sent a datagram outside WireGuard's
-// framing (message_types: any let it through). Its exchange cannot be
-// read, so roam can no longer tell the client's datagrams from forged
-// ones: from now on the session follows its client's newest address, as
-// the seed did for every session.
+// deviated records that the client, from its confirmed address, sent a
+// datagram outside WireGuard's framing (message_types: any let it
+// through). Its exchange cannot be read, so roam can no longer tell the
+// client's datagrams from forged ones: from now on the session follows its
+// client's newest address, as the seed did for every session. Such a
+// datagram from any other address is forwarded (within the budget of
+// unconfirmed sources) but changes nothing: it could be anyone's.
 func (s *Session) deviated() {
 	if !s.peer.Forward {
 		s.peer.Forward = true

@@ -205,6 +205,10 @@ func (s *Supervisor) admitted(ctx actor.Context, k key) {
 	var client wgproto.ClientID // a plain client has none
 	if !k.isPlain() {
 		client = keyID(k)
+	} else if !s.cfg.Clients.TrackZeroID {
+		// A reload stopped tracking plain clients while it waited.
+		s.dropAdmission(k, p, stats.ZeroClientID, ctx.Stop)
+		return
 	}
 	conn, err := s.dial(s.upstream)
 	if err != nil {
