@@ -28,7 +28,7 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		deviating := false
 		if !s.cfg.Forward {
 			var v wgproto.Verdict
-			h, v = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+			h, v = wgproto.Parse(d.Bytes())                        // the supervisor has checked it
 			deviating = v != wgproto.OK && v != wgproto.ZeroClient // message_types: any let it through
 		}
 		// A forward has no client until its first datagram.
