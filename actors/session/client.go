@@ -27,9 +27,11 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		var h wgproto.Header
 		deviating := false
 		if !s.cfg.Forward {
+			// The supervisor has checked it: anything but well-formed
+			// WireGuard (with or without an ID) came through message_types: any.
 			var v wgproto.Verdict
-			h, v = wgproto.Parse(d.Bytes())                        // the supervisor has checked it
-			deviating = v != wgproto.OK && v != wgproto.ZeroClient // message_types: any let it through
+			h, v = wgproto.Parse(d.Bytes())
+			deviating = v != wgproto.OK && v != wgproto.ZeroClient
 		}
 		// A forward has no client until its first datagram.
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
