@@ -27,19 +27,23 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 //     supervisor.AdmissionBytes);
 //   - once for the relay: the replay table, the admission budget's table
 //     of sources and the Caps policy's rate limiters
-//     (--new-sessions-per-ip).
+//     (--new-sessions-per-ip);
+//   - each worker's supervisor again: the sources it has warned about
+//     (supervisor.WarnBytes).
 //
 // The Go heap in use stays under it, less the memory the process had
 // before; its garbage collector lets the heap grow to about twice what is
 // in use before collecting (GOGC=100), so resident memory can be up to that
 // more. What live sessions need is outside it: about 13 KB an idle session,
-// and a busy one SessionBusyBytes more while its queue holds batches.
+// and a busy one SessionBusyBytes more while its queue holds batches (a
+// plain client's session, zero_id: track, also its entries in the
+// supervisor's index and address tables, a few hundred bytes).
 func MemoryBound(listeners, workers int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
 	admissions := supervisor.MaxAdmissions * supervisor.AdmissionBytes
 	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes
-	return workers*(listeners*perListener+routing+admissions) + tables
+	return workers*(listeners*perListener+routing+admissions+supervisor.WarnBytes()) + tables
 }
 
 // SessionBusyBytes is the most a session holds beyond its idle cost while

@@ -72,23 +72,28 @@ func (rd *Reader) deliver(root *actor.RootContext, r *udpio.Ready[*Reader]) {
 	root.Send(rd.self, (*messages.UpstreamDatagrams)(b))
 }
 
-// startReading registers the session's socket with its worker's poller. A
-// failure (the poller closed: the relay is closing) fails the session.
-func (s *Session) startReading(ctx actor.Context) {
+// startReading registers c, the session's upstream socket, with its
+// worker's poller; stopReading ends the registration and closes c. They
+// are the one place that knows how replies are read, for a session's
+// start, its stop and a move to another endpoint (SwapUpstream). A failure
+// to register (the poller closed: the relay is closing) fails the session.
+func (s *Session) startReading(ctx actor.Context, c *udpio.Conn) {
 	s.reader.self, s.reader.counters, s.reader.log = ctx.Self(), s.cfg.Counters, s.cfg.Logger
-	tok, err := s.cfg.Poller.Add(s.cfg.Conn, &s.reader)
+	tok, err := s.cfg.Poller.Add(c, &s.reader)
 	if err != nil {
 		panic("session: read the upstream socket: " + err.Error())
 	}
 	s.polled = tok
 }
 
-// stopReading ends the registration before the session closes its socket:
-// the poller reads the socket no more and starts no call for it. A batch
-// the loop is handing over at this moment finds the reader stopped.
-func (s *Session) stopReading() {
-	s.reader.stopped.Store(true)
+// stopReading ends c's registration, then closes c: the poller reads it no
+// more and starts no call for it. A batch the loop is handing over at this
+// moment still reaches the session, or, once its Stopping set the reader
+// stopped, is counted as session_gone. It does not wait for the loop: it
+// may run on the loop's own goroutine.
+func (s *Session) stopReading(c *udpio.Conn) {
 	s.cfg.Poller.Remove(s.polled)
+	c.Close()
 }
 
 // dropQueued counts a batch that did not fit in the session's full mailbox

@@ -9,7 +9,8 @@
 // UpstreamDatagrams (reader.go); the session addresses them to the client
 // and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
-// ends for silence is idle.go's.
+// ends for silence is idle.go's; what a plain client's session tells the
+// supervisor, and the client ID it stamps, plain.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
@@ -33,11 +34,25 @@ import (
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // Config is what a session needs. The session takes ownership of Conn.
 type Config struct {
 	Info messages.SessionInfo
+	// Handle is the supervisor's name for the session, which the session
+	// gives back in what it tells the supervisor (SessionIdle and, for a
+	// tracked plain client, IndexLearned and ClientConfirmed).
+	Handle uint32
+	// Tracked marks a plain WireGuard client's session (zero_id: track):
+	// the supervisor finds it by the indexes the upstream assigns and by
+	// its client's confirmed address, so the session tells it both
+	// (plain.go).
+	Tracked bool
+	// Stamp, if not zero, is the client ID a tracked session writes into
+	// bytes 1..3 of what it sends upstream, clearing them in what it sends
+	// back to the client (stamp_client_id).
+	Stamp wgproto.ClientID
 	// Conn is the session's upstream socket, connected to the upstream.
 	Conn *udpio.Conn
 	// Writers send replies to clients, one per listening socket of the
@@ -61,8 +76,13 @@ type Config struct {
 	// (reader.go): the session registers Conn with it while it lives.
 	Poller *Poller
 	// Roam is roaming state saved by an earlier run, to restore.
-	Roam   []byte
-	Logger *zap.Logger
+	Roam []byte
+	// Failover is failover_after: after this many of its handshake
+	// initiations in a row went unanswered, the session asks the
+	// supervisor to move it to another upstream endpoint (failover.go);
+	// zero never asks.
+	Failover int
+	Logger   *zap.Logger
 	// Status, if set, is the relay's health record: the session counts the
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).
@@ -132,6 +152,9 @@ type Session struct {
 	roamChanged bool
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
+	// streak counts the client's initiations that went unanswered in a
+	// row, and holds the one waiting while the session asks to move.
+	streak streak
 
 	// reader is the session's registration with its worker's poller,
 	// polled its token.
@@ -152,6 +175,10 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.applyLimits(m, time.Now())
 	case *messages.ApplySettings:
 		s.applySettings(m)
+	case *messages.SwapUpstream:
+		s.swapUpstream(ctx, m)
+	case *messages.StayOnEndpoint:
+		s.stay()
 	case *messages.Crash:
 		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
 	case *actor.Started:
@@ -165,7 +192,7 @@ func (s *Session) start(ctx actor.Context) {
 	s.peer.Forward = s.cfg.Forward
 	s.restoreRoam(time.Now())
 	s.saveRoam()
-	s.startReading(ctx)
+	s.startReading(ctx, s.cfg.Conn)
 	s.startIdleTimer(ctx)
 }
 
@@ -178,8 +205,9 @@ func (s *Session) stop() {
 	}
 	s.ended(time.Now())
 	s.flush()
-	s.stopReading()
-	s.cfg.Conn.Close()
+	s.dropHeld()
+	s.reader.stopped.Store(true)
+	s.stopReading(s.cfg.Conn)
 }
 
 // info is the session's identity with its current client address.

@@ -8,14 +8,20 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// resolved records the upstream's current address: new sessions connect to
-// it, existing sessions keep theirs. The relay counts the change
+// resolved records an upstream endpoint's current address: new sessions
+// connect to it, existing sessions keep theirs. The relay counts the change
 // (UpstreamChanged) once, not each worker's supervisor.
-func (s *Supervisor) resolved(up netip.AddrPort) {
-	s.upstream = up
+func (s *Supervisor) resolved(m *messages.UpstreamResolved) {
+	i := s.endpointIndex(m.Endpoint)
+	if i < 0 {
+		return // an endpoint a reload removed
+	}
+	s.addrs[i] = m.Addr
+	s.refreshUpstream()
 }
 
 // dial opens an upstream socket to up: on a port the kernel picks, or on a
