@@ -56,6 +56,17 @@ func newBed(t *testing.T, idle time.Duration, mtu int) *bed {
 // nil) chooses once the edge, and so its public key, exists.
 func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Edge) config.Security) *bed {
 	t.Helper()
+	return newBedConfig(t, idle, mtu, func(e *warptest.Edge, c *config.Relay) {
+		if sec != nil {
+			c.Security = sec(e)
+		}
+	})
+}
+
+// newBedConfig is newBed with udpfwd's configuration changed by edit (if
+// not nil) once the edge exists.
+func newBedConfig(t *testing.T, idle time.Duration, mtu int, edit func(*warptest.Edge, *config.Relay)) *bed {
+	t.Helper()
 	// Registered first, so it runs after every other cleanup. The actor
 	// system's dead-letter log throttle keeps a goroutine for a second
 	// after a dead letter; it ends by itself.
@@ -69,8 +80,8 @@ func newBedWith(t *testing.T, idle time.Duration, mtu int, sec func(*warptest.Ed
 	t.Cleanup(func() { edge.Close() })
 	cfg := relayConfig(t, edge.Addr(), func(c *config.Relay) {
 		c.IdleTimeout = idle
-		if sec != nil {
-			c.Security = sec(edge)
+		if edit != nil {
+			edit(edge, c)
 		}
 	}, "127.0.0.1:0")
 	r, err := relay.Start(cfg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))

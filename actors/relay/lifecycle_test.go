@@ -124,16 +124,20 @@ func TestIdleExpiresWhileOthersBusy(t *testing.T) {
 	}
 }
 
+// A session that panics ends alone: with 4 workers, its neighbour on the
+// same worker (same supervisor, same poller) goes on without losing a
+// datagram, and the victim's ID opens a new session afterwards.
 func TestPanicEndsOnlyThatSession(t *testing.T) {
 	up := newUpstream(t, "127.0.0.1:0", true)
-	r := startRelay(t, "127.0.0.1:0", up.addr(), 0)
+	r := startConfig(t, relayConfig(t, up.addr(), func(c *config.Relay) { c.Workers = 4 }, "127.0.0.1:0"))
+	neighbour := wgproto.ClientID{idA[0], idA[1], idA[2] + 4} // idA's worker: ID mod 4
 	ev := watchEvents(t, r)
 	victim := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
 	other := newClient(t, "127.0.0.1:0", r.ListenAddrs()[0])
 	victim.send(t, wgtest.Initiation(idA, 1))
 	victim.mustRecv(t)
 	victimOpened := await[*messages.SessionOpened](t, ev)
-	other.send(t, wgtest.Initiation(idB, 2))
+	other.send(t, wgtest.Initiation(neighbour, 2))
 	other.mustRecv(t)
 
 	const n = 300
@@ -141,7 +145,7 @@ func TestPanicEndsOnlyThatSession(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { // ping-pong n datagrams through the other session
 		for i := uint64(0); i < n; i++ {
-			d := wgtest.Transport(idB, 9, i, 64)
+			d := wgtest.Transport(neighbour, 9, i, 64)
 			other.conn.WriteToUDPAddrPort(d, other.to)
 			got, ok := other.recv(waitTimeout)
 			if !ok || !bytes.Equal(got, d) {
