@@ -242,6 +242,7 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 	fs.StringVar(&po.NginxBin, "nginx-bin", "nginx", "nginx binary for the nginx preset")
 	fs.StringVar(&po.SocatBin, "socat-bin", "socat", "socat binary for the socat preset")
 	sizes := fs.String("sizes", "64,1392", "transport datagram sizes, comma-separated")
+	workers := fs.String("workers", "", "run the udpfwd presets once per worker count in this comma-separated list (numbers or auto), as rows udpfwd-wN; empty: udpfwd's default")
 	fs.DurationVar(&cfg.PingDuration, "pingpong-duration", 3*time.Second, "measured ping-pong window per size")
 	fs.DurationVar(&cfg.ReadyTimeout, "ready-timeout", 10*time.Second, "max wait for a relay to echo the readiness probe")
 	fs.BoolVar(&cfg.Floor, "floor", true, "measure the kernel floor first and show each relay's CPU as a multiple of it")
@@ -275,6 +276,9 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) (a
 			return nil, fmt.Errorf("%w: %w", errUsage, err)
 		}
 		cfg.Relays = append(cfg.Relays, r)
+	}
+	if cfg.Relays, err = withWorkers(cfg.Relays, *workers); err != nil {
+		return nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg.Progress = func(format string, a ...any) { fmt.Fprintf(stderr, "udpbench compare: "+format+"\n", a...) }
 	rep, err := runCompare(ctx, cfg)

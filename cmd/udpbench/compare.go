@@ -70,6 +70,38 @@ func preset(name string, o presetOptions) (relaySpec, bool) {
 	return relaySpec{}, false
 }
 
+// withWorkers expands each udpfwd preset of relays into one relay per
+// worker count in list ("1,2,4", "auto"), named udpfwd-w1, udpfwd-w2, ...
+// (udpfwd-plain-w1, ...), so that one compare run shows how udpfwd scales
+// with its workers next to the others. An empty list changes nothing.
+func withWorkers(relays []relaySpec, list string) ([]relaySpec, error) {
+	if strings.TrimSpace(list) == "" {
+		return relays, nil
+	}
+	var counts []string
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if n, err := strconv.Atoi(f); f != "auto" && (err != nil || n < 1) {
+			return nil, fmt.Errorf("--workers %q: want a comma-separated list of numbers or auto", list)
+		}
+		counts = append(counts, f)
+	}
+	var out []relaySpec
+	for _, r := range relays {
+		if r.Name != "udpfwd" && r.Name != "udpfwd-plain" {
+			out = append(out, r)
+			continue
+		}
+		for _, n := range counts {
+			w := r
+			w.Name = r.Name + "-w" + n
+			w.Template = r.Template + " --workers " + n
+			out = append(out, w)
+		}
+	}
+	return out, nil
+}
+
 var relayNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
 // parseRelayFlag parses a --relay value: "NAME=TEMPLATE" or a preset name.

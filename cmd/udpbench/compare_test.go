@@ -142,3 +142,40 @@ func TestCompareReportsFailingRelays(t *testing.T) {
 		t.Errorf("no row for %v", want)
 	}
 }
+
+// --workers expands the udpfwd presets, and only them, into one row per
+// worker count; a bad list is refused.
+func TestCompareWithWorkers(t *testing.T) {
+	o := presetOptions{UdpfwdBin: "udpfwd", NginxBin: "nginx"}
+	var relays []relaySpec
+	for _, s := range []string{"udpfwd", "nginx", "udpfwd-plain"} {
+		r, err := parseRelayFlag(s, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relays = append(relays, r)
+	}
+	got, err := withWorkers(relays, "1, 2,auto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range got {
+		names = append(names, r.Name)
+		if strings.HasPrefix(r.Name, "udpfwd") && !strings.HasSuffix(r.Template, " --workers "+r.Name[strings.LastIndex(r.Name, "-w")+2:]) {
+			t.Errorf("%s runs %q, want its worker count at the end", r.Name, r.Template)
+		}
+	}
+	want := "udpfwd-w1 udpfwd-w2 udpfwd-wauto nginx udpfwd-plain-w1 udpfwd-plain-w2 udpfwd-plain-wauto"
+	if strings.Join(names, " ") != want {
+		t.Errorf("relays %v, want %s", names, want)
+	}
+	if same, err := withWorkers(relays, ""); err != nil || len(same) != len(relays) {
+		t.Errorf("no --workers: %d relays (%v), want the %d given", len(same), err, len(relays))
+	}
+	for _, bad := range []string{"0", "two", "1,,2"} {
+		if _, err := withWorkers(relays, bad); err == nil {
+			t.Errorf("--workers %q accepted", bad)
+		}
+	}
+}
