@@ -260,6 +260,11 @@ func TestWorkerCountChangeKeepsSessions(t *testing.T) {
 	if nr.Workers() != 4 {
 		t.Fatalf("%d workers after the restart, want 4", nr.Workers())
 	}
+	// Restored sessions are admitted again by their policies first.
+	eventually(t, "every session to be restored", func() bool {
+		l, err := nr.Sessions(waitTimeout)
+		return err == nil && len(l.Sessions) == ids
+	})
 	up.drain()
 	t.Cleanup(func() { t.Log(dropsOf(nr.Counters())) })
 	for i := range ids {
