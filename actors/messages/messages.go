@@ -26,7 +26,8 @@ import (
 type ClientDatagrams udpio.Batch
 
 // UpstreamDatagrams carries datagrams a session's socket read from upstream,
-// from the session's reader goroutine to the session actor.
+// from its worker's poller loop (actors/session reader.go) to the session
+// actor.
 type UpstreamDatagrams udpio.Batch
 
 // ClientReplies carries datagrams addressed to clients, from a session to

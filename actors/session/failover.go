@@ -87,10 +87,10 @@ func (s *Session) report(ctx actor.Context, answered bool, rtt time.Duration) {
 }
 
 // swapUpstream moves the session to the socket the supervisor dialled on
-// another endpoint: what was staged leaves by the old socket, which is then
-// closed (ending its reader); the new one is read, and the held initiation
-// goes out on it at once. The client, which was retrying its handshake,
-// completes it with the new endpoint.
+// another endpoint: what was staged leaves by the old socket, which then
+// leaves the worker's poller and is closed; the new one joins the poller,
+// and the held initiation goes out on it at once. The client, which was
+// retrying its handshake, completes it with the new endpoint.
 func (s *Session) swapUpstream(ctx actor.Context, m *messages.SwapUpstream) {
 	c := m.Take()
 	if c == nil {

@@ -25,7 +25,8 @@ type Config struct {
 
 // Props returns the props of a writer actor. It runs inline
 // (mailbox.Inline) on the goroutine of the session that sends to it while
-// it is idle, mostly a session's reader. Replies from many sessions that
+// it is idle, mostly its worker's poller loop, handing a session its
+// replies. Replies from many sessions that
 // queue up while a write is under way leave together in the next one. A
 // restart would be harmless: the producer hands back the same Writer, stage
 // and all.
