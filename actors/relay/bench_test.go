@@ -54,9 +54,9 @@ func batchEcho(tb testing.TB) netip.AddrPort {
 // returns the socket and one 64-datagram batch template per round.
 func benchClients(tb testing.TB, r *relay.Relay, n, size int) (*udpio.Conn, [][]byte) {
 	tb.Helper()
-	// Without GSO: the kernel steers a GSO message of several client IDs
-	// by its first datagram's ID only, and the others would reach a
-	// worker that has no session for them.
+	// Without GSO: loopback hands a GSO message of several client IDs to
+	// the socket lookup whole, steered by its first datagram's ID, and the
+	// others would reach a worker that has no session for them.
 	c, err := udpio.Listen(netip.MustParseAddrPort("127.0.0.1:0"), udpio.Options{NoGSO: true})
 	if err != nil {
 		tb.Fatal(err)
