@@ -540,8 +540,10 @@ func TestPollerHandlerAddsAndRemoves(t *testing.T) {
 				tok1     udpio.PollToken
 				removed  bool
 				addedErr error
+				set      = make(chan struct{}) // closed once p and tok1 are set
 			)
 			h := func(r *udpio.Ready[int]) {
+				<-set
 				if r.Owner == 1 {
 					removed = p.Remove(tok1)
 					_, addedErr = p.Add(second, 2)
@@ -556,6 +558,7 @@ func TestPollerHandlerAddsAndRemoves(t *testing.T) {
 			if tok1, err = p.Add(first, 1); err != nil {
 				t.Fatal(err)
 			}
+			close(set)
 			sendTo(t, peer, first, []byte("one"))
 			if d := next(t, ch); d.owner != 1 || string(d.payloads[0]) != "one" {
 				t.Fatalf("first delivery: owner %d %q, want 1 \"one\"", d.owner, d.payloads)
