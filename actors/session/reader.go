@@ -89,6 +89,6 @@ func (s *Session) readFailed(err error) bool {
 		// unreachable): the next datagram may go through.
 		return false
 	}
-	s.cfg.Logger.Warn("read upstream", zap.Error(err))
+	s.logger().Warn("read upstream", zap.Error(err))
 	return true
 }

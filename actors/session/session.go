@@ -61,8 +61,17 @@ type Config struct {
 	// Readers, if set, counts the session's reader goroutine, so that the
 	// relay can wait for every reader to end when it closes.
 	Readers *sync.WaitGroup
-	// Roam is roaming state saved by an earlier run, to restore.
-	Roam   []byte
+	// Roam is roaming state saved by an earlier run, to restore. The
+	// session lets it go once restored.
+	Roam []byte
+	// Limits, if set, is the rate limit the client starts with (its
+	// policy's answer, messages.SessionAdmitted.Limits); ApplyLimits
+	// changes it later.
+	Limits *limits.Limits
+	// Logger is the relay's logger. The session adds its own fields
+	// (session, client) to the lines it writes, when it writes them: a
+	// child logger made with With holds a copy of its encoder (a buffer of
+	// a kilobyte or more with zap's), which an idle session should not.
 	Logger *zap.Logger
 	// Status, if set, is the relay's health record: the session counts the
 	// handshakes it forwards and answers, their round trip, and its own
@@ -119,16 +128,17 @@ type Session struct {
 
 	timer    *time.Timer
 	idleSent bool
-
-	// up and down hold the client to the rate its policy pushed
-	// (ApplyLimits), each direction apart; unconfirmed budgets what comes
-	// from client addresses the session has not confirmed (roam package),
-	// each source apart.
-	up, down    limits.Limiter
-	unconfirmed unconfirmedBudgets
 	// roamChanged is set when the roaming state changed since it was last
 	// handed to Stats for saving.
 	roamChanged bool
+
+	// limits hold the client to the rate its policy set (Config.Limits,
+	// ApplyLimits), each direction apart; nil while it is unlimited.
+	// unconfirmed budgets what comes from client addresses the session has
+	// not confirmed (roam package), each source apart; nil until the first
+	// such datagram, and again once every budget in it is full.
+	limits      *clientLimits
+	unconfirmed *unconfirmedBudgets
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
 
@@ -148,7 +158,7 @@ func (s *Session) Receive(ctx actor.Context) {
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
 	case *messages.ApplyLimits:
-		s.applyLimits(m, time.Now())
+		s.applyLimits(m.Limits(), time.Now())
 	case *messages.ApplySettings:
 		s.applySettings(m)
 	case *messages.Crash:
@@ -161,9 +171,15 @@ func (s *Session) Receive(ctx actor.Context) {
 }
 
 func (s *Session) start(ctx actor.Context) {
+	now := time.Now()
 	s.peer.Forward = s.cfg.Forward
-	s.restoreRoam(time.Now())
+	s.restoreRoam(now)
+	s.cfg.Roam = nil
 	s.saveRoam()
+	if s.cfg.Limits != nil {
+		s.applyLimits(*s.cfg.Limits, now)
+		s.cfg.Limits = nil
+	}
 	if s.cfg.Readers != nil {
 		s.cfg.Readers.Add(1)
 	}

@@ -58,11 +58,6 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Upstream:      conn.RemoteAddr(),
 	}
 	st := stats.NewSession(n.created, now, from)
-	log := s.cfg.Logger
-	if !n.forward {
-		log = log.With(zap.String("session", info.Session.String()),
-			zap.Stringer("client", client), zap.String("client_b64", client.Base64()))
-	}
 	pid := ctx.SpawnPrefix(session.Props(session.Config{
 		Stats:       st,
 		Info:        info,
@@ -75,7 +70,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
-		Logger:      log,
+		Logger:      s.cfg.Logger, // the session adds its fields itself, line by line
 	}), "session-"+client.String()+"-")
 	e := &entry{pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
 	s.sessions[client] = e
