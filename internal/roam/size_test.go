@@ -24,7 +24,9 @@ func TestPendingOverflow(t *testing.T) {
 	a := netip.MustParseAddrPort("192.0.2.1:1000")
 	b := netip.MustParseAddrPort("192.0.2.1:2000")
 	ini := func(i uint32) wgproto.Header { return wgproto.Header{Type: wgproto.TypeInitiation, Index: i} }
-	resp := func(s, r uint32) wgproto.Header { return wgproto.Header{Type: wgproto.TypeResponse, Index: s, Receiver: r} }
+	resp := func(s, r uint32) wgproto.Header {
+		return wgproto.Header{Type: wgproto.TypeResponse, Index: s, Receiver: r}
+	}
 
 	var p Peer
 	p.FromClient(now, ini(1), a, 0)
