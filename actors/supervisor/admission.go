@@ -67,7 +67,7 @@ type pending struct {
 	first    udpio.Datagram
 	restore  *messages.RestoredSession // a saved session to re-open, instead of first
 	listener uint8                     // the index of the listening socket first came by
-	policy   *actor.PID
+	policy   *actor.PID                // nil once it answered, unless it stays
 	since    time.Time
 }
 
@@ -124,7 +124,7 @@ func (s *Supervisor) dropAdmission(client wgproto.ClientID, p *pending, reason s
 	delete(s.pending, client)
 	udpio.PutBuffer(p.first.Buf) // nil for a restore: PutBuffer ignores it
 	p.first.Buf = nil
-	if stop != nil {
+	if stop != nil && p.policy != nil {
 		stop(p.policy)
 	}
 	s.cfg.Counters.Drop(reason, 1)
@@ -157,26 +157,41 @@ var refusalReason = map[string]stats.Reason{
 
 // admitted opens the session its policy admitted: on a new upstream socket,
 // with the initiation that asked as its first datagram (or, for a restore,
-// on its old socket: reopen).
-func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
+// on its old socket: reopen). The policy actor is stopped now unless it
+// stays with the session; what the admission holds (m.Release) goes with
+// the session, or is given back at once if no session opens.
+func (s *Supervisor) admitted(ctx actor.Context, m *messages.SessionAdmitted) {
+	client := m.Client
 	p := s.pending[client]
 	if p == nil {
+		// Too late: the admission was given up (its policy did not answer
+		// in time, or the relay is stopping).
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
+	if !m.Stay && p.policy != nil {
+		ctx.Stop(p.policy)
+		p.policy = nil
+	}
 	if p.restore != nil {
-		s.reopen(ctx, client, p)
+		s.reopen(ctx, client, p, m)
 		return
 	}
 	conn, err := s.dial(s.upstream)
 	if err != nil {
 		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
 		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
 	delete(s.pending, client)
 	e := s.spawn(ctx, newSession{
 		client: client, from: p.first.Addr, listener: p.listener, conn: conn,
-		idle: s.cfg.IdleTimeout, policy: p.policy,
+		idle: s.cfg.IdleTimeout, policy: p.policy, release: m.Release, limits: m.Limits,
 	})
 	b := udpio.GetBatch()
 	b.Listener = p.listener
@@ -188,7 +203,7 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 // has stopped it already (HandleFailure).
 func (s *Supervisor) policyFailed(child *actor.PID) {
 	for client, p := range s.pending {
-		if p.policy.Id == child.Id {
+		if p.policy != nil && p.policy.Id == child.Id {
 			s.dropAdmission(client, p, stats.PolicyRefused, nil)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/session"
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -24,7 +25,9 @@ type newSession struct {
 	listener uint8          // the index of the listening socket it came by
 	conn     *udpio.Conn    // its upstream socket, bound and connected
 	idle     time.Duration
-	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
+	policy   *actor.PID                // the policy actor that stays with it (SessionAdmitted.Stay), or nil
+	release  func()                    // gives back what its admission holds, or nil
+	limits   *messages.ApplyLimits     // the client's rate limit to start with, or nil
 	forward  bool                      // forward mode: no WireGuard parsing
 	id       uuid.UUID                 // zero: a new one
 	created  time.Time                 // zero: now
@@ -58,6 +61,11 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Upstream:      conn.RemoteAddr(),
 	}
 	st := stats.NewSession(n.created, now, from)
+	var lim *limits.Limits
+	if n.limits != nil {
+		l := n.limits.Limits()
+		lim = &l
+	}
 	pid := ctx.SpawnPrefix(session.Props(session.Config{
 		Stats:       st,
 		Info:        info,
@@ -67,12 +75,13 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		IdleTimeout: n.idle,
 		Forward:     n.forward,
 		Roam:        n.roam,
+		Limits:      lim,
 		Readers:     s.cfg.Readers,
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
 		Logger:      s.cfg.Logger, // the session adds its fields itself, line by line
 	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
+	e := &entry{pid: pid, policy: n.policy, release: n.release, info: info, stats: st, forward: n.forward}
 	s.sessions[client] = e
 	s.byPID[pid.Id] = e
 	if e.forward {
@@ -102,8 +111,9 @@ type ending struct {
 
 // end is the one "session ended" path, for idle expiry, termination,
 // failure and stopping alike. It forgets the session (nothing more is
-// routed to it and it no longer counts as live), stops its actor and its
-// policy actor (which releases its place in the caps), counts why it ended,
+// routed to it and it no longer counts as live), stops its actor and the
+// policy actor that stayed with it, gives back what its admission holds
+// (its place in the caps: SessionAdmitted.Release), counts why it ended,
 // and only then publishes the event made by event, so that whoever waits
 // for the event finds the counters moved. It reports false, doing nothing,
 // if the session had ended already (an expiring session that then fails,
@@ -121,6 +131,10 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 	}
 	if e.policy != nil && how.stopPolicy != nil {
 		how.stopPolicy(e.policy)
+	}
+	if e.release != nil {
+		e.release()
+		e.release = nil
 	}
 	if e.forward {
 		if f, ok := event(e.info).(*messages.SessionFailed); ok {

@@ -32,13 +32,16 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 
 // reopen opens an admitted saved session on its old upstream port if it
 // can, and publishes SessionRestored instead of SessionOpened.
-func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pending) {
+func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pending, m *messages.SessionAdmitted) {
 	r := p.restore
 	info := r.Info
 	conn, rebind, err := s.redial(info.UpstreamLocal, info.Upstream, r.Rebind)
 	if err != nil {
 		s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", client), zap.Error(err))
 		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
 	delete(s.pending, client)
@@ -48,6 +51,6 @@ func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pendi
 	}
 	s.spawn(ctx, newSession{
 		client: client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout, policy: p.policy,
-		id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+		release: m.Release, limits: m.Limits, id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
 	})
 }

@@ -164,9 +164,13 @@ const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
 type entry struct {
-	pid     *actor.PID
-	policy  *actor.PID // nil in forward mode
-	forward bool       // forward mode's one session: no client, no session events
+	pid *actor.PID
+	// policy is the policy actor that stays with the session
+	// (SessionAdmitted.Stay), nil if none does (and in forward mode);
+	// release gives back what its admission holds (SessionAdmitted.Release).
+	policy  *actor.PID
+	release func()
+	forward bool // forward mode's one session: no client, no session events
 	info    messages.SessionInfo
 	out     *udpio.Batch // datagrams being routed to it in this batch
 	stats   *stats.Session
@@ -224,7 +228,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.ClientDatagrams:
 		s.route(ctx, m.Batch())
 	case *messages.SessionAdmitted:
-		s.admitted(ctx, m.Client)
+		s.admitted(ctx, m)
 	case *messages.SessionRefused:
 		s.refused(ctx, m)
 	case *messages.SessionIdle:
