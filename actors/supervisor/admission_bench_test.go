@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,17 @@ func BenchmarkAdmission(b *testing.B) {
 	pid := sys.Root.Spawn(supervisor.Props(cfg))
 	defer func() { sys.Root.StopFuture(pid).Wait() }()
 	x := &fixture{sys: sys, pid: pid, counters: counters}
+	// The sessions opened, to end them by their identity.
+	var mu sync.Mutex
+	var opened []messages.SessionInfo
+	sub := sys.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*messages.SessionOpened); ok {
+			mu.Lock()
+			opened = append(opened, e.SessionInfo)
+			mu.Unlock()
+		}
+	})
+	defer sys.EventStream.Unsubscribe(sub)
 	n := 0
 	cpu0 := processCPU()
 	for b.Loop() {
@@ -66,9 +78,12 @@ func BenchmarkAdmission(b *testing.B) {
 			}
 			time.Sleep(50 * time.Microsecond)
 		}
-		for _, id := range ids {
-			sys.Root.Send(pid, &messages.SessionIdle{Session: messages.SessionInfo{Client: id}})
+		mu.Lock()
+		for _, info := range opened {
+			sys.Root.Send(pid, &messages.SessionIdle{Session: info, Side: "client"})
 		}
+		opened = opened[:0]
+		mu.Unlock()
 	}
 	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(n), "cpu-µs/session")
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(n), "wall-µs/session")
