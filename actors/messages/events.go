@@ -20,6 +20,10 @@ type SessionInfo struct {
 	// stable source port the upstream sees.
 	UpstreamLocal netip.AddrPort
 	Upstream      netip.AddrPort
+	// Endpoint is the configured upstream endpoint ("host:port", as
+	// written) the session uses now, of the relay's pool; empty in
+	// forward mode.
+	Endpoint string
 }
 
 // The lifecycle events below are published on the actor system's event

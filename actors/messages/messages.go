@@ -62,15 +62,21 @@ func (*ClientReplies) IgnoreDeadLetterLogging() {}
 // It carries no session counts: limits.Caps, behind the Caps policy, is
 // the one owner of those.
 type AdmitSession struct {
+	// Client is the client ID asking; the zero ID for a plain WireGuard
+	// client (zero_id: track), which has none.
 	Client wgproto.ClientID
 	// From is the source address of the initiation that asks (for a
 	// restored session, its saved client address).
 	From netip.AddrPort
+	// Ticket, if not zero, names the admission: the answer must carry it
+	// (Admit and Refuse copy it). Plain clients' admissions have one.
+	Ticket uint32
 }
 
 // SessionAdmitted answers AdmitSession: open the session.
 type SessionAdmitted struct {
 	Client wgproto.ClientID
+	Ticket uint32 // AdmitSession.Ticket
 	// Stay keeps the policy actor that answered alive for as long as the
 	// session lives: it is told SessionStarted, may push ApplyLimits to
 	// the session later, and is stopped when the session ends. Without it
@@ -90,6 +96,7 @@ type SessionAdmitted struct {
 // SessionRefused answers AdmitSession: do not open the session.
 type SessionRefused struct {
 	Client wgproto.ClientID
+	Ticket uint32 // AdmitSession.Ticket
 	Reason string
 }
 
@@ -108,6 +115,8 @@ type SessionIdle struct {
 	Session SessionInfo
 	// Side says which direction was silent: "client" or "upstream".
 	Side string
+	// Handle is the supervisor's name for the session (session.Config).
+	Handle uint32
 }
 
 // Crash makes a session panic. Sent to the supervisor, it is forwarded to
@@ -118,10 +127,13 @@ type Crash struct {
 	Reason string
 }
 
-// UpstreamResolved tells the supervisor the upstream's current address; new
-// sessions connect to it, existing sessions keep theirs.
+// UpstreamResolved tells the supervisor an upstream endpoint's current
+// address; new sessions connect to it, existing sessions keep theirs.
 type UpstreamResolved struct {
-	Addr netip.AddrPort
+	// Endpoint names the endpoint whose name resolved ("host:port" as
+	// configured); empty is the relay's first endpoint.
+	Endpoint string
+	Addr     netip.AddrPort
 }
 
 // ListSessions asks the supervisor for its live sessions; it responds with
@@ -150,7 +162,8 @@ type RestoreSessions struct {
 
 // RestoredSession is one saved session: its identity, the upstream socket
 // address to re-bind (Info.UpstreamLocal) and the upstream it was connected
-// to (Info.Upstream), so that the upstream sees the same 4-tuple.
+// to (Info.Upstream) as the endpoint it used then (Info.Endpoint), so that
+// the upstream sees the same 4-tuple.
 type RestoredSession struct {
 	Info    SessionInfo
 	Created time.Time

@@ -49,6 +49,14 @@ type Reconfigure struct {
 	// not configured any more.
 	UpstreamChanged bool
 	Upstream        netip.AddrPort
+	// Endpoints, with UpstreamChanged, is the new pool of upstream
+	// endpoints, the first being Upstream; a name's address is the zero
+	// value until it resolves. A live session stays if its endpoint is
+	// still in it (or, failing that, if its upstream address is one of
+	// their literal addresses).
+	Endpoints []Endpoint
+	// FailoverAfter, if not zero, is the new failover_after.
+	FailoverAfter int
 	// Refuse, if not nil, is the new allow-lists' verdict on a live
 	// session's client at its current address: a refusal reason ends the
 	// session, "" keeps it.
@@ -56,6 +64,10 @@ type Reconfigure struct {
 	// Limits, if not nil, is the per-client rate limit every live session
 	// is held to from now on (the configured client_rate changed).
 	Limits *ApplyLimits
+	// Clients, if not nil, says which clients the relay serves from now
+	// on (zero_id, stamp_client_id, message_types changed). Live plain
+	// sessions end if plain clients are dropped now.
+	Clients *Clients
 }
 
 // Reconfigured answers Reconfigure.
@@ -86,4 +98,10 @@ type ApplySettings struct {
 	Socket *SocketSettings
 	// Limits is the client's new rate limit.
 	Limits *ApplyLimits
+	// FailoverAfter, if not zero, is the new failover_after.
+	FailoverAfter int
+	// Endpoint, if not empty, is the upstream endpoint the session is
+	// counted under from now on: a reload renamed its endpoint (a name
+	// became the literal address the session is connected to).
+	Endpoint string
 }

@@ -43,10 +43,12 @@ func CapsShared(caps *limits.Caps) Factory {
 		}
 		from := m.From.Addr()
 		if reason, ok := caps.Admit(from, time.Now()); !ok {
-			ctx.Respond(&messages.SessionRefused{Client: m.Client, Reason: reason})
+			ctx.Respond(m.Refuse(reason))
 			return
 		}
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client, Release: func() { caps.Release(from) }})
+		a := m.Admit()
+		a.Release = func() { caps.Release(from) }
+		ctx.Respond(a)
 	})
 	return func() *actor.Props { return props }
 }

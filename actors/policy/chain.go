@@ -50,7 +50,7 @@ func (c *chain) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.AdmitSession:
 		c.asker, c.ask, c.next = ctx.Sender(), m, 0
-		c.answer = messages.SessionAdmitted{Client: m.Client}
+		c.answer = *m.Admit()
 		c.askNext(ctx)
 	case *messages.SessionAdmitted:
 		if c.current == nil {

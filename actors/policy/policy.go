@@ -4,9 +4,11 @@
 // For every client ID that would open a session, the supervisor spawns one
 // policy actor (from a Factory) and asks it once, with AdmitSession, whether
 // the session may open. The policy answers the sender with SessionAdmitted
-// or SessionRefused. It is never asked per datagram: what a policy decides
-// about traffic it gives in its answer (SessionAdmitted.Limits) or pushes
-// to the session later.
+// or SessionRefused, made by AdmitSession.Admit and Refuse so that they
+// carry the admission's Ticket (plain clients' admissions, which all have
+// the zero client ID, are told apart by it). It is never asked per
+// datagram: what a policy decides about traffic it gives in its answer
+// (SessionAdmitted.Limits) or pushes to the session later.
 //
 // A policy actor lives as long as it has something to do. Most answer once
 // and are done: the supervisor stops them as soon as they have answered.
@@ -70,7 +72,7 @@ func inlineFunc(f actor.ReceiveFunc) *actor.Props {
 
 var allowAll = inlineFunc(func(ctx actor.Context) {
 	if m, ok := ctx.Message().(*messages.AdmitSession); ok {
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+		ctx.Respond(m.Admit())
 	}
 })
 

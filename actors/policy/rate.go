@@ -30,7 +30,9 @@ func ClientRate(def limits.Limits, perClient map[wgproto.ClientID]limits.Limits)
 		if !listed {
 			l = deflt
 		}
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client, Limits: l})
+		a := m.Admit()
+		a.Limits = l
+		ctx.Respond(a)
 	})
 	return func() *actor.Props { return props }
 }

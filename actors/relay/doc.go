@@ -28,9 +28,17 @@
 //   - A session's reader, one per session (actors/session reader.go). It
 //     reads the upstream's replies and sends them to its session, which
 //     addresses them inline and hands them to a writer, which writes them
-//     to the client inline. Writers run almost only here.
-//   - The resolver, one per relay whose upstream is a hostname
-//     (Relay.resolveLoop): the supervisor runs inline on it for
+//     to the client inline. Writers run almost only here. A session that
+//     moves to another upstream endpoint closes its socket, which ends its
+//     reader, and starts one for the new socket.
+//   - Handshake reports: a session tells the supervisor how each handshake
+//     with its endpoint went (EndpointHandshake) from whichever goroutine
+//     runs it, the supervisor keeps the endpoints' health there, and on a
+//     session's MoveSession dials the new socket there and hands it over
+//     (SwapUpstream); endpoint events (EndpointDown, EndpointUp,
+//     SessionMoved) are published from it.
+//   - The resolvers, one per upstream endpoint given by name
+//     (Relay.resolveLoop): the supervisor runs inline on them for
 //     UpstreamResolved.
 //   - Timers: a session's idle timer (time.AfterFunc) sends it CheckIdle,
 //     and the session runs inline on the timer's goroutine; if it is idle,

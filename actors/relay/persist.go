@@ -41,13 +41,15 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 		}
 		m.Sessions = append(m.Sessions, messages.RestoredSession{
 			Info: messages.SessionInfo{
-				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: s.ClientAddr,
+				Relay: r.name, Session: s.ID, Client: s.Client, ClientAddr: unmap(s.ClientAddr),
 				UpstreamLocal: s.UpstreamLocal, Upstream: s.Upstream,
 			},
 			Created: s.Created,
-			Roam:    s.Roam,
+			Roam:    placeListener(s.Roam, s.Listen, rules.listen),
 			Rebind:  rebind,
 		})
+		// The endpoint it was on: one of the configured ones (checkRestore).
+		m.Sessions[len(m.Sessions)-1].Info.Endpoint = s.UpstreamConfig
 	}
 	return m
 }
@@ -55,8 +57,13 @@ func (r *Relay) restoreMessage() *messages.RestoreSessions {
 // restoreRules is what of today's configuration a saved session must obey,
 // as plain values.
 type restoreRules struct {
-	// upstream is the configured upstream, "host:port" as written.
+	// upstream is the configured upstream, "host:port" as written: the
+	// first endpoint of a pool, whose others are more.
 	upstream string
+	more     []string
+	// listen are the listen addresses as configured, in the order the
+	// relay numbers its listening sockets at start.
+	listen []netip.AddrPort
 	// bind is upstream_bind's address; invalid (or unspecified) lets the
 	// kernel choose, so that any local address obeys it.
 	bind netip.Addr
@@ -67,18 +74,23 @@ type restoreRules struct {
 // restoreRules takes the rules from the relay's configuration.
 func (r *Relay) restoreRules() restoreRules {
 	cfg := r.Config()
-	return restoreRules{
+	rules := restoreRules{
 		upstream: cfg.Upstream.String(),
+		listen:   cfg.Listen,
 		bind:     cfg.UpstreamBind.Addr(),
 		ports:    [2]uint16{cfg.UpstreamPorts.First, cfg.UpstreamPorts.Last},
 	}
+	for _, h := range cfg.MoreUpstreams {
+		rules.more = append(rules.more, h.String())
+	}
+	return rules
 }
 
 // checkRestore decides what becomes of a saved session under today's
 // configuration. An error leaves it out: it was saved for another upstream
-// (the configured one changed), its upstream address is not the configured
-// one (a literal address that differs, or another port), or it has no
-// usable client ID or upstream address. A non-empty rebind keeps it but on
+// (its endpoint is not among the configured ones any more), its upstream
+// address is not that endpoint's (a literal address that differs, or
+// another port), or it has no usable client ID or upstream address. A non-empty rebind keeps it but on
 // a new upstream port, as a new session would get one, and says why: its
 // saved socket address is one today's configuration would not bind (no
 // port, an address that is not upstream_bind, a port outside
@@ -88,7 +100,14 @@ func (r *Relay) restoreRules() restoreRules {
 // is what the name resolved to when the session opened, kept so that the
 // session stays with that server while the name's answers change.
 func checkRestore(s state.Session, rules restoreRules) (rebind string, err error) {
-	if s.UpstreamConfig != rules.upstream {
+	endpoint := rules.upstream
+	switch {
+	case s.UpstreamConfig == rules.upstream:
+	case slices.Contains(rules.more, s.UpstreamConfig):
+		endpoint = s.UpstreamConfig
+	case len(rules.more) > 0:
+		return "", fmt.Errorf("saved for upstream %q, the relay now has %q", s.UpstreamConfig, append([]string{rules.upstream}, rules.more...))
+	default:
 		return "", fmt.Errorf("saved for upstream %q, the relay now has %q", s.UpstreamConfig, rules.upstream)
 	}
 	if s.Client.IsZero() {
@@ -98,19 +117,19 @@ func checkRestore(s state.Session, rules restoreRules) (rebind string, err error
 	if !up.IsValid() || up.Port() == 0 || up.Addr().IsUnspecified() || up.Addr().IsMulticast() {
 		return "", fmt.Errorf("upstream address %q is not one to connect to", up)
 	}
-	host, portText, err := net.SplitHostPort(rules.upstream)
+	host, portText, err := net.SplitHostPort(endpoint)
 	if err != nil {
-		return "", fmt.Errorf("configured upstream %q: %w", rules.upstream, err)
+		return "", fmt.Errorf("configured upstream %q: %w", endpoint, err)
 	}
 	port, err := strconv.ParseUint(portText, 10, 16)
 	if err != nil {
-		return "", fmt.Errorf("configured upstream %q: port %q", rules.upstream, portText)
+		return "", fmt.Errorf("configured upstream %q: port %q", endpoint, portText)
 	}
 	if up.Port() != uint16(port) {
 		return "", fmt.Errorf("upstream %v is not on the configured port %d", up, port)
 	}
 	if literal, err := netip.ParseAddr(host); err == nil && up.Addr().Unmap() != literal.Unmap() {
-		return "", fmt.Errorf("upstream %v is not the configured %s", up, rules.upstream)
+		return "", fmt.Errorf("upstream %v is not the configured %s", up, endpoint)
 	}
 
 	local := s.UpstreamLocal
@@ -132,6 +151,11 @@ func checkRestore(s state.Session, rules restoreRules) (rebind string, err error
 // sockets; after a reload changed the list, the relay's own numbering
 // differs, and the states are translated. A session whose socket a reload
 // removed names none (noListener): its replies wait until it is heard again.
+// The socket's configured address is saved beside the state (Listen), so
+// that a start with another listen list puts the session on the socket of
+// that address, or on none, never on another one that took its place.
+// Each session is saved with its endpoint (UpstreamConfig), one of the
+// configured upstreams.
 func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 	cfg := r.Config()
 	if cfg.Mode != config.ModeWireGuard {
@@ -141,18 +165,30 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	places := r.listenPlaces()
+	places, wants := r.listenPlaces()
 	out := make([]state.Session, 0, len(l.Sessions))
 	for _, s := range l.Sessions {
+		if s.Client.IsZero() {
+			// A plain client's session is found by the supervisor's
+			// index and address tables, which are not saved: its client
+			// gets a new session with its next handshake.
+			continue
+		}
+		endpoint := s.Endpoint
+		if endpoint == "" {
+			endpoint = cfg.Upstream.String()
+		}
+		roam, listen := renumberListener(s.Roam, places, wants)
 		out = append(out, state.Session{
 			ID:             s.Session,
 			Client:         s.Client,
 			ClientAddr:     s.ClientAddr,
 			UpstreamLocal:  s.UpstreamLocal,
 			Upstream:       s.Upstream,
-			UpstreamConfig: cfg.Upstream.String(),
+			UpstreamConfig: endpoint,
+			Listen:         listen,
 			Created:        s.Stats.Created,
-			Roam:           renumberListener(s.Roam, places),
+			Roam:           roam,
 		})
 	}
 	return out, nil
@@ -164,44 +200,92 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 const noListener = config.MaxListen - 1
 
 // listenPlaces returns, for each listener index, the socket's place in the
-// listen list (-1 for a removed one), or nil when they are the same.
-func (r *Relay) listenPlaces() []int {
+// listen list (-1 for a removed one), or nil when they are the same; and
+// each index's address as configured (the zero value for a removed one).
+func (r *Relay) listenPlaces() (places []int, wants []netip.AddrPort) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	places := make([]int, len(r.slots))
+	places = make([]int, len(r.slots))
+	wants = make([]netip.AddrPort, len(r.slots))
 	same := len(r.slots) == len(r.cfg.Listen)
 	for i, sl := range r.slots {
 		places[i] = -1
 		if sl != nil {
 			places[i] = slices.Index(r.cfg.Listen, sl.want)
+			wants[i] = sl.want
 		}
 		same = same && places[i] == i
 	}
 	if same {
-		return nil
+		return nil, wants
 	}
-	return places
+	return places, wants
 }
 
 // renumberListener rewrites a saved roaming state's listener index by
-// places (see listenPlaces); nil places, or a state it cannot read, leave
-// it as it is.
-func renumberListener(saved []byte, places []int) []byte {
-	if places == nil || len(saved) == 0 {
-		return saved
+// places (see listenPlaces; nil places leave it as it is), and returns the
+// configured address of its socket by wants. A state it cannot read is
+// left as it is, without an address.
+func renumberListener(saved []byte, places []int, wants []netip.AddrPort) ([]byte, netip.AddrPort) {
+	if len(saved) == 0 {
+		return saved, netip.AddrPort{}
 	}
 	var st roam.State
 	if err := json.Unmarshal(saved, &st); err != nil {
-		return saved
+		return saved, netip.AddrPort{}
 	}
 	i := int(st.Listener)
+	var want netip.AddrPort
+	if i < len(wants) {
+		want = wants[i]
+	}
+	if places == nil {
+		return saved, want
+	}
 	st.Listener = noListener
 	if i < len(places) && places[i] >= 0 {
 		st.Listener = uint8(places[i])
 	}
 	b, err := json.Marshal(st)
 	if err != nil {
+		return saved, want
+	}
+	return b, want
+}
+
+// placeListener points a saved roaming state at the socket of its saved
+// listening address in today's listen list, or at none (noListener) if
+// that address is not in it any more: the replies then wait until the
+// client is heard on a socket that exists. A session saved without an
+// address (by a version before it was saved) keeps its index.
+func placeListener(saved []byte, addr netip.AddrPort, listen []netip.AddrPort) []byte {
+	if !addr.IsValid() || len(saved) == 0 {
+		return saved
+	}
+	var st roam.State
+	if err := json.Unmarshal(saved, &st); err != nil {
+		return saved
+	}
+	place := uint8(noListener)
+	if i := slices.Index(listen, addr); i >= 0 {
+		place = uint8(i)
+	}
+	if place == st.Listener {
+		return saved
+	}
+	st.Listener = place
+	b, err := json.Marshal(st)
+	if err != nil {
 		return saved
 	}
 	return b
+}
+
+// unmap writes an IPv4-mapped IPv6 address (as state files written before
+// udpio unmapped what it reads hold them) as the IPv4 address it is.
+func unmap(a netip.AddrPort) netip.AddrPort {
+	if !a.IsValid() {
+		return a
+	}
+	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
 }

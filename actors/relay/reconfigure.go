@@ -40,9 +40,13 @@ var ErrRestart = errors.New("the change needs the relay started anew")
 //   - read_buffer, write_buffer, gso: set on every open socket.
 //   - resolve_interval: the resolver looks the name up again now and then
 //     at the new interval.
-//   - upstream: new sessions connect to the new upstream (for a name, once
-//     it resolves); a live session stays only if its own upstream address
-//     is the new upstream's literal address, and ends otherwise.
+//   - upstream (one endpoint or a pool): new sessions connect to the new
+//     endpoints (a name, once it resolves); a live session stays if its
+//     endpoint is still in the pool, or else if its own upstream address
+//     is one of the new endpoints' literal addresses, and ends otherwise.
+//     Endpoints that stay keep their health records and resolvers.
+//   - failover_after: applies to new and live sessions and to the
+//     endpoints' health at once.
 //   - upstream_bind, upstream_ports: new sessions' sockets obey them; live
 //     sessions keep their sockets and ports (the port is what keeps a
 //     client on its WARP server); a restart re-binds those outside them.
@@ -147,21 +151,28 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		msg.Socket = &messages.SocketSettings{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
 	}
 	if wireguard {
+		msg.Clients = clientsChange(&old, &cfg)
 		r.securityChanges(msg, &old.Security, &cfg.Security)
-		// The upstream: the old resolver stops before the supervisor hears
-		// of the new one, so that no late answer about the old name
-		// follows.
-		if cfg.Upstream != old.Upstream {
-			r.stopResolver()
-			msg.UpstreamChanged = true
-			if a := cfg.Upstream.Addr; a.IsValid() {
-				msg.Upstream = netip.AddrPortFrom(a.Unmap(), cfg.Upstream.Port)
-				r.status.SetUpstream(msg.Upstream)
-				r.upstreamKnown.Store(true)
-			} else {
-				r.status.SetUpstream()
-				r.upstreamKnown.Store(false)
+		// The upstreams: the resolvers of endpoints that leave stop before
+		// the supervisor hears of the new pool, so that no late answer
+		// about them follows; an endpoint that stays keeps its resolver
+		// and its address.
+		if eps := cfg.Endpoints(); !slices.Equal(eps, old.Endpoints()) {
+			stays := func(name string) bool {
+				return slices.ContainsFunc(eps, func(h config.HostPort) bool { return h.String() == name })
 			}
+			r.stopResolvers(stays)
+			for _, h := range old.Endpoints() {
+				if !stays(h.String()) {
+					r.setEndpointAddr(h.String(), netip.AddrPort{})
+				}
+			}
+			msg.UpstreamChanged = true
+			msg.Endpoints = r.endpoints(&cfg)
+			msg.Upstream = msg.Endpoints[0].Addr
+		}
+		if cfg.FailoverAfter != old.FailoverAfter {
+			msg.FailoverAfter = cfg.FailoverAfter
 		}
 	}
 
@@ -247,12 +258,11 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 	r.drops.track(fresh...)
 
 	r.resolveEvery.Store(int64(cfg.ResolveInterval))
-	if wireguard && cfg.Upstream.Name != "" {
-		if r.resolver == nil {
-			r.startResolver(cfg.Upstream.Name, cfg.Upstream.Port)
-		} else if cfg.ResolveInterval != old.ResolveInterval {
-			r.kickResolver()
+	if wireguard {
+		if cfg.ResolveInterval != old.ResolveInterval {
+			r.kickResolvers()
 		}
+		r.startResolvers(&cfg)
 	}
 
 	fields := []zap.Field{zap.Strings("changed", changedKeys(&old, &cfg)), zap.Int("sessions_ended", ended)}
@@ -321,7 +331,8 @@ func changedKeys(a, b *config.Relay) []string {
 		changed bool
 	}{
 		{"listen", !slices.Equal(a.Listen, b.Listen)},
-		{"upstream", a.Upstream != b.Upstream},
+		{"upstream", !slices.Equal(a.Endpoints(), b.Endpoints())},
+		{"failover_after", a.FailoverAfter != b.FailoverAfter},
 		{"idle_timeout", a.IdleTimeout != b.IdleTimeout},
 		{"resolve_interval", a.ResolveInterval != b.ResolveInterval},
 		{"upstream_bind", a.UpstreamBind != b.UpstreamBind},

@@ -64,11 +64,12 @@ type Relay struct {
 	admission *limits.Admission
 	backlog   mailbox.Backlog
 
-	supervisor *actor.PID
-	sub        *eventSubscription
-	restore    []state.Session
-	lookup     func(ctx context.Context, network, host string) ([]netip.Addr, error)
-	readers    sync.WaitGroup // the sessions' reader goroutines
+	supervisor  *actor.PID
+	sub         *eventSubscription
+	endpointLog *eventSubscription
+	restore     []state.Session
+	lookup      func(ctx context.Context, network, host string) ([]netip.Addr, error)
+	readers     sync.WaitGroup // the sessions' reader goroutines
 
 	// ops serializes Reconfigure and Close: one changes the relay at a
 	// time, and nothing changes it once it is closed.
@@ -90,10 +91,14 @@ type Relay struct {
 	// missing are configured listen addresses a reload could not bind.
 	missing []netip.AddrPort
 
-	resolver      *resolver    // nil without a hostname to resolve
-	resolveEvery  atomic.Int64 // resolve_interval, for the resolver
-	upstreamKnown atomic.Bool  // the upstream has an address (health)
-	drops         kernelDrops
+	resolvers     map[string]*resolver // by endpoint, for each given by name
+	resolveEvery  atomic.Int64         // resolve_interval, for the resolvers
+	upstreamKnown atomic.Bool          // some upstream endpoint has an address (health)
+	// addrs are the upstream endpoints' addresses now, by endpoint
+	// ("host:port" as configured), for the health record.
+	addrMu sync.Mutex
+	addrs  map[string]netip.AddrPort
+	drops  kernelDrops
 }
 
 // slot is one listening socket with its listener and writer. Its index in
@@ -195,6 +200,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		Logger:        r.log,
 		Readers:       &r.readers,
 		Status:        &r.status,
+		Clients:       clientsOf(&cfg),
 	}
 	switch cfg.Mode {
 	case config.ModeForward:
@@ -210,20 +216,22 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			return nil, fmt.Errorf("bind outbound %s to %s: %w", orAny(cfg.UpstreamBind), up, unwrapSyscall(err))
 		}
 		scfg.ForwardConn = fc
-		r.status.SetUpstream(up)
-		r.upstreamKnown.Store(true)
+		r.setEndpointAddr(cfg.Upstream.String(), up)
 	default:
 		r.caps = limits.NewCaps(capsConfig(&cfg.Security))
 		scfg.Policy = r.policies(&cfg.Security)
 		r.status.SetSessionLimit(maxSessions(&cfg.Security))
-		if a := cfg.Upstream.Addr; a.IsValid() {
-			scfg.Upstream = netip.AddrPortFrom(a.Unmap(), cfg.Upstream.Port)
-			r.status.SetUpstream(scfg.Upstream)
-			r.upstreamKnown.Store(true)
+		scfg.Endpoints = r.endpoints(&cfg)
+		for _, e := range scfg.Endpoints {
+			if !scfg.Upstream.IsValid() {
+				scfg.Upstream = e.Addr // admissions wait until some endpoint has an address
+			}
 		}
+		scfg.FailoverAfter = cfg.FailoverAfter
 	}
 
 	r.sub = subscribeLogger(r.system, cfg.Name, r.log)
+	r.endpointLog = subscribeEndpointLogger(r.system, cfg.Name, r.log)
 	handleDeadLetters(r.system, &r.counters)
 	for _, sl := range slots {
 		sl.writer = r.spawnWriter(sl.conn)
@@ -249,8 +257,8 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	r.status.SetPoll(r.pollDrops)
 
 	r.resolveEvery.Store(int64(cfg.ResolveInterval))
-	if cfg.Mode == config.ModeWireGuard && cfg.Upstream.Name != "" {
-		r.startResolver(cfg.Upstream.Name, cfg.Upstream.Port)
+	if cfg.Mode == config.ModeWireGuard {
+		r.startResolvers(&cfg)
 	}
 	r.status.SetUp(true)
 	if cfg.Mode == config.ModeForward {
@@ -260,9 +268,42 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			zap.Stringer("out", scfg.ForwardConn.LocalAddr()), zap.Stringer("upstream", cfg.Upstream))
 		return r, nil
 	}
-	r.log.Info("relay started", zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.ListenAddrs()),
-		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout))
+	fields := []zap.Field{zap.String("mode", string(cfg.Mode)), zap.Stringers("listen", r.ListenAddrs()),
+		zap.Stringer("upstream", cfg.Upstream), zap.Duration("idle_timeout", cfg.IdleTimeout)}
+	if len(cfg.MoreUpstreams) > 0 {
+		fields[2] = zap.Stringers("upstream", cfg.Endpoints())
+		fields = append(fields, zap.Int("failover_after", cfg.FailoverAfter))
+	}
+	r.log.Info("relay started", fields...)
 	return r, nil
+}
+
+// endpoints lists cfg's upstream endpoints for the supervisor: each named
+// as configured, with its address if it is one (a name's comes from its
+// resolver), which the health record gets too.
+func (r *Relay) endpoints(cfg *config.Relay) []messages.Endpoint {
+	var eps []messages.Endpoint
+	for _, h := range cfg.Endpoints() {
+		e := messages.Endpoint{Name: h.String()}
+		if h.Addr.IsValid() {
+			e.Addr = netip.AddrPortFrom(h.Addr.Unmap(), h.Port)
+			r.setEndpointAddr(e.Name, e.Addr)
+		} else if a := r.endpointAddr(e.Name); a.IsValid() {
+			e.Addr = a // a name that stays in a reload: resolved already
+		}
+		eps = append(eps, e)
+	}
+	return eps
+}
+
+// startResolvers starts a resolver for each endpoint of cfg given by name
+// that has none yet.
+func (r *Relay) startResolvers(cfg *config.Relay) {
+	for _, h := range cfg.Endpoints() {
+		if _, running := r.resolvers[h.String()]; h.Name != "" && !running {
+			r.startResolver(h)
+		}
+	}
 }
 
 // spawnWriter starts the writer of a listening socket.
@@ -330,9 +371,11 @@ func (r *Relay) ListenAddrs() []netip.AddrPort {
 // listenAddrs is ListenAddrs with r.mu held.
 func (r *Relay) listenAddrs() []netip.AddrPort {
 	var out []netip.AddrPort
+	used := make([]bool, len(r.slots)) // the same address twice (port 0) is two sockets
 	for _, want := range r.cfg.Listen {
-		for _, sl := range r.slots {
-			if sl != nil && sl.want == want {
+		for i, sl := range r.slots {
+			if sl != nil && sl.want == want && !used[i] {
+				used[i] = true
 				out = append(out, sl.conn.LocalAddr())
 				break
 			}
@@ -413,7 +456,7 @@ func (r *Relay) Close() error {
 	r.closed = true
 	r.status.SetUp(false)
 	r.status.SetPoll(nil)
-	r.stopResolver()
+	r.stopResolvers(nil)
 	var errs []error
 	r.mu.RLock()
 	var listeners, writers []*actor.PID
@@ -437,6 +480,7 @@ func (r *Relay) Close() error {
 	}
 	r.stopAll(&errs, writers...)
 	r.sub.close()
+	r.endpointLog.close()
 	if r.ownSystem {
 		deadLetterSystems.Delete(r.system)
 		r.system.Shutdown()

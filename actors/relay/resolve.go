@@ -42,36 +42,47 @@ func (r *Relay) resolve(ctx context.Context, up config.HostPort) (netip.AddrPort
 	return netip.AddrPortFrom(addrs[0], port), nil
 }
 
-// resolver is the goroutine that keeps the supervisor told of the upstream
-// hostname's address (resolveLoop): the only sender of UpstreamResolved.
+// resolver is the goroutine that keeps the supervisor told of one upstream
+// endpoint's hostname's address (resolveLoop): the only sender of
+// UpstreamResolved for that endpoint. A relay has one per endpoint given by
+// name.
 type resolver struct {
 	stop context.CancelFunc
 	done chan struct{}
 	kick chan struct{} // look up again now: the interval changed
 }
 
-// startResolver starts the resolver of host:port.
-func (r *Relay) startResolver(host string, port uint16) {
+// startResolver starts the resolver of the endpoint h, a name.
+func (r *Relay) startResolver(h config.HostPort) {
 	ctx, cancel := context.WithCancel(context.Background())
 	res := &resolver{stop: cancel, done: make(chan struct{}), kick: make(chan struct{}, 1)}
-	r.resolver = res
-	go r.resolveLoop(ctx, res, host, port)
+	if r.resolvers == nil {
+		r.resolvers = make(map[string]*resolver)
+	}
+	r.resolvers[h.String()] = res
+	go r.resolveLoop(ctx, res, h)
 }
 
-// stopResolver stops the resolver, if one runs, and waits for it: after
-// it returns no UpstreamResolved is sent any more.
-func (r *Relay) stopResolver() {
-	if res := r.resolver; res != nil {
+// stopResolvers stops the resolvers of the endpoints that keep does not
+// keep (every one, for nil), and waits for them: after it returns they send
+// no UpstreamResolved any more, and their endpoints' addresses are
+// forgotten.
+func (r *Relay) stopResolvers(keep func(endpoint string) bool) {
+	for name, res := range r.resolvers {
+		if keep != nil && keep(name) {
+			continue
+		}
 		res.stop()
 		<-res.done
-		r.resolver = nil
+		delete(r.resolvers, name)
+		r.setEndpointAddr(name, netip.AddrPort{})
 	}
 }
 
-// kickResolver makes the resolver look up again now and go on at the
+// kickResolvers makes every resolver look up again now and go on at the
 // current resolve interval.
-func (r *Relay) kickResolver() {
-	if res := r.resolver; res != nil {
+func (r *Relay) kickResolvers() {
+	for _, res := range r.resolvers {
 		select {
 		case res.kick <- struct{}{}:
 		default:
@@ -79,13 +90,43 @@ func (r *Relay) kickResolver() {
 	}
 }
 
-// resolveLoop looks host up every resolve interval and tells the
-// supervisor when its address changes. While the name has no address yet
+// setEndpointAddr records endpoint's address now (the zero value: none)
+// for the health record: /metrics shows every endpoint's address, and
+// /healthz a relay none of whose endpoints has one.
+func (r *Relay) setEndpointAddr(endpoint string, ap netip.AddrPort) {
+	r.addrMu.Lock()
+	defer r.addrMu.Unlock()
+	if r.addrs == nil {
+		r.addrs = make(map[string]netip.AddrPort)
+	}
+	if ap.IsValid() {
+		r.addrs[endpoint] = ap
+	} else {
+		delete(r.addrs, endpoint)
+	}
+	all := make([]netip.AddrPort, 0, len(r.addrs))
+	for _, a := range r.addrs {
+		all = append(all, a)
+	}
+	r.status.SetUpstream(all...)
+	r.upstreamKnown.Store(len(all) > 0)
+}
+
+// endpointAddr returns endpoint's address now, if it has one.
+func (r *Relay) endpointAddr(endpoint string) netip.AddrPort {
+	r.addrMu.Lock()
+	defer r.addrMu.Unlock()
+	return r.addrs[endpoint]
+}
+
+// resolveLoop looks the endpoint h's host up every resolve interval and
+// tells the supervisor when its address changes. While the name has no address yet
 // it retries sooner, after 5 s and then twice as long each time, up to the
 // interval. A failure is logged when it starts or its reason changes, and
 // the recovery once, not every retry.
-func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, port uint16) {
+func (r *Relay) resolveLoop(ctx context.Context, res *resolver, h config.HostPort) {
 	defer close(res.done)
+	host, port, endpoint := h.Name, h.Port, h.String()
 	var last netip.AddrPort
 	failing := "" // the last failure logged; "" while lookups work
 	retry := unresolvedRetry
@@ -121,9 +162,8 @@ func (r *Relay) resolveLoop(ctx context.Context, res *resolver, host string, por
 			failing = ""
 			if ap != last {
 				last = ap
-				r.status.SetUpstream(ap)
-				r.upstreamKnown.Store(true)
-				r.system.Root.Send(r.supervisor, &messages.UpstreamResolved{Addr: ap})
+				r.setEndpointAddr(endpoint, ap)
+				r.system.Root.Send(r.supervisor, &messages.UpstreamResolved{Endpoint: endpoint, Addr: ap})
 			}
 		}
 		timer := time.NewTimer(wait)

@@ -58,7 +58,11 @@ func (r *Relay) Healthy() error {
 	if len(pids) > 0 {
 		problems = append(problems, strings.Join(pids, " and ")+" stopped")
 	}
-	if !r.upstreamKnown.Load() {
+	switch eps := cfg.Endpoints(); {
+	case r.upstreamKnown.Load():
+	case len(eps) > 1:
+		problems = append(problems, fmt.Sprintf("none of the upstreams %v has an address", eps))
+	default:
 		problems = append(problems, fmt.Sprintf("upstream %s has no address", cfg.Upstream))
 	}
 	if cfg.Mode == config.ModeForward {

@@ -3,6 +3,8 @@ package session
 import (
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/udpfwd/udpfwd/internal/metrics"
 )
 
@@ -67,11 +69,37 @@ func (s *Session) countHandshakes(r metrics.HandshakeResult, n int) {
 	}
 }
 
+// has reports whether an initiation with sender index index is
+// remembered, unanswered.
+func (c *handshakeClock) has(index uint32) bool {
+	for i := range c.sent {
+		if e := &c.sent[i]; e.at != 0 && e.index == index {
+			return true
+		}
+	}
+	return false
+}
+
 // timeHandshake records the round trip of the initiation a response from
-// upstream with receiver index answers, if the session forwarded it.
-func (s *Session) timeHandshake(receiver uint32, now time.Time) {
-	if rtt, ok := s.handshakes.answered(receiver, now); ok && s.cfg.Status != nil {
+// upstream with receiver index answers, if the session forwarded it, and
+// tells the endpoint's health (answered).
+func (s *Session) timeHandshake(ctx actor.Context, receiver uint32, now time.Time) {
+	rtt, ok := s.handshakes.answered(receiver, now)
+	if !ok {
+		return
+	}
+	if s.cfg.Status != nil {
 		s.cfg.Status.ObserveHandshakeRTT(rtt)
+	}
+	s.answered(ctx, rtt)
+}
+
+// cookie sees a cookie reply from upstream with receiver index: one that
+// answers an initiation the session forwarded shows the endpoint alive,
+// only busy, without a round-trip sample.
+func (s *Session) cookie(ctx actor.Context, receiver uint32) {
+	if s.handshakes.has(receiver) {
+		s.answered(ctx, 0)
 	}
 }
 

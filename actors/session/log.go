@@ -29,9 +29,13 @@ func (s *Session) debug(msg string, fields ...zap.Field) {
 	}
 }
 
-// fields are the session's own log fields.
+// fields are the session's own log fields. A plain client (zero ID) is
+// named "plain", as the supervisor names it.
 func (s *Session) fields() []zap.Field {
 	info := &s.cfg.Info
+	if info.Client.IsZero() {
+		return []zap.Field{zap.String("session", info.Session.String()), zap.String("client", "plain")}
+	}
 	return []zap.Field{zap.String("session", info.Session.String()),
 		zap.Stringer("client", info.Client), zap.String("client_b64", info.Client.Base64())}
 }

@@ -10,10 +10,12 @@ import (
 )
 
 // A Session is part of every idle session: what an idle session rarely
-// needs is allocated when it is needed, not kept in the struct.
+// needs is allocated when it is needed, not kept in the struct. The bound
+// is what it takes now, with the endpoint's name, the handle, the stamp and
+// the failover streak.
 func TestSessionSize(t *testing.T) {
-	if size := unsafe.Sizeof(Session{}); size > 640 {
-		t.Errorf("a Session takes %d bytes, want at most 640", size)
+	if size := unsafe.Sizeof(Session{}); size > 656 {
+		t.Errorf("a Session takes %d bytes, want at most 656", size)
 	}
 }
 

@@ -12,16 +12,33 @@ import (
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// read is the session's reader goroutine: it reads the upstream's replies
-// in batches and sends each to the session, which then runs inline on this
-// goroutine (and the writer after it). Between bursts it waits without
-// holding buffers, so an idle session costs a parked goroutine and nothing
-// else. It ends when the session closes its socket.
-func (s *Session) read(root *actor.RootContext, self *actor.PID) {
+// startReading starts reading the upstream's replies on c into the
+// session; stopReading ends it. They are the one place that knows how
+// replies are read (a goroutine per socket today), so that a session's
+// start, its stop and a move to another endpoint (SwapUpstream) stay the
+// same when a per-worker poller replaces the goroutine.
+func (s *Session) startReading(ctx actor.Context, c *udpio.Conn) {
+	if s.cfg.Readers != nil {
+		s.cfg.Readers.Add(1)
+	}
+	go s.read(ctx.ActorSystem().Root, ctx.Self(), c)
+}
+
+// stopReading stops reading c and closes it: its reader ends by itself. It
+// does not wait for the reader: with the inline dispatcher it may run on
+// that reader's own goroutine (the relay waits for every reader when it
+// closes).
+func (s *Session) stopReading(c *udpio.Conn) { c.Close() }
+
+// read is the session's reader goroutine for socket c: it reads the
+// upstream's replies in batches and sends each to the session, which then
+// runs inline on this goroutine (and the writer after it). Between bursts it
+// waits without holding buffers, so an idle session costs a parked goroutine
+// and nothing else. It ends when c is closed.
+func (s *Session) read(root *actor.RootContext, self *actor.PID, c *udpio.Conn) {
 	if s.cfg.Readers != nil {
 		defer s.cfg.Readers.Done()
 	}
-	c := s.cfg.Conn
 	for {
 		if err := c.WaitReadable(); err != nil {
 			if s.readFailed(err) {

@@ -8,7 +8,8 @@
 // the session as UpstreamDatagrams (reader.go); the session addresses them
 // to the client and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
-// ends for silence is idle.go's.
+// ends for silence is idle.go's; what a plain client's session tells the
+// supervisor, and the client ID it stamps, plain.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
@@ -34,27 +35,41 @@ import (
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // Config is what a session needs. The session takes ownership of Conn.
 type Config struct {
 	Info messages.SessionInfo
+	// Handle is the supervisor's name for the session, which the session
+	// gives back in what it tells the supervisor (SessionIdle and, for a
+	// tracked plain client, IndexLearned and ClientConfirmed).
+	Handle uint32
+	// Tracked marks a plain WireGuard client's session (zero_id: track):
+	// the supervisor finds it by the indexes the upstream assigns and by
+	// its client's confirmed address, so the session tells it both
+	// (plain.go).
+	Tracked bool
+	// Stamp, if not zero, is the client ID a tracked session writes into
+	// bytes 1..3 of what it sends upstream, clearing them in what it sends
+	// back to the client (stamp_client_id).
+	Stamp wgproto.ClientID
+	// Listener is the index of the listening socket the session's first
+	// datagram came by.
+	Listener uint8
+	// Forward is the relay's forward mode: no WireGuard parsing, the
+	// session forwards any datagram and replies follow the newest client
+	// address (roam.Peer.Forward).
+	Forward bool
 	// Conn is the session's upstream socket, connected to the upstream.
 	Conn *udpio.Conn
 	// Writers send replies to clients, one per listening socket of the
 	// relay, indexed by udpio.Batch.Listener.
 	Writers []*actor.PID
-	// Listener is the index of the listening socket the session's first
-	// datagram came by.
-	Listener uint8
 	// IdleTimeout ends the session when either direction has been silent
 	// for this long. Zero means never (static forward mode).
 	IdleTimeout time.Duration
-	// Forward is the relay's forward mode: no WireGuard parsing, the
-	// session forwards any datagram and replies follow the newest client
-	// address (roam.Peer.Forward).
-	Forward  bool
-	Counters *stats.Counters
+	Counters    *stats.Counters
 	// Stats is this session's own record, read by the session API, and its
 	// idle clock (see stats.Session).
 	Stats *stats.Session
@@ -68,6 +83,11 @@ type Config struct {
 	// policy's answer, messages.SessionAdmitted.Limits); ApplyLimits
 	// changes it later.
 	Limits *limits.Limits
+	// Failover is failover_after: after this many of its handshake
+	// initiations in a row went unanswered, the session asks the
+	// supervisor to move it to another upstream endpoint (failover.go);
+	// zero never asks.
+	Failover int
 	// Logger is the relay's logger. The session adds its own fields
 	// (session, client) to the lines it writes, when it writes them: a
 	// child logger made with With holds a copy of its encoder (a buffer of
@@ -131,6 +151,10 @@ type Session struct {
 	// roamChanged is set when the roaming state changed since it was last
 	// handed to Stats for saving.
 	roamChanged bool
+	// stopped is set before the socket is closed, so that a batch the
+	// reader read just before is released instead of sent to a stopped
+	// actor.
+	stopped atomic.Bool
 
 	// limits hold the client to the rate its policy set (Config.Limits,
 	// ApplyLimits), each direction apart; nil while it is unlimited.
@@ -141,11 +165,9 @@ type Session struct {
 	unconfirmed *unconfirmedBudgets
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
-
-	// stopped is set before the socket is closed, so that a batch the
-	// reader read just before is released instead of sent to a stopped
-	// actor.
-	stopped atomic.Bool
+	// streak counts the client's initiations that went unanswered in a
+	// row, and holds the one waiting while the session asks to move.
+	streak streak
 }
 
 // Receive handles one message.
@@ -161,6 +183,10 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.applyLimits(m.Limits(), time.Now())
 	case *messages.ApplySettings:
 		s.applySettings(m)
+	case *messages.SwapUpstream:
+		s.swapUpstream(ctx, m)
+	case *messages.StayOnEndpoint:
+		s.stay()
 	case *messages.Crash:
 		panic(fmt.Sprintf("session %s: injected crash: %s", s.cfg.Info.Session, m.Reason))
 	case *actor.Started:
@@ -180,10 +206,7 @@ func (s *Session) start(ctx actor.Context) {
 		s.applyLimits(*s.cfg.Limits, now)
 		s.cfg.Limits = nil
 	}
-	if s.cfg.Readers != nil {
-		s.cfg.Readers.Add(1)
-	}
-	go s.read(ctx.ActorSystem().Root, ctx.Self())
+	s.startReading(ctx, s.cfg.Conn)
 	s.startIdleTimer(ctx)
 }
 
@@ -197,8 +220,9 @@ func (s *Session) stop() {
 	}
 	s.ended(time.Now())
 	s.flush()
+	s.dropHeld()
 	s.stopped.Store(true)
-	s.cfg.Conn.Close()
+	s.stopReading(s.cfg.Conn)
 }
 
 // info is the session's identity with its current client address.

@@ -54,6 +54,12 @@ func (s *Session) applySettings(m *messages.ApplySettings) {
 	if m.Limits != nil {
 		s.applyLimits(m.Limits.Limits(), time.Now())
 	}
+	if m.FailoverAfter > 0 {
+		s.cfg.Failover = m.FailoverAfter
+	}
+	if m.Endpoint != "" {
+		s.cfg.Info.Endpoint = m.Endpoint
+	}
 	if m.IdleTimeout > 0 && m.IdleTimeout != s.cfg.IdleTimeout && s.cfg.IdleTimeout > 0 {
 		s.cfg.IdleTimeout = m.IdleTimeout
 		if s.timer != nil && !s.idleSent {

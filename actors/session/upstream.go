@@ -36,8 +36,11 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		if !s.cfg.Forward {
 			h, _ = wgproto.Parse(d.Bytes())
 		}
-		if h.Type == wgproto.TypeResponse {
-			s.timeHandshake(h.Receiver, now)
+		switch h.Type {
+		case wgproto.TypeResponse:
+			s.timeHandshake(ctx, h.Receiver, now)
+		case wgproto.TypeCookie:
+			s.cookie(ctx, h.Index)
 		}
 		prev := s.peer.Addr()
 		to, listener, moved, ok := s.peer.FromUpstream(now, h)
@@ -46,6 +49,9 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		}
 		if h.Type == wgproto.TypeResponse || h.Type == wgproto.TypeInitiation {
 			s.roamChanged = true // a new index learned
+			if s.cfg.Tracked && !s.peer.Forward {
+				s.learned(ctx, h.Index) // before the reply that carries it leaves
+			}
 		}
 		if !ok || int(listener) >= len(s.cfg.Writers) || s.cfg.Writers[listener] == nil {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
@@ -67,6 +73,9 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 			out.Listener = listener
 		}
 		d.Addr = to
+		if s.cfg.Tracked {
+			s.unstamp(d)
+		}
 		outBytes += d.N
 		out.Add(*d)
 		d.Buf = nil

@@ -8,17 +8,23 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// resolved records the upstream's current address: new sessions connect to
-// it, existing sessions keep theirs.
-func (s *Supervisor) resolved(up netip.AddrPort) {
-	if s.upstream.IsValid() && up != s.upstream {
+// resolved records an upstream endpoint's current address: new sessions
+// connect to it, existing sessions keep theirs.
+func (s *Supervisor) resolved(m *messages.UpstreamResolved) {
+	i := s.endpointIndex(m.Endpoint)
+	if i < 0 {
+		return // an endpoint a reload removed
+	}
+	if prev := s.addrs[i]; prev.IsValid() && m.Addr != prev {
 		s.cfg.Counters.Count(stats.UpstreamChanged)
 	}
-	s.upstream = up
+	s.addrs[i] = m.Addr
+	s.refreshUpstream()
 }
 
 // dial opens an upstream socket to up: on a port the kernel picks, or on a

@@ -9,10 +9,15 @@
 //
 // The files, one idea each:
 //   - route.go: routing a read batch to sessions, and the drops on the way;
+//   - plain.go: finding plain WireGuard clients' sessions (zero_id:
+//     track) by the upstream's indexes and their confirmed addresses;
+//   - warn.go: saying, once per source, why a client gets nothing;
 //   - admission.go: the admission path (replays, the budget, admissions
 //     waiting for their policy's answer), and the one cleanup of an
 //     admission that opens no session;
 //   - dial.go: upstream sockets, in a port range if one is set;
+//   - endpoints.go: the pool of upstream endpoints, their health from the
+//     sessions' handshakes, and moving a session off a dead endpoint;
 //   - restore.go: re-opening sessions saved by an earlier run;
 //   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
@@ -60,6 +65,15 @@ type Config struct {
 	// Upstream is the upstream address (WireGuard mode); it may be the zero
 	// value until the first UpstreamResolved message.
 	Upstream netip.AddrPort
+	// Endpoints, if set, are the relay's upstream endpoints (WireGuard
+	// mode), the first being Upstream: a pool that new sessions are spread
+	// over by handshake round trip and that sessions fail over within
+	// (endpoints.go). Unset is one endpoint at Upstream.
+	Endpoints []messages.Endpoint
+	// FailoverAfter is how many handshake initiations in a row may go
+	// unanswered before a session asks to move, and before its endpoint
+	// is marked down; zero is one.
+	FailoverAfter int
 	// UpstreamBind is the local address upstream sockets bind to; the zero
 	// value lets the kernel choose address and port.
 	UpstreamBind netip.AddrPort
@@ -95,6 +109,10 @@ type Config struct {
 	// weight, see QueueBytes); the relay gives it to its listeners, which
 	// wait while it is not zero (actors/listener).
 	Backlog *mailbox.Backlog
+	// Clients says which clients it serves beyond WARP clients with an ID
+	// in well-formed WireGuard: plain clients, stamping, any framing
+	// (plain.go, route.go).
+	Clients messages.Clients
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -164,6 +182,7 @@ const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
 type entry struct {
+	key key // its place in sessions
 	pid *actor.PID
 	// policy is the policy actor that stays with the session
 	// (SessionAdmitted.Stay), nil if none does (and in forward mode);
@@ -174,6 +193,11 @@ type entry struct {
 	info    messages.SessionInfo
 	out     *udpio.Batch // datagrams being routed to it in this batch
 	stats   *stats.Session
+	// handover is the last upstream socket handed to the session
+	// (SwapUpstream): closed when the session terminates if it never took
+	// it.
+	handover *messages.SwapUpstream
+	plain    *plainSession // a tracked plain client's addresses and indexes; nil for a client ID
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -181,13 +205,16 @@ type entry struct {
 type Supervisor struct {
 	cfg      Config
 	upstream netip.AddrPort
-	// sessions holds the live sessions by client ID: what routing sees. A
-	// session leaves it on the one "session ended" path (end).
-	sessions map[wgproto.ClientID]*entry
+	// eps are the upstream endpoints and their health (endpoints.go).
+	eps
+	// sessions holds the live sessions by key (a client ID, or a plain
+	// client's number: plain.go): what routing sees. A session leaves it
+	// on the one "session ended" path (end).
+	sessions map[key]*entry
 	// byPID holds every session actor not yet terminated, live or ended,
 	// by pid.Id, for Terminated and failures.
 	byPID   map[string]*entry
-	pending map[wgproto.ClientID]*pending
+	pending map[key]*pending
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
@@ -196,6 +223,14 @@ type Supervisor struct {
 	budget  *limits.Admission
 	replays *replay.Table
 	now     func() time.Time
+	// batchNow is the clock read once for the batch being routed (clock),
+	// zero until read.
+	batchNow time.Time
+	// plain holds the tables that find plain clients' sessions (plain.go).
+	plain plainTable
+	// warn says once per source, and sampled, why a client gets nothing
+	// (warn.go).
+	warn warner
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -209,6 +244,7 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.Replays == nil {
 		cfg.Replays = replay.New(replay.Entries, replay.TTL, time.Now())
 	}
+	now := time.Now()
 	return &Supervisor{
 		mac1:     mac1,
 		budget:   cfg.Admission,
@@ -216,9 +252,12 @@ func newSupervisor(cfg Config) *Supervisor {
 		now:      time.Now,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
-		sessions: make(map[wgproto.ClientID]*entry),
+		sessions: make(map[key]*entry),
 		byPID:    make(map[string]*entry),
-		pending:  make(map[wgproto.ClientID]*pending),
+		pending:  make(map[key]*pending),
+		eps:      newEndpoints(&cfg),
+		plain:    newPlainTable(now, MaxTrackedIndexes),
+		warn:     newWarner(cfg.Logger),
 	}
 }
 
@@ -233,16 +272,24 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.refused(ctx, m)
 	case *messages.SessionIdle:
 		s.idle(ctx, m)
+	case *messages.IndexLearned:
+		s.indexLearned(m)
+	case *messages.ClientConfirmed:
+		s.clientConfirmed(m)
 	case *messages.UpstreamResolved:
-		s.resolved(m.Addr)
+		s.resolved(m)
 	case *messages.RestoreSessions:
 		s.restore(ctx, m.Sessions)
 	case *messages.ListSessions:
 		s.respondList(ctx)
 	case *messages.Reconfigure:
 		s.reconfigure(ctx, m)
+	case *messages.EndpointHandshake:
+		s.endpointHandshake(ctx, m)
+	case *messages.MoveSession:
+		s.moveSession(ctx, m)
 	case *messages.Crash:
-		if e := s.sessions[m.Client]; e != nil {
+		if e := s.sessions[idKey(m.Client)]; e != nil {
 			ctx.Send(e.pid, m)
 		}
 	case *actor.Terminated:
@@ -251,6 +298,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}
+		s.publishEndpoints()
 	case *actor.Stopping:
 		s.stopping(ctx)
 	}

@@ -47,9 +47,13 @@ Usage:
   udpfwd check -c CONFIG              validate CONFIG and print the effective config
   udpfwd sessions [--admin ADDR]      show a running udpfwd's sessions
   udpfwd id ID...                     show a client ID as base64, hex and decimal
+  udpfwd wgcfrelay LISTEN UPSTREAM    the same as -r (cinit/udpfwd's form)
+  udpfwd udpfwd FILE                  the same as -f (cinit/udpfwd's form)
 
-  LISTEN    ip:port to listen on; [::]:2408 listens on IPv6 and IPv4
-  UPSTREAM  host:port of the WARP endpoint, e.g. engage.cloudflareclient.com:2408
+  LISTEN    ip:port to listen on; [::]:2408 listens on IPv6 and IPv4; several
+            comma-separated, ip:first-last for a range: [::]:2408,[::]:500-501
+  UPSTREAM  host:port of the WARP endpoint, e.g. engage.cloudflareclient.com:2408;
+            several comma-separated make a pool with failover
   FILE      lines "in-addr,in-port,out-addr,out-port,dest-addr,dest-port"
             (or separated by ';'); blank lines and # comments allowed
 
@@ -100,11 +104,23 @@ func printUsage(fs *pflag.FlagSet, out io.Writer) {
 	cli.PrintFlags(out, fs)
 }
 
+// The forms of the seed, cinit's udpfwd applet, which udpfwd also takes:
+// "udpfwd wgcfrelay LISTEN UPSTREAM" is -r, "udpfwd udpfwd FILE" is -f.
+const (
+	seedRelay   = "wgcfrelay"
+	seedForward = "udpfwd"
+)
+
 // parse reads the command line. Flags may come before, between or after
-// the positional arguments, as in the seed's "udpfwd -r LISTEN UPSTREAM -d".
+// the positional arguments, as in the seed's "udpfwd -r LISTEN UPSTREAM -d";
+// so may -d in the seed's forms ("udpfwd wgcfrelay -d LISTEN UPSTREAM").
 func parse(args []string, out io.Writer) (*options, error) {
 	o := &options{}
 	fs := newFlagSet(o)
+	form := ""
+	if len(args) > 0 && (args[0] == seedRelay || args[0] == seedForward) {
+		form, args = args[0], args[1:]
+	}
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			printUsage(fs, out)
@@ -115,6 +131,9 @@ func parse(args []string, out io.Writer) (*options, error) {
 	o.args = fs.Args()
 	if o.version {
 		return o, nil
+	}
+	if err := o.seedForm(form); err != nil {
+		return nil, usageError{err}
 	}
 	modes := 0
 	for _, m := range []bool{o.relay, o.forwardFile != "", o.configFile != ""} {
@@ -138,6 +157,30 @@ func parse(args []string, out io.Writer) (*options, error) {
 		return nil, usageError{errors.New("use -r LISTEN UPSTREAM, -f FILE or -c CONFIG")}
 	}
 	return o, nil
+}
+
+// seedForm turns the seed's form, if the command line used one, into the
+// mode it stands for: "wgcfrelay LISTEN UPSTREAM" into -r, "udpfwd FILE"
+// into -f. Those forms choose the mode themselves, so -r, -f and -c are
+// refused with them.
+func (o *options) seedForm(form string) error {
+	if form == "" {
+		return nil
+	}
+	if o.relay || o.forwardFile != "" || o.configFile != "" {
+		return fmt.Errorf("udpfwd %s takes no -r, -f or -c: it is one of them", form)
+	}
+	switch {
+	case form == seedRelay && len(o.args) != 2:
+		return fmt.Errorf("%s needs LISTEN and UPSTREAM, got %d argument(s)", form, len(o.args))
+	case form == seedRelay:
+		o.relay = true
+	case len(o.args) != 1:
+		return fmt.Errorf("%s needs FILE, got %d argument(s)", form, len(o.args))
+	default:
+		o.forwardFile, o.args = o.args[0], nil
+	}
+	return nil
 }
 
 // versionString is what --version and udpfwd_build_info show.

@@ -45,15 +45,8 @@ func runCase(ctx context.Context, opts options, viaRelay bool, logf func(string,
 	if viaRelay {
 		name = "relay"
 	}
-	if _, err := rand.Read(o.id[:]); err != nil || o.id.IsZero() {
-		o.id = warptest.ClientID{0xa8, 0x1a, 0x15}
-	}
-
-	edgeAddr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), 0)
-	if viaRelay {
-		edgeAddr = opts.edge
-	}
-	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: opts.servers, Addr: edgeAddr})
+	o.id = clientID(opts)
+	edge, err := newEdge(opts, viaRelay)
 	if err != nil {
 		o.setupErr = fmt.Errorf("start the edge: %w", err)
 		return o
@@ -68,7 +61,7 @@ func runCase(ctx context.Context, opts options, viaRelay bool, logf func(string,
 			endpoint = opts.relay
 			o.relay = "relay at " + opts.relay.String()
 		} else {
-			addr, closeRelay, err := startInProcessRelay(edge.Addr())
+			addr, closeRelay, err := startInProcessRelay(edge.Endpoints(), opts.plain)
 			if err != nil {
 				o.setupErr = err
 				return o
@@ -128,6 +121,28 @@ func runCase(ctx context.Context, opts options, viaRelay bool, logf func(string,
 	o.result, o.complete = res, true
 	logf("%s: download complete", name)
 	return o
+}
+
+// clientID is a random client ID, or the zero ID of a plain client.
+func clientID(opts options) warptest.ClientID {
+	var id warptest.ClientID
+	if opts.plain {
+		return id
+	}
+	if _, err := rand.Read(id[:]); err != nil || id.IsZero() {
+		id = warptest.ClientID{0xa8, 0x1a, 0x15}
+	}
+	return id
+}
+
+// newEdge starts the edge of a case: on opts.edge's addresses in the relay
+// case (a running relay's upstreams), on ports the system picks otherwise.
+func newEdge(opts options, viaRelay bool) (*warptest.Edge, error) {
+	cfg := warptest.EdgeConfig{Servers: opts.servers, Endpoints: opts.endpoints}
+	if viaRelay {
+		cfg.EndpointAddrs = opts.edge
+	}
+	return warptest.NewEdge(cfg)
 }
 
 func (o *outcome) classify(err error) {

@@ -14,10 +14,16 @@
 // with --relay-only or --direct-only, when the case that ran did), and always
 // ends by itself within a minute.
 //
+// With --plain the client sends no client ID, as plain WireGuard does. With
+// --endpoints 2 --kill-endpoint the edge answers on two addresses, udpfwd
+// gets both as a pool, and the endpoint the client's session uses goes
+// dark in the middle of the download: the demo shows udpfwd moving the
+// session to the other endpoint and the client working again (failover.go).
+//
 // Usage:
 //
 //	warpsim [--servers 3] [--roams 3] [--size 64MiB] [--relay-only | --direct-only]
-//	        [--relay ADDR --edge ADDR]
+//	        [--plain] [--endpoints N [--kill-endpoint]] [--relay ADDR --edge ADDR[,ADDR...]]
 package main
 
 import (
@@ -55,9 +61,12 @@ type options struct {
 	stall      time.Duration
 	directOnly bool
 	relayOnly  bool
-	relay      netip.AddrPort // a running relay, or invalid for the in-process one
-	edge       netip.AddrPort // where the edge listens in the relay case
+	relay      netip.AddrPort   // a running relay, or invalid for the in-process one
+	edge       []netip.AddrPort // where the edge's endpoints listen in the relay case
 	verbose    bool
+	plain      bool // the client sends no client ID
+	endpoints  int  // the edge's endpoint addresses
+	kill       bool // an endpoint goes dark mid-download
 }
 
 func main() {
@@ -85,6 +94,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logf := func(string, ...any) {}
 	if opts.verbose {
 		logf = func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	}
+	if opts.kill {
+		return runFailoverDemo(ctx, opts, stdout, logf)
 	}
 	fmt.Fprintf(stdout, "warpsim: %d WireGuard servers sharing one key behind an ECMP router; a client downloads %s and changes its UDP port %d times\n\n",
 		opts.servers, formatSize(opts.size), opts.roams)
@@ -124,6 +136,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := cli.NewFlagSet("warpsim")
 	var o options
 	var size, relay, edge string
+	fs.BoolVar(&o.plain, "plain", false, "the client sends no client ID, as plain WireGuard does (through udpfwd: its --zero-id track)")
+	fs.IntVar(&o.endpoints, "endpoints", 1, "endpoint addresses of the edge (routers in front of the same servers); udpfwd gets them all as a pool")
+	fs.BoolVar(&o.kill, "kill-endpoint", false, "make the endpoint the client's session uses go dark mid-download, through udpfwd (needs --endpoints 2 or more)")
 	fs.IntVar(&o.servers, "servers", warptest.DefaultServers, "WireGuard servers behind the edge's ECMP router, at least 2")
 	fs.IntVar(&o.roams, "roams", 3, "times the client changes its local UDP port during the download, at least 1")
 	fs.StringVar(&size, "size", "64MiB", "size of the download, e.g. 16MiB, 1GiB or 1000000")
@@ -131,7 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.directOnly, "direct-only", false, "only run the client straight to the edge")
 	fs.BoolVar(&o.relayOnly, "relay-only", false, "only run the client through the relay")
 	fs.StringVar(&relay, "relay", "", "use the relay already running at this loopback `ADDR` (its upstream must be --edge) instead of an in-process udpfwd")
-	fs.StringVar(&edge, "edge", "127.0.0.1:0", "loopback `ADDR` of the edge's router in the relay case (set it to a running relay's upstream)")
+	fs.StringVar(&edge, "edge", "127.0.0.1:0", "loopback `ADDR` of the edge's router in the relay case (set it to a running relay's upstream); with --endpoints, one per endpoint, comma-separated")
 	fs.BoolVarP(&o.verbose, "v", "v", false, "tell each step on stderr")
 	if err := cli.Parse(fs, args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -156,20 +171,43 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--stall %v: must be between 0 and 15s", o.stall)
 	case o.directOnly && o.relayOnly:
 		return o, errors.New("--direct-only and --relay-only exclude each other")
+	case o.endpoints < 1 || o.endpoints > maxEndpoints:
+		return o, fmt.Errorf("--endpoints %d: want 1..%d", o.endpoints, maxEndpoints)
+	case o.kill && o.endpoints < 2:
+		return o, errors.New("--kill-endpoint needs --endpoints 2 or more: a client whose only endpoint dies has nowhere to go")
+	case o.kill && o.directOnly:
+		return o, errors.New("--kill-endpoint runs through udpfwd: it excludes --direct-only")
 	}
-	if o.edge, err = loopbackAddr("--edge", edge); err != nil {
-		return o, err
+	for _, e := range strings.Split(edge, ",") {
+		a, err := loopbackAddr("--edge", strings.TrimSpace(e))
+		if err != nil {
+			return o, err
+		}
+		o.edge = append(o.edge, a)
+	}
+	switch {
+	case len(o.edge) == 1 && o.endpoints > 1:
+		for range o.endpoints - 1 {
+			o.edge = append(o.edge, netip.AddrPortFrom(o.edge[0].Addr(), 0))
+		}
+	case len(o.edge) != o.endpoints:
+		return o, fmt.Errorf("--edge lists %d addresses for %d endpoints", len(o.edge), o.endpoints)
 	}
 	if relay != "" {
 		if o.relay, err = loopbackAddr("--relay", relay); err != nil {
 			return o, err
 		}
-		if o.relay.Port() == 0 || o.edge.Port() == 0 {
-			return o, errors.New("--relay needs --edge set to the port the relay forwards to")
+		for _, e := range o.edge {
+			if o.relay.Port() == 0 || e.Port() == 0 {
+				return o, errors.New("--relay needs --edge set to the ports the relay forwards to, one per endpoint")
+			}
 		}
 	}
 	return o, nil
 }
+
+// maxEndpoints bounds --endpoints: a pool, not a census of WARP's addresses.
+const maxEndpoints = 8
 
 func loopbackAddr(flag, s string) (netip.AddrPort, error) {
 	a, err := netip.ParseAddrPort(s)

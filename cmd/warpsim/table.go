@@ -23,7 +23,7 @@ func printTable(w io.Writer, cases []outcome) {
 		}
 		return "straight to the edge"
 	})
-	row("client ID", func(c outcome) string { return c.id.String() })
+	row("client ID", func(c outcome) string { return idString(c.id) })
 	row("download", func(c outcome) string {
 		switch {
 		case c.setupErr != nil:

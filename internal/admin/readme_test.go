@@ -84,6 +84,7 @@ func (s *statusRelay) MetricsStatus() *metrics.Status { return &s.status }
 func TestReadmeMetricTable(t *testing.T) {
 	r := &statusRelay{fakeRelay: fakeRelay{name: "warp"}}
 	r.status.SetUpstream(netip.MustParseAddrPort("162.159.192.1:2408"))
+	r.status.SetEndpoints([]metrics.EndpointStatus{{Endpoint: "162.159.192.1:2408", Up: true}})
 	s, _ := start(t, []admin.Relay{r}, admin.Options{})
 	mfs, err := s.Registry().Gather()
 	if err != nil {

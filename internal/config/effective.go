@@ -30,7 +30,8 @@ type outRelay struct {
 	Name            string       `yaml:"name"`
 	Mode            string       `yaml:"mode"`
 	Listen          []string     `yaml:"listen"`
-	Upstream        string       `yaml:"upstream"`
+	Upstream        any          `yaml:"upstream"` // one host:port, or a list for a pool
+	FailoverAfter   *int         `yaml:"failover_after,omitempty"`
 	IdleTimeout     *string      `yaml:"idle_timeout,omitempty"`
 	ResolveInterval *string      `yaml:"resolve_interval,omitempty"`
 	UpstreamBind    string       `yaml:"upstream_bind"`
@@ -38,6 +39,9 @@ type outRelay struct {
 	ReadBuffer      any          `yaml:"read_buffer"`
 	WriteBuffer     any          `yaml:"write_buffer"`
 	GSO             bool         `yaml:"gso"`
+	ZeroID          *string      `yaml:"zero_id,omitempty"`
+	StampClientID   *string      `yaml:"stamp_client_id,omitempty"`
+	MessageTypes    *string      `yaml:"message_types,omitempty"`
 	Security        *outSecurity `yaml:"security,omitempty"`
 }
 
@@ -100,6 +104,13 @@ func outRelayOf(r *Relay) outRelay {
 	for _, l := range r.Listen {
 		o.Listen = append(o.Listen, l.String())
 	}
+	if eps := r.Endpoints(); len(eps) > 1 {
+		list := make([]string, len(eps))
+		for i, h := range eps {
+			list[i] = h.String()
+		}
+		o.Upstream = list
+	}
 	switch {
 	case !r.UpstreamBind.IsValid():
 	case r.UpstreamBind.Port() == 0:
@@ -115,6 +126,13 @@ func outRelayOf(r *Relay) outRelay {
 		ports = r.UpstreamPorts.String()
 	}
 	o.IdleTimeout, o.ResolveInterval, o.UpstreamPorts = &idle, &resolve, &ports
+	failover := r.FailoverAfter
+	o.FailoverAfter = &failover
+	zero, stamp, types := string(r.ZeroID), "", string(r.MessageTypes)
+	if !r.StampClientID.IsZero() {
+		stamp = r.StampClientID.String()
+	}
+	o.ZeroID, o.StampClientID, o.MessageTypes = &zero, &stamp, &types
 	s := &r.Security
 	sec := &outSecurity{
 		AllowClients:          make([]string, 0, len(s.AllowClients)),

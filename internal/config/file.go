@@ -35,9 +35,27 @@ const (
 	// keeps the kernel's doubled value within an int32.
 	MinSocketBuffer = 4 << 10
 	MaxSocketBuffer = 1 << 30
-	// MaxListen is the most listen addresses one relay may have (the
-	// relay tags each datagram with its socket's index in a byte).
+	// MaxListen is the most listen addresses one relay may have, its
+	// ranges counted port by port: the relay tags each datagram, and each
+	// session's saved roaming state, with its listening socket's index in
+	// one byte. The 54 ports WARP answers on take a fifth of it; each
+	// address also costs a socket and its reader goroutine (times the
+	// workers, where there are several), and a reload that replaces
+	// addresses takes new indexes (see actors/relay Reconfigure).
 	MaxListen = 256
+	// MaxUpstreams is the most upstream endpoints one relay may have: a
+	// pool to spread sessions over and fail over within, not a list of
+	// every WARP address. Each name among them has its own resolver.
+	MaxUpstreams = 16
+	// DefaultFailoverAfter is how many handshake initiations of a session
+	// in a row may go unanswered before it moves to another endpoint:
+	// WireGuard retries every 5 s, so a session leaves a dead endpoint
+	// about 10 s after its first unanswered initiation, while one lost
+	// initiation (a lost datagram) moves nothing.
+	DefaultFailoverAfter = 2
+	// MaxFailoverAfter bounds failover_after: 100 retries are over 8
+	// minutes.
+	MaxFailoverAfter = 100
 	// maxNameLen bounds a relay name, which becomes a metric label.
 	maxNameLen = 64
 )
@@ -97,12 +115,26 @@ type Relay struct {
 	Name string
 	// Mode defaults to ModeWireGuard.
 	Mode Mode
-	// Listen are the addresses to listen on ("[::]:2408" is dual-stack).
-	// A forward relay has exactly one. Port 0 lets the kernel choose (for
+	// Listen are the addresses to listen on ("[::]:2408" is dual-stack),
+	// a port range written in the file or on the command line already
+	// expanded port by port, at most MaxListen. A forward relay has
+	// exactly one. Port 0 lets the kernel choose (for
 	// tests: the chosen port is only logged).
 	Listen []netip.AddrPort
-	// Upstream is where sessions send to; the host may be a name.
+	// Upstream is where sessions send to; the host may be a name. With
+	// MoreUpstreams it is the first endpoint of a pool.
 	Upstream HostPort
+	// MoreUpstreams are further upstream endpoints ("upstream" given as a
+	// list; wireguard mode only): new sessions go to the endpoint that
+	// answers handshakes fastest, and a session whose endpoint stops
+	// answering moves to another (see FailoverAfter). Use Endpoints for
+	// the whole pool.
+	MoreUpstreams []HostPort
+	// FailoverAfter is how many of a session's handshake initiations in a
+	// row may go unanswered before it moves to another endpoint, and how
+	// many in a row across its sessions mark an endpoint down (wireguard
+	// mode only).
+	FailoverAfter int
 	// IdleTimeout ends a session silent in either direction this long
 	// (wireguard mode only).
 	IdleTimeout time.Duration
@@ -123,6 +155,16 @@ type Relay struct {
 	// NoGSO sends every datagram as its own message, without UDP generic
 	// segmentation offload (the file's "gso: false").
 	NoGSO bool
+	// ZeroID says what becomes of plain WireGuard clients, which send the
+	// zero client ID (wireguard mode only; default ZeroIDDrop).
+	ZeroID ZeroID
+	// StampClientID, if not zero, is written into bytes 1..3 of what
+	// tracked plain clients send upstream, and cleared from what goes back
+	// to them (needs ZeroIDTrack).
+	StampClientID wgproto.ClientID
+	// MessageTypes says which datagrams are taken for a session (wireguard
+	// mode only; default MessageTypesStrict).
+	MessageTypes MessageTypes
 	// Security holds the relay's admission policies (wireguard mode only).
 	Security Security
 }
@@ -164,6 +206,15 @@ type ClientRate struct {
 	BytesPerSecond int64
 }
 
+// Endpoints returns the relay's upstream endpoints, Upstream first: a pool
+// of one for most relays.
+func (r *Relay) Endpoints() []HostPort {
+	if r.Upstream.IsZero() && len(r.MoreUpstreams) == 0 {
+		return nil
+	}
+	return append([]HostPort{r.Upstream}, r.MoreUpstreams...)
+}
+
 // IsZero reports whether the security block sets nothing.
 func (s *Security) IsZero() bool {
 	return s.UpstreamPublicKey.IsZero() && len(s.AllowClients) == 0 && len(s.AllowCIDRs) == 0 &&
@@ -176,9 +227,11 @@ func (s *Security) IsZero() bool {
 // every field (a test sets each field in turn to catch one left out).
 func (r *Relay) Equal(o *Relay) bool {
 	return r.Name == o.Name && r.Mode == o.Mode && slices.Equal(r.Listen, o.Listen) && r.Upstream == o.Upstream &&
+		slices.Equal(r.MoreUpstreams, o.MoreUpstreams) && r.FailoverAfter == o.FailoverAfter &&
 		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
 		r.UpstreamPorts == o.UpstreamPorts && r.ReadBuffer == o.ReadBuffer && r.WriteBuffer == o.WriteBuffer &&
-		r.NoGSO == o.NoGSO && r.Security.Equal(&o.Security)
+		r.NoGSO == o.NoGSO && r.ZeroID == o.ZeroID && r.StampClientID == o.StampClientID &&
+		r.MessageTypes == o.MessageTypes && r.Security.Equal(&o.Security)
 }
 
 // Equal reports whether s and o set the same policies.
@@ -514,20 +567,7 @@ func (r *Relay) validate(p *problems, at string) {
 			p.add(fmt.Sprintf("%s.listen[%d]", at, j), nil, "not an ip:port")
 		}
 	}
-	upstream := r.Upstream.Addr
-	switch h := r.Upstream; {
-	case h.IsZero():
-		p.add(at, nil, "upstream is missing (host:port)")
-	case h.Port == 0:
-		p.add(at+".upstream", nil, "%s: port 0 is not 1..65535", h)
-	case h.Addr.IsValid() == (h.Name != ""):
-		p.add(at+".upstream", nil, "%+v: give a name or an address", h)
-	case h.Name != "" && !isDNSName(h.Name):
-		p.add(at+".upstream", nil, "%q is neither an IP address nor a host name", h.Name)
-	}
-	if r.UpstreamBind.IsValid() && upstream.IsValid() && r.UpstreamBind.Addr().Unmap().Is4() != upstream.Unmap().Is4() {
-		p.add(at+".upstream_bind", nil, "%s and the upstream %s are not the same IP version", r.UpstreamBind.Addr(), upstream)
-	}
+	r.validateUpstreams(p, at)
 	if r.ReadBuffer == 0 {
 		r.ReadBuffer = DefaultSocketBuffer
 	}
@@ -552,6 +592,12 @@ func (r *Relay) validate(p *problems, at string) {
 	if r.ResolveInterval == 0 {
 		r.ResolveInterval = DefaultResolveInterval
 	}
+	if r.FailoverAfter == 0 {
+		r.FailoverAfter = DefaultFailoverAfter
+	}
+	if _, err := parseFailoverAfter(strconv.Itoa(r.FailoverAfter)); err != nil {
+		p.add(at+".failover_after", err, "%v", err)
+	}
 	if r.IdleTimeout < 0 {
 		p.add(at+".idle_timeout", nil, "%v: must be positive", r.IdleTimeout)
 	} else if r.IdleTimeout < WARPKeepalive {
@@ -567,6 +613,42 @@ func (r *Relay) validate(p *problems, at string) {
 		p.add(at+".upstream_ports", nil, "%d-%d: want first..last within 1..65535", r.UpstreamPorts.First, r.UpstreamPorts.Last)
 	}
 	r.Security.validate(p, at+".security", r.UpstreamPorts)
+	r.validateClients(p, at)
+}
+
+// validateUpstreams checks the upstream endpoints: each a name or an
+// address with a port, none twice, at most MaxUpstreams, of upstream_bind's
+// IP version. The one endpoint of most relays is "upstream" in messages,
+// those of a pool "upstream[i]".
+func (r *Relay) validateUpstreams(p *problems, at string) {
+	eps := r.Endpoints()
+	if r.Upstream.IsZero() {
+		p.add(at, nil, "upstream is missing (host:port)")
+		return
+	}
+	if len(eps) > MaxUpstreams {
+		p.add(at+".upstream", nil, "%d endpoints: at most %d", len(eps), MaxUpstreams)
+	}
+	for i, h := range eps {
+		path := at + ".upstream"
+		if len(eps) > 1 {
+			path = fmt.Sprintf("%s.upstream[%d]", at, i)
+		}
+		switch {
+		case h.Port == 0:
+			p.add(path, nil, "%s: port 0 is not 1..65535", h)
+		case h.Addr.IsValid() == (h.Name != ""):
+			p.add(path, nil, "%+v: give a name or an address", h)
+		case h.Name != "" && !isDNSName(h.Name):
+			p.add(path, nil, "%q is neither an IP address nor a host name", h.Name)
+		}
+		if j := slices.Index(eps, h); j < i {
+			p.add(path, nil, "%s is also upstream[%d]", h, j)
+		}
+		if a := h.Addr; r.UpstreamBind.IsValid() && a.IsValid() && r.UpstreamBind.Addr().Unmap().Is4() != a.Unmap().Is4() {
+			p.add(at+".upstream_bind", nil, "%s and the upstream %s are not the same IP version", r.UpstreamBind.Addr(), a)
+		}
+	}
 }
 
 // validateForward applies forward mode's rules: it has one upstream socket
@@ -579,11 +661,18 @@ func (r *Relay) validateForward(p *problems, at string) {
 		{"idle_timeout", noSessions, r.IdleTimeout != 0},
 		{"resolve_interval", "a forward relay resolves its upstream once, at start", r.ResolveInterval != 0},
 		{"upstream_ports", "a forward relay has one outbound socket: give its port in upstream_bind", !r.UpstreamPorts.IsZero()},
+		{"failover_after", "a forward relay has one upstream", r.FailoverAfter != 0},
+		{"zero_id", notWireGuard, r.ZeroID != ""},
+		{"stamp_client_id", notWireGuard, !r.StampClientID.IsZero()},
+		{"message_types", notWireGuard, r.MessageTypes != ""},
 		{"security", noPolicies, !r.Security.IsZero()},
 	} {
 		if k.set {
 			p.add(at+"."+k.key, nil, "not used in forward mode: %s", k.why)
 		}
+	}
+	if len(r.MoreUpstreams) > 0 {
+		p.add(at+".upstream", nil, "a forward relay has one upstream, got %d (write one relay per upstream)", len(r.MoreUpstreams)+1)
 	}
 }
 

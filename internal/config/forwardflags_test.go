@@ -29,6 +29,10 @@ func TestForwardFileRefusesFlags(t *testing.T) {
 		"new-sessions-per-ip-burst": "1",
 		"client-rate":               "100",
 		"state-file":                "/var/lib/udpfwd/state.json",
+		"failover-after":            "3",
+		"zero-id":                   "track",
+		"stamp-client-id":           "qBoV",
+		"message-types":             "any",
 	}
 	for _, fl := range config.Flags() {
 		t.Run(fl.Name, func(t *testing.T) {

@@ -177,6 +177,77 @@ func parseListen(s string) (netip.AddrPort, error) {
 	return ap, fmt.Errorf("%q is not ip:port (write IPv6 as [::]:2408)", s)
 }
 
+// parseListenSet reads one or more listening addresses, separated by
+// commas: each "ip:port", or "ip:first-last" for every port of a range
+// ("0.0.0.0:2400-2410"), so that a relay can listen on the many ports WARP
+// answers on ("[::]:2408,[::]:500,[::]:1701,[::]:4500").
+func parseListenSet(s string) ([]netip.AddrPort, error) {
+	var out []netip.AddrPort
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" && strings.Contains(s, ",") {
+			return nil, fmt.Errorf("%q: an empty address in the list", s)
+		}
+		i := strings.LastIndex(part, ":")
+		first, last, isRange := strings.Cut(part[i+1:], "-")
+		if i < 0 || !isRange {
+			ap, err := parseListen(part)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, ap)
+			continue
+		}
+		ap, err := parseListen(part[:i+1] + first)
+		if err != nil {
+			return nil, err
+		}
+		lo := ap.Port()
+		hi, err := strconv.ParseUint(last, 10, 16)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%q: port %q is not 1..65535", part, last)
+		case lo == 0 || uint64(lo) > hi:
+			return nil, fmt.Errorf("%q: want a range first-last within 1..65535", part)
+		case hi-uint64(lo)+1 > MaxListen:
+			return nil, fmt.Errorf("%q is %d ports: a relay listens on at most %d", part, hi-uint64(lo)+1, MaxListen)
+		}
+		for p := uint64(lo); p <= hi; p++ {
+			out = append(out, netip.AddrPortFrom(ap.Addr(), uint16(p)))
+		}
+	}
+	return out, nil
+}
+
+// parseUpstreams reads one or more upstream endpoints, "host:port",
+// separated by commas: a pool that sessions are spread over by handshake
+// round trip and fail over within.
+func parseUpstreams(s string) ([]HostPort, error) {
+	var out []HostPort
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" && strings.Contains(s, ",") {
+			return nil, fmt.Errorf("%q: an empty endpoint in the list", s)
+		}
+		h, err := ParseHostPort(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// parseFailoverAfter reads failover_after: how many handshake initiations
+// in a row may go unanswered before a session moves, 1..MaxFailoverAfter.
+func parseFailoverAfter(s string) (int, error) {
+	v, err := strconv.ParseInt(s, 10, 32)
+	if err != nil || v < 1 || v > MaxFailoverAfter {
+		return 0, fmt.Errorf("%q is not a whole number 1..%d", s, MaxFailoverAfter)
+	}
+	return int(v), nil
+}
+
 // parseBind reads an upstream bind address: an IP, or ip:port. Empty is
 // none (the kernel chooses).
 func parseBind(s string) (netip.AddrPort, error) {

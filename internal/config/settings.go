@@ -40,11 +40,11 @@ var fileLists = map[string]func(f *File, s string) error{
 var relayKeys = map[string]func(r *Relay, s string) error{
 	"name":             func(r *Relay, s string) error { r.Name = s; return nil },
 	"mode":             func(r *Relay, s string) error { r.Mode = Mode(s); return nil },
-	"upstream":         func(r *Relay, s string) (err error) { r.Upstream, err = ParseHostPort(s); return },
 	"idle_timeout":     func(r *Relay, s string) (err error) { r.IdleTimeout, err = parseDuration(s); return },
 	"resolve_interval": func(r *Relay, s string) (err error) { r.ResolveInterval, err = parseDuration(s); return },
 	"upstream_bind":    func(r *Relay, s string) (err error) { r.UpstreamBind, err = parseBind(s); return },
 	"upstream_ports":   func(r *Relay, s string) (err error) { r.UpstreamPorts, err = parsePorts(s); return },
+	"failover_after":   func(r *Relay, s string) (err error) { r.FailoverAfter, err = parseFailoverAfter(s); return },
 	"read_buffer":      func(r *Relay, s string) (err error) { r.ReadBuffer, err = parseBuffer(s); return },
 	"write_buffer":     func(r *Relay, s string) (err error) { r.WriteBuffer, err = parseBuffer(s); return },
 	"gso": func(r *Relay, s string) error {
@@ -52,6 +52,9 @@ var relayKeys = map[string]func(r *Relay, s string) error{
 		r.NoGSO = !on
 		return err
 	},
+	"zero_id":         func(r *Relay, s string) (err error) { r.ZeroID, err = parseZeroID(s); return },
+	"stamp_client_id": func(r *Relay, s string) (err error) { r.StampClientID, err = parseStamp(s); return },
+	"message_types":   func(r *Relay, s string) (err error) { r.MessageTypes, err = parseMessageTypes(s); return },
 	"security.upstream_public_key": func(r *Relay, s string) (err error) {
 		r.Security.UpstreamPublicKey, err = parseKey(s)
 		return
@@ -83,9 +86,22 @@ var relayKeys = map[string]func(r *Relay, s string) error{
 // parses one element and appends it.
 var relayLists = map[string]func(r *Relay, s string) error{
 	"listen": func(r *Relay, s string) error {
-		ap, err := parseListen(s)
+		aps, err := parseListenSet(s)
 		if err == nil {
-			r.Listen = append(r.Listen, ap)
+			r.Listen = append(r.Listen, aps...)
+		}
+		return err
+	},
+	// upstream is a list of endpoints (one is the common case, written as
+	// a single value): the first is Upstream, the others MoreUpstreams.
+	"upstream": func(r *Relay, s string) error {
+		hs, err := parseUpstreams(s)
+		for _, h := range hs {
+			if r.Upstream.IsZero() {
+				r.Upstream = h
+			} else {
+				r.MoreUpstreams = append(r.MoreUpstreams, h)
+			}
 		}
 		return err
 	},
@@ -139,8 +155,9 @@ type Flag struct {
 // Why the wireguard-mode flags do not apply to forward relays, as
 // validateForward says it of their keys.
 const (
-	noSessions = "a forward relay has no sessions to expire"
-	noPolicies = "the policies admit WireGuard sessions, which a forward relay does not have"
+	noSessions   = "a forward relay has no sessions to expire"
+	noPolicies   = "the policies admit WireGuard sessions, which a forward relay does not have"
+	notWireGuard = "a forward relay forwards any datagram and reads no WireGuard header"
 )
 
 // one returns a setter of relay key for a flag that is given once: the
@@ -208,6 +225,12 @@ func resetList(r *Relay, key string) {
 var flags = []Flag{
 	{Name: "idle-timeout", Usage: "end a session silent in either direction for `D`, e.g. 90s or 10m",
 		Default: FormatDuration(DefaultIdleTimeout), keys: []string{"idle_timeout"}, wireguardOnly: true, notForward: noSessions, setRelay: one("idle_timeout")},
+	{Name: "zero-id", Usage: "plain WireGuard clients (client ID zero): `MODE` drop, or track to serve them by their WireGuard indexes and address",
+		Default: string(ZeroIDDrop), keys: []string{"zero_id"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("zero_id")},
+	{Name: "stamp-client-id", Usage: "write client `ID` into what tracked plain clients send upstream (needs --zero-id track); qBoV, a81a15 or 168,26,21",
+		keys: []string{"stamp_client_id"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("stamp_client_id")},
+	{Name: "message-types", Usage: "`TYPES` strict (well-formed WireGuard only) or any (the seed's rule: any datagram of 32 bytes or more with a client ID)",
+		Default: string(MessageTypesStrict), keys: []string{"message_types"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("message_types")},
 	{Name: "log-level", Usage: "log from `LEVEL` up: debug, info, warn or error", Default: DefaultLogLevel,
 		keys: []string{"log.level"}, setFile: fileKeys["log.level"]},
 	{Name: "log-format", Usage: "log lines as `FORMAT`: console or json", Default: DefaultLogFormat,
@@ -225,6 +248,9 @@ var flags = []Flag{
 			r.NoGSO = off
 			return err
 		}},
+	{Name: "failover-after", Usage: "with several upstreams, move a session to another endpoint after `N` of its handshake initiations in a row went unanswered",
+		Default: fmt.Sprint(DefaultFailoverAfter), keys: []string{"failover_after"}, wireguardOnly: true,
+		notForward: "a forward relay has one upstream", setRelay: one("failover_after")},
 	{Name: "upstream-bind", Usage: "bind upstream sockets to `IP` (wireguard mode), or to ip:port (forward mode: the outbound socket)",
 		keys: []string{"upstream_bind"}, setRelay: one("upstream_bind")},
 	{Name: "state-file", Usage: "keep sessions in `FILE` (an absolute path), so that a restart keeps their upstream ports",
@@ -338,16 +364,18 @@ func (f *File) SetFlag(name string, values ...string) error {
 const DefaultName = "default"
 
 // FromArgs returns the config of "udpfwd -r LISTEN UPSTREAM": one wireguard
-// relay named DefaultName. Messages about the two values name them as the
-// help does (LISTEN, UPSTREAM). Flags are applied with SetFlag, then the
-// whole is checked with Validate.
+// relay named DefaultName. LISTEN may list several addresses and port
+// ranges, and UPSTREAM several endpoints, separated by commas, as the keys
+// take them. Messages about the two values name them as the help does
+// (LISTEN, UPSTREAM). Flags are applied with SetFlag, then the whole is
+// checked with Validate.
 func FromArgs(listen, upstream string) (*File, error) {
 	f := &File{Relays: []Relay{{Name: DefaultName, Mode: ModeWireGuard}}, src: &source{lines: map[string]int{}}}
 	r := &f.Relays[0]
 	if err := relayLists["listen"](r, listen); err != nil {
 		return nil, &Error{Flag: "LISTEN", Msg: err.Error(), Err: err}
 	}
-	if err := relayKeys["upstream"](r, upstream); err != nil {
+	if err := relayLists["upstream"](r, upstream); err != nil {
 		return nil, &Error{Flag: "UPSTREAM", Msg: err.Error(), Err: err}
 	}
 	f.src.setBy("relays[0].listen", "LISTEN")

@@ -69,6 +69,12 @@ type Collector struct {
 	duration    *prometheus.Desc
 	rtt         *prometheus.Desc
 
+	endpointUp         *prometheus.Desc
+	endpointRTT        *prometheus.Desc
+	endpointSessions   *prometheus.Desc
+	endpointFailovers  *prometheus.Desc
+	endpointHandshakes *prometheus.Desc
+
 	mu     sync.RWMutex
 	relays []Relay
 }
@@ -110,6 +116,21 @@ func NewCollector() *Collector {
 		rtt: prometheus.NewDesc(name("handshake_rtt_seconds"),
 			"Time from forwarding a handshake initiation upstream to the upstream's response.",
 			[]string{"relay"}, nil),
+		endpointUp: prometheus.NewDesc(name("endpoint_up"),
+			"1 while an upstream endpoint is up, 0 while it is marked down (failover_after handshake initiations in a row went unanswered).",
+			[]string{"relay", "endpoint"}, nil),
+		endpointRTT: prometheus.NewDesc(name("endpoint_handshake_rtt_seconds"),
+			"An upstream endpoint's smoothed handshake round trip, which new sessions are placed by; 0 before its first answered handshake.",
+			[]string{"relay", "endpoint"}, nil),
+		endpointSessions: prometheus.NewDesc(name("endpoint_sessions"),
+			"Sessions that use an upstream endpoint now.",
+			[]string{"relay", "endpoint"}, nil),
+		endpointFailovers: prometheus.NewDesc(name("endpoint_failovers_total"),
+			"Sessions that moved away from an upstream endpoint that stopped answering their handshakes.",
+			[]string{"relay", "endpoint"}, nil),
+		endpointHandshakes: prometheus.NewDesc(name("endpoint_handshakes_total"),
+			"Handshake initiations an upstream endpoint answered (result=answered), and those its clients retried unanswered (result=unanswered).",
+			[]string{"relay", "endpoint", "result"}, nil),
 	}
 	for e, m := range eventMetrics {
 		c.events[e] = prometheus.NewDesc(name(m.name), m.help, []string{"relay"}, nil)
@@ -153,7 +174,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.events {
 		ch <- d
 	}
-	for _, d := range []*prometheus.Desc{c.up, c.limit, c.upstream, c.kernelDrops, c.handshakes, c.duration, c.rtt} {
+	for _, d := range []*prometheus.Desc{c.up, c.limit, c.upstream, c.kernelDrops, c.handshakes, c.duration, c.rtt,
+		c.endpointUp, c.endpointRTT, c.endpointSessions, c.endpointFailovers, c.endpointHandshakes} {
 		ch <- d
 	}
 }
@@ -199,6 +221,14 @@ func (c *Collector) collectStatus(ch chan<- prometheus.Metric, relay string, s *
 	}
 	ch <- s.duration.metric(c.duration, sessionDurationBounds, relay)
 	ch <- s.rtt.metric(c.rtt, handshakeRTTBounds, relay)
+	for _, e := range s.Endpoints() {
+		ch <- prometheus.MustNewConstMetric(c.endpointUp, prometheus.GaugeValue, b2f(e.Up), relay, e.Endpoint)
+		ch <- prometheus.MustNewConstMetric(c.endpointRTT, prometheus.GaugeValue, e.RTT.Seconds(), relay, e.Endpoint)
+		ch <- prometheus.MustNewConstMetric(c.endpointSessions, prometheus.GaugeValue, float64(e.Sessions), relay, e.Endpoint)
+		ch <- prometheus.MustNewConstMetric(c.endpointFailovers, prometheus.CounterValue, float64(e.Failovers), relay, e.Endpoint)
+		ch <- prometheus.MustNewConstMetric(c.endpointHandshakes, prometheus.CounterValue, float64(e.Answered), relay, e.Endpoint, "answered")
+		ch <- prometheus.MustNewConstMetric(c.endpointHandshakes, prometheus.CounterValue, float64(e.Unanswered), relay, e.Endpoint, "unanswered")
+	}
 }
 
 // NewRegistry returns a new registry, not the global one, holding c, the Go

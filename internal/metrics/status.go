@@ -95,9 +95,44 @@ type Status struct {
 	duration    histogram
 	rtt         histogram
 
-	mu       sync.Mutex
-	upstream []netip.AddrPort
-	poll     func(*Status)
+	mu        sync.Mutex
+	upstream  []netip.AddrPort
+	endpoints []EndpointStatus
+	poll      func(*Status)
+}
+
+// EndpointStatus is one upstream endpoint's health, as the relay's pool
+// (internal/pool) keeps it from the handshakes its sessions forward.
+type EndpointStatus struct {
+	// Endpoint is the endpoint as configured, "host:port": the endpoint
+	// label.
+	Endpoint string
+	// Up is false while the endpoint is marked down.
+	Up bool
+	// RTT is its smoothed handshake round trip; 0 before the first sample.
+	RTT time.Duration
+	// Sessions are the sessions that use it now.
+	Sessions int
+	// Answered and Unanswered count its handshake initiations answered and
+	// retried unanswered; Failovers the sessions that moved away from it.
+	Answered, Unanswered, Failovers uint64
+}
+
+// SetEndpoints records the relay's upstream endpoints' health, replacing
+// what was recorded: the relay's supervisor calls it when it changes (a
+// handshake, a session opened, ended or moved), never per datagram.
+func (s *Status) SetEndpoints(eps []EndpointStatus) {
+	eps = slices.Clone(eps)
+	s.mu.Lock()
+	s.endpoints = eps
+	s.mu.Unlock()
+}
+
+// Endpoints returns what SetEndpoints recorded last.
+func (s *Status) Endpoints() []EndpointStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.endpoints)
 }
 
 // SetPoll makes every scrape call f before it reads the Status, so that

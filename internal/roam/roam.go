@@ -156,12 +156,13 @@ type morePending [MaxPending - 1]pendingInit
 // It takes 232 bytes, and 336 more while two initiations or more are
 // pending at once.
 type Peer struct {
-	// Forward marks a session of the relay's forward mode, whose datagrams
-	// need not be WireGuard: there are no headers to check, so the reply
-	// address follows every datagram's source, for the whole session (a
-	// WireGuard session does so only until the upstream's first handshake
-	// response; see the package documentation). It must stay false for
-	// WARP sessions.
+	// Forward marks a session whose datagrams need not be WireGuard: one
+	// of the relay's forward mode, or one that carried a datagram outside
+	// WireGuard's framing (message_types: any). There are no headers to
+	// check, so the reply address follows every datagram's source, for the
+	// whole session (a WireGuard session does so only until the upstream's
+	// first handshake response; see the package documentation). It must
+	// stay false for sessions of well-formed WireGuard.
 	Forward bool
 
 	answered bool // the upstream has sent a handshake response
@@ -442,7 +443,9 @@ func (p *Peer) Restore(s State) error {
 	if !s.Addr.IsValid() {
 		return fmt.Errorf("restore %+v: %w", s, ErrNoAddress)
 	}
-	p.cur = endpoint{s.Addr, s.Listener}
+	// States saved before addresses were unmapped on reading hold IPv4
+	// clients of dual-stack sockets in their IPv4-mapped form.
+	p.cur = endpoint{netip.AddrPortFrom(s.Addr.Addr().Unmap(), s.Addr.Port()), s.Listener}
 	p.answered = s.Answered
 	p.indexes = [MaxIndexes]learnedIndex{}
 	p.pending0, p.more = pendingInit{}, nil

@@ -79,13 +79,19 @@ type Session struct {
 	// that is re-bound.
 	UpstreamLocal netip.AddrPort `json:"upstream_local"`
 	// Upstream is the upstream address the socket was connected to, and
-	// UpstreamConfig the relay's configured upstream ("host:port") at the
-	// time; a session is restored only into a relay with the same one.
+	// UpstreamConfig the configured upstream endpoint ("host:port") it
+	// belonged to, the relay's upstream or one of its pool; a session is
+	// restored only into a relay that still has that endpoint.
 	Upstream       netip.AddrPort `json:"upstream"`
 	UpstreamConfig string         `json:"upstream_config"`
 	Created        time.Time      `json:"created"`
 	// Roam is the session's roaming state (learned indexes), opaque here.
 	Roam json.RawMessage `json:"roam,omitempty"`
+	// Listen is the listening socket its replies left by, as configured
+	// (the roaming state numbers it by its place in the listen list): a
+	// start with another list finds it by address. Files from before it
+	// was saved have none, and keep the number.
+	Listen netip.AddrPort `json:"listen,omitzero"`
 }
 
 // New returns an empty state.

@@ -445,6 +445,12 @@ func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
 		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), ntohs(sa4.Port))
 	case unix.AF_INET6:
 		a := netip.AddrFrom16(sa.Addr)
+		if a.Is4In6() {
+			// An IPv4 peer of a dual-stack socket: one address has one
+			// form everywhere (roaming, caps, logs, the state file).
+			// Writing it back on this socket maps it again.
+			return netip.AddrPortFrom(a.Unmap(), ntohs(sa.Port))
+		}
 		if sa.Scope_id != 0 {
 			if ifi, err := net.InterfaceByIndex(int(sa.Scope_id)); err == nil {
 				a = a.WithZone(ifi.Name)

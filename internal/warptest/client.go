@@ -40,6 +40,10 @@ type ClientConfig struct {
 	PersistentKeepalive time.Duration
 	// Logf, if set, receives wireguard-go's verbose log.
 	Logf func(format string, args ...any)
+	// KeepEndpoint keeps the client sending to the endpoint it was given
+	// (Endpoint, or SetEndpoint's), as the WireGuard apps for phones do,
+	// instead of following the source of the replies it authenticates.
+	KeepEndpoint bool
 }
 
 // Client is a WARP-like WireGuard client: a wireguard-go device on a
@@ -83,6 +87,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	bind := NewStampBind(cfg.ID)
 	dev := device.NewDevice(t, bind, logger(cfg.Logf, "client "+cfg.ID.String()+": "))
+	if cfg.KeepEndpoint {
+		dev.DisableSomeRoamingForBrokenMobileSemantics()
+	}
 	c := &Client{cfg: cfg, tun: t, bind: bind, dev: dev}
 	conf := fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\nallowed_ip=0.0.0.0/0\npersistent_keepalive_interval=%d\n",
 		cfg.PrivateKey.Hex(), cfg.PeerKey.Hex(), cfg.Endpoint, int(cfg.PersistentKeepalive/time.Second))
@@ -130,6 +137,20 @@ func (c *Client) Roam(accept func(netip.AddrPort) bool) (netip.AddrPort, error) 
 	c.roams.Add(1)
 	c.peer.SendKeepalive()
 	return addr, nil
+}
+
+// SetEndpoint makes the client send to ep from now on, in the middle of
+// whatever it is doing, as a client does that moves to another port of a
+// relay (one that a network blocks, say): its session, keys and
+// connections stay.
+func (c *Client) SetEndpoint(ep netip.AddrPort) error {
+	if !ep.Addr().IsLoopback() {
+		return fmt.Errorf("warptest: endpoint %v is not on loopback", ep)
+	}
+	if err := c.dev.IpcSet(fmt.Sprintf("public_key=%s\nupdate_only=true\nendpoint=%s\n", c.cfg.PeerKey.Hex(), ep)); err != nil {
+		return fmt.Errorf("warptest: set endpoint %v: %w", ep, err)
+	}
+	return nil
 }
 
 // LastHandshake is when the client last completed a handshake; the zero

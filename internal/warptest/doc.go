@@ -15,10 +15,14 @@
 //     source of a deterministic stream, an echo), behind a [Router] that hashes
 //     every datagram's UDP 4-tuple to a server, as WARP's ECMP does. Like WARP's
 //     servers they accept a client ID in header bytes 1..3 and echo it back.
+//     An edge may answer on several endpoint addresses (a router each, in
+//     front of the same servers), and a router can go dark
+//     ([Router.SetDark]), as an unreachable WARP address does.
 //   - [Client]: a wireguard-go device whose [StampBind] writes a client ID into
 //     bytes 1..3 of every datagram after wireguard-go has computed the MACs, as
 //     WARP clients do, and that can move to a new local UDP port mid-connection
-//     ([Client.Roam]) and announce itself with a keepalive at once.
+//     ([Client.Roam]) and announce itself with a keepalive at once, or send
+//     to another endpoint from now on ([Client.SetEndpoint]).
 //
 // [Transfer] runs a verified download or upload through a client and reports
 // progress, so tests and the warpsim demo can roam at chosen points and tell a

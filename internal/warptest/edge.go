@@ -25,6 +25,14 @@ type EdgeConfig struct {
 	// Addr is where the router listens; it must be on loopback. The zero
 	// value means 127.0.0.1 on a port the system picks.
 	Addr netip.AddrPort
+	// Endpoints is the number of routers in front of the servers, each
+	// on an address of its own (the first at Addr, the others on ports
+	// the system picks), as WARP answers on many addresses: a client may
+	// reach the same servers through any of them. Zero means one.
+	Endpoints int
+	// EndpointAddrs, if set, are where the routers listen, one per
+	// endpoint, all on loopback; it overrides Addr and Endpoints.
+	EndpointAddrs []netip.AddrPort
 	// MTU is the servers' tunnel MTU; zero means DefaultMTU. Clients made
 	// with NewClient get the same unless told otherwise.
 	MTU int
@@ -33,13 +41,15 @@ type EdgeConfig struct {
 }
 
 // Edge is a fake WARP edge: servers sharing one key pair behind an ECMP
-// [Router]. A client's session lives on the one server its datagrams are
+// [Router], or several (one per endpoint address, all in front of the same
+// servers). A client's session lives on the one server its datagrams are
 // hashed to; another server drops its transport datagrams, and TCP
 // connections through the tunnel live on that server's stack only.
 type Edge struct {
 	key     Key
 	mtu     int
-	router  *Router
+	router  *Router   // routers[0]
+	routers []*Router // one per endpoint
 	servers []*edgeServer
 
 	mu     sync.Mutex
@@ -73,17 +83,37 @@ func NewEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRouter(addr, n)
-	if err != nil {
-		return nil, err
+	binds := make([]*serverBind, n)
+	for i := range binds {
+		binds[i] = newServerBind(i)
 	}
 	mtu := cfg.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
-	e := &Edge{key: key, mtu: mtu, router: r}
+	e := &Edge{key: key, mtu: mtu}
+	addrs := cfg.EndpointAddrs
+	if len(addrs) == 0 {
+		addrs = []netip.AddrPort{addr}
+		for range max(cfg.Endpoints, 1) - 1 {
+			addrs = append(addrs, netip.AddrPortFrom(addr.Addr(), 0))
+		}
+	}
+	for _, at := range addrs {
+		if !at.Addr().IsLoopback() {
+			e.Close()
+			return nil, fmt.Errorf("warptest: edge address %v is not on loopback", at)
+		}
+		r, err := newRouter(at, binds)
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.routers = append(e.routers, r)
+	}
+	e.router = e.routers[0]
 	for i := range n {
-		s, err := startServer(key, mtu, r.servers[i], logger(cfg.Logf, fmt.Sprintf("server %d: ", i)))
+		s, err := startServer(key, mtu, binds[i], logger(cfg.Logf, fmt.Sprintf("server %d: ", i)))
 		if err != nil {
 			e.Close()
 			return nil, fmt.Errorf("warptest: server %d: %w", i, err)
@@ -123,11 +153,24 @@ func startServer(key Key, mtu int, bind *serverBind, log *device.Logger) (*edgeS
 	return &edgeServer{dev: dev, tun: t, svcs: svcs}, nil
 }
 
-// Addr is the edge's public address: its router's.
+// Addr is the edge's public address: its (first) router's.
 func (e *Edge) Addr() netip.AddrPort { return e.router.Addr() }
 
-// Router is the edge's ECMP router, for its statistics.
+// Router is the edge's (first) ECMP router, for its statistics.
 func (e *Edge) Router() *Router { return e.router }
+
+// Endpoints are the addresses of the edge's routers, the first being Addr.
+func (e *Edge) Endpoints() []netip.AddrPort {
+	out := make([]netip.AddrPort, len(e.routers))
+	for i, r := range e.routers {
+		out[i] = r.Addr()
+	}
+	return out
+}
+
+// Routers are the edge's routers, one per endpoint, in the order of
+// Endpoints.
+func (e *Edge) Routers() []*Router { return append([]*Router(nil), e.routers...) }
 
 // PublicKey is the public key all servers share.
 func (e *Edge) PublicKey() Key { return e.key.PublicKey() }
@@ -197,7 +240,9 @@ func (e *Edge) Close() error {
 	}
 	e.closed = true
 	e.mu.Unlock()
-	e.router.close()
+	for _, r := range e.routers {
+		r.close()
+	}
 	for _, s := range e.servers {
 		s.svcs.close()
 		s.dev.Close()

@@ -13,21 +13,20 @@ import (
 const serverBatch = 32
 
 // serverBind is the conn.Bind of one edge server. It has no socket of its own:
-// the router hands it the datagrams hashed to it, and it sends replies through
-// the router's socket. Like a WARP server it takes the client ID out of bytes
+// the routers hand it the datagrams hashed to it, and it sends replies through
+// the socket of the router each came by. Like a WARP server it takes the client ID out of bytes
 // 1..3 before wireguard-go parses a datagram and writes it back into the
 // replies (the ID rides in the endpoint wireguard-go keeps for the peer).
 type serverBind struct {
-	router *Router
-	index  int
-	in     chan *packet
+	index int
+	in    chan *packet
 
 	mu   sync.Mutex
 	done chan struct{} // closed by Close; nil while closed
 }
 
-func newServerBind(r *Router, index int) *serverBind {
-	return &serverBind{router: r, index: index, in: make(chan *packet, 4096)}
+func newServerBind(index int) *serverBind {
+	return &serverBind{index: index, in: make(chan *packet, 4096)}
 }
 
 // deliver queues p for the server; false if the queue is full.
@@ -65,7 +64,7 @@ func (b *serverBind) receive(done chan struct{}, packets [][]byte, sizes []int, 
 		data := packets[n][:copy(packets[n], p.buf[:p.n])]
 		id := takeID(data)
 		sizes[n] = len(data)
-		eps[n] = &serverEndpoint{src: p.src, id: id}
+		eps[n] = &serverEndpoint{src: p.src, id: id, via: p.via}
 		packetPool.Put(p)
 		n++
 		if n == len(packets) {
@@ -108,17 +107,22 @@ func (b *serverBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	for _, buf := range bufs {
 		stampID(buf, e.id)
-		if err := b.router.reply(buf, e.src); err != nil {
+		if e.via == nil {
+			return fmt.Errorf("warptest: server %d: no router to reply to %v by", b.index, e.src)
+		}
+		if err := e.via.reply(buf, e.src); err != nil {
 			return fmt.Errorf("warptest: server %d reply to %v: %w", b.index, e.src, err)
 		}
 	}
 	return nil
 }
 
-// serverEndpoint is where a datagram came from and the client ID it carried.
+// serverEndpoint is where a datagram came from, the client ID it carried
+// and the router (endpoint) it came by, which replies leave by.
 type serverEndpoint struct {
 	src netip.AddrPort
 	id  ClientID
+	via *Router
 }
 
 func (e *serverEndpoint) ClearSrc()           {}

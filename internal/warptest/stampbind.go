@@ -22,8 +22,11 @@ const maxRoamTries = 64
 // client's: it writes a client ID into bytes 1..3 of every datagram it sends
 // (wireguard-go has computed the MACs by then, with those bytes zero) and
 // zeroes bytes 1..3 of every datagram it receives before wireguard-go parses
-// it. It can also move to a new local port while open ([StampBind.Roam]),
-// keeping the device, its sessions and its TCP connections.
+// it. With the zero ID it is plain WireGuard's: it sends zeros and leaves
+// what it receives as it is, so wireguard-go drops a datagram whose bytes
+// 1..3 are not zero, as the Linux kernel does. It can also move to a new
+// local port while open ([StampBind.Roam]), keeping the device, its sessions
+// and its TCP connections.
 type StampBind struct {
 	id atomic.Pointer[ClientID]
 
@@ -32,6 +35,10 @@ type StampBind struct {
 	gen  uint64       // counts Opens, so a stale ReceiveFunc stops
 
 	sent, received, foreign atomic.Uint64
+
+	fromMu   sync.Mutex
+	from     map[netip.AddrPort]uint64 // datagrams received, by source
+	lastFrom netip.AddrPort
 }
 
 // NewStampBind returns a closed bind that stamps id.
@@ -54,7 +61,8 @@ func (b *StampBind) Sent() uint64 { return b.sent.Load() }
 func (b *StampBind) Received() uint64 { return b.received.Load() }
 
 // Foreign is the number of received datagrams whose bytes 1..3 were not this
-// bind's client ID: a WARP server echoes the ID, so it should stay zero.
+// bind's client ID: a WARP server echoes the ID, so it should stay zero. For
+// a plain bind (the zero ID) each of them was dropped by wireguard-go.
 func (b *StampBind) Foreign() uint64 { return b.foreign.Load() }
 
 // LocalAddr is the address of the current socket, or the zero AddrPort when
@@ -129,12 +137,20 @@ func (b *StampBind) receive(gen uint64, packets [][]byte, sizes []int, eps []con
 			}
 			return 0, fmt.Errorf("warptest: receive: %w", err)
 		}
-		if takeID(packets[0][:n]) != b.ID() {
+		id, got := b.ID(), ClientID{}
+		if id.IsZero() {
+			got = peekID(packets[0][:n]) // plain WireGuard: wireguard-go drops it unless zero
+		} else {
+			got = takeID(packets[0][:n])
+		}
+		if got != id {
 			b.foreign.Add(1)
 		}
 		b.received.Add(1)
 		sizes[0] = n
-		eps[0] = addrEndpoint(netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+		src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		b.receivedFrom(src)
+		eps[0] = addrEndpoint(src)
 		return 1, nil
 	}
 }
@@ -253,3 +269,33 @@ func (e addrEndpoint) DstIP() netip.Addr { return netip.AddrPort(e).Addr() }
 func (e addrEndpoint) SrcIP() netip.Addr { return netip.Addr{} }
 
 var _ conn.Bind = (*StampBind)(nil)
+
+// receivedFrom counts a datagram received from src.
+func (b *StampBind) receivedFrom(src netip.AddrPort) {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	if b.from == nil {
+		b.from = make(map[netip.AddrPort]uint64)
+	}
+	b.from[src]++
+	b.lastFrom = src
+}
+
+// ReceivedFrom returns how many datagrams the bind received from each
+// source: which ports of a relay replied.
+func (b *StampBind) ReceivedFrom() map[netip.AddrPort]uint64 {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	out := make(map[netip.AddrPort]uint64, len(b.from))
+	for k, v := range b.from {
+		out[k] = v
+	}
+	return out
+}
+
+// LastFrom is the source of the last datagram the bind received.
+func (b *StampBind) LastFrom() netip.AddrPort {
+	b.fromMu.Lock()
+	defer b.fromMu.Unlock()
+	return b.lastFrom
+}

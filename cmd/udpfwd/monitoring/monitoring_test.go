@@ -34,6 +34,7 @@ func served(t *testing.T) map[string]string {
 	t.Helper()
 	r := &relay{}
 	r.status.SetUpstream(netip.MustParseAddrPort("162.159.192.1:2408"))
+	r.status.SetEndpoints([]metrics.EndpointStatus{{Endpoint: "162.159.192.1:2408", Up: true}})
 	s, err := admin.Start("127.0.0.1:0", []admin.Relay{r}, admin.Options{})
 	if err != nil {
 		t.Fatal(err)
