@@ -253,6 +253,8 @@ func openSessions(ctx context.Context, c sessionsConfig, key *[blake2s.Size]byte
 		}
 		return nil // ECONNREFUSED after an ICMP error, ENOBUFS: those IDs count as not opened
 	}
+	var nonce [8]byte // this run's, so that a rerun's initiations are new too
+	binary.LittleEndian.PutUint64(nonce[:], uint64(time.Now().UnixNano()))
 	sent := 0
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
@@ -262,6 +264,11 @@ func openSessions(ctx context.Context, c sessionsConfig, key *[blake2s.Size]byte
 			i, k := sent%len(srcs), sent/len(srcs)
 			b := bufs[i][queued[i]]
 			putInitiation(b, clientIDFor(c.FirstID+sent), uint32(k))
+			// Distinct bytes after the ID, as a real initiation's fresh
+			// ephemeral key makes them: the relay takes an initiation
+			// seen before under another ID for a replay.
+			binary.LittleEndian.PutUint32(b[offSenderIndex+4:], uint32(c.FirstID+sent))
+			copy(b[offSenderIndex+8:], nonce[:])
 			if key != nil {
 				putMAC1(b, key)
 			}
