@@ -236,6 +236,7 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 // protoactor stops every child after this, sessions and policies alike:
 // stopping them here too would send a second Stop to a dead actor.
 func (s *Supervisor) stopping(ctx actor.Context) {
+	s.spares.close()
 	for k, p := range s.pending {
 		s.dropAdmission(k, p, stats.SessionGone, nil)
 	}

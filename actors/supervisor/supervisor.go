@@ -231,6 +231,9 @@ type Supervisor struct {
 	// warn says once per source, and sampled, why a client gets nothing
 	// (warn.go).
 	warn warner
+	// spares are upstream sockets dialled ahead for new sessions
+	// (spare.go).
+	spares spares
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -301,5 +304,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		s.publishEndpoints()
 	case *actor.Stopping:
 		s.stopping(ctx)
+	case *actor.Restarting:
+		s.spares.close()
 	}
 }
