@@ -23,7 +23,9 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 //   - the supervisor's queue (supervisor.QueueBytes), the batch it routes
 //     and the parts of it it builds for sessions (a batch each);
 //   - the admissions in flight (supervisor.MaxAdmissions of
-//     supervisor.AdmissionBytes);
+//     supervisor.AdmissionBytes), and the upstream sockets the supervisor
+//     keeps dialled for the next ones (supervisor.SpareSockets of
+//     supervisor.SpareBytes);
 //   - the replay table, the admission budget's table of sources, the
 //     Caps policy's rate limiters (--new-sessions-per-ip) and the sources
 //     the supervisor has warned about (supervisor.WarnBytes).
@@ -38,7 +40,7 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 func MemoryBound(listeners int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
-	admissions := supervisor.MaxAdmissions * supervisor.AdmissionBytes
+	admissions := supervisor.MaxAdmissions*supervisor.AdmissionBytes + supervisor.SpareSockets*supervisor.SpareBytes
 	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes +
 		supervisor.WarnBytes()
 	return listeners*perListener + routing + admissions + tables

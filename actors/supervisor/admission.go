@@ -26,7 +26,7 @@ const pendingTimeout = 5 * time.Second
 // once) puts 64 admissions in flight per batch before the first answer is
 // handled, and more on a machine so busy that the policies' goroutines wait
 // to run. 256 hold four such batches, leave room for a policy that takes
-// 100 ms at the admission budget's rate (an operator's own, asking
+// 50 ms at the admission budget's rate (an operator's own, asking
 // something outside), and cap what policies that never answer can hold at
 // 3 MiB. Sessions restored at start are admitted past this bound (they
 // come from the state file, which the session cap bounds), and count in it
