@@ -70,10 +70,16 @@ type sessionsReport struct {
 	LastOpenSeconds float64 `json:"last_open_seconds"`
 	// The relay's resident memory before the burst and after it (and
 	// --settle), and what it grew by per opened session.
-	RSSBeforeMB     float64 `json:"rss_before_mb,omitempty"`
-	RSSAfterMB      float64 `json:"rss_after_mb,omitempty"`
-	KBPerSession    float64 `json:"kb_per_session,omitempty"`
-	RelayCPUSeconds float64 `json:"relay_cpu_seconds,omitempty"`
+	RSSBeforeMB  float64 `json:"rss_before_mb,omitempty"`
+	RSSAfterMB   float64 `json:"rss_after_mb,omitempty"`
+	KBPerSession float64 `json:"kb_per_session,omitempty"`
+	// With --metrics: the goroutines the relay gained, and what its
+	// goroutine stacks (go_memstats_stack_inuse_bytes) grew by per opened
+	// session, part of KBPerSession: a relay with a reader goroutine per
+	// session has one more goroutine and its stack per session.
+	GoroutinesAdded   int     `json:"goroutines_added,omitempty"`
+	StackKBPerSession float64 `json:"stack_kb_per_session,omitempty"`
+	RelayCPUSeconds   float64 `json:"relay_cpu_seconds,omitempty"`
 	// Drops are the relay's dropped datagrams during the run, by reason
 	// (with --metrics).
 	Drops map[string]float64 `json:"drops,omitempty"`
@@ -117,9 +123,10 @@ func cmdSessions(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	}
 	rep, err := openSessions(ctx, c, key)
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "COUNT\tRATE\tSEND s\tOPENED\tNOT OPENED\tLAST OPEN s\tRSS BEFORE MB\tRSS AFTER MB\tKB/SESSION\tRELAY CPU s")
-	fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%d\t%d\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\n", rep.Count, rep.Rate, rep.SendSeconds, rep.Opened,
-		rep.NotOpened, rep.LastOpenSeconds, rep.RSSBeforeMB, rep.RSSAfterMB, rep.KBPerSession, rep.RelayCPUSeconds)
+	fmt.Fprintln(tw, "COUNT\tRATE\tSEND s\tOPENED\tNOT OPENED\tLAST OPEN s\tRSS BEFORE MB\tRSS AFTER MB\tKB/SESSION\tSTACK KB/SESSION\tGOROUTINES +\tRELAY CPU s")
+	fmt.Fprintf(tw, "%d\t%.0f\t%.2f\t%d\t%d\t%.2f\t%.1f\t%.1f\t%.2f\t%.2f\t%d\t%.2f\n", rep.Count, rep.Rate, rep.SendSeconds, rep.Opened,
+		rep.NotOpened, rep.LastOpenSeconds, rep.RSSBeforeMB, rep.RSSAfterMB, rep.KBPerSession, rep.StackKBPerSession,
+		rep.GoroutinesAdded, rep.RelayCPUSeconds)
 	tw.Flush()
 	if len(rep.Drops) > 0 {
 		fmt.Fprint(stdout, "relay drops during the run:")
@@ -295,7 +302,9 @@ func openSessions(ctx context.Context, c sessionsConfig, key *[blake2s.Size]byte
 	for opened.Load() < int64(c.Count) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
-	sleepCtx(ctx, c.Settle)
+	if c.Settle > 0 {
+		sleepCtx(ctx, c.Settle)
+	}
 	after, err := probe.read()
 
 	rep.Opened = int(opened.Load())
@@ -308,6 +317,10 @@ func openSessions(ctx context.Context, c sessionsConfig, key *[blake2s.Size]byte
 			rep.KBPerSession = float64(after.rss-before.rss) / 1024 / float64(rep.Opened)
 		}
 		rep.RelayCPUSeconds = (after.cpu - before.cpu).Seconds()
+		if rep.Opened > 0 && before.goroutines > 0 {
+			rep.GoroutinesAdded = after.goroutines - before.goroutines
+			rep.StackKBPerSession = float64(after.stacks-before.stacks) / 1024 / float64(rep.Opened)
+		}
 		if before.drops != nil {
 			rep.Drops = map[string]float64{}
 			for r, v := range after.drops {
@@ -329,11 +342,14 @@ type relayProbe struct {
 }
 
 // relaySample is one reading: resident bytes, CPU time (with a PID), and
-// dropped datagrams by reason (with metrics).
+// dropped datagrams by reason, goroutines and their stacks' bytes (with
+// metrics).
 type relaySample struct {
-	rss   int64
-	cpu   time.Duration
-	drops map[string]float64
+	rss        int64
+	cpu        time.Duration
+	drops      map[string]float64
+	goroutines int
+	stacks     int64
 }
 
 func newRelayProbe(pid int, metrics string) *relayProbe {
@@ -372,23 +388,29 @@ func (p *relayProbe) read() (relaySample, error) {
 		if resp.StatusCode != http.StatusOK {
 			return s, fmt.Errorf("relay metrics: %s", resp.Status)
 		}
-		rss, drops, err := parseRelayMetrics(resp.Body)
+		m, err := parseRelayMetrics(resp.Body)
 		if err != nil {
 			return s, fmt.Errorf("relay metrics: %w", err)
 		}
-		s.drops = drops
+		s.drops, s.goroutines, s.stacks = m.drops, m.goroutines, m.stacks
 		if p.pid == 0 {
-			s.rss = rss
+			s.rss = m.rss
 		}
 	}
 	return s, nil
 }
 
-// parseRelayMetrics reads process_resident_memory_bytes and the dropped
-// datagrams by reason (udpfwd_dropped_datagrams_total, summed over relays)
-// from a Prometheus text exposition.
-func parseRelayMetrics(r io.Reader) (rss int64, drops map[string]float64, err error) {
-	drops = map[string]float64{}
+// relayMetrics is what the measurement reads from a relay's metrics.
+type relayMetrics struct {
+	rss        int64              // process_resident_memory_bytes
+	drops      map[string]float64 // udpfwd_dropped_datagrams_total by reason, summed over relays
+	goroutines int                // go_goroutines
+	stacks     int64              // go_memstats_stack_inuse_bytes
+}
+
+// parseRelayMetrics reads relayMetrics from a Prometheus text exposition.
+func parseRelayMetrics(r io.Reader) (relayMetrics, error) {
+	m := relayMetrics{drops: map[string]float64{}}
 	found := false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -407,20 +429,24 @@ func parseRelayMetrics(r io.Reader) (rss int64, drops map[string]float64, err er
 		}
 		switch {
 		case name == "process_resident_memory_bytes":
-			rss, found = int64(v), true
+			m.rss, found = int64(v), true
+		case name == "go_goroutines":
+			m.goroutines = int(v)
+		case name == "go_memstats_stack_inuse_bytes":
+			m.stacks = int64(v)
 		case strings.HasPrefix(name, "udpfwd_dropped_datagrams_total{"):
 			if reason := labelValue(name, "reason"); reason != "" {
-				drops[reason] += v
+				m.drops[reason] += v
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, nil, err
+		return relayMetrics{}, err
 	}
 	if !found {
-		return 0, nil, errors.New("no process_resident_memory_bytes")
+		return relayMetrics{}, errors.New("no process_resident_memory_bytes")
 	}
-	return rss, drops, nil
+	return m, nil
 }
 
 // labelValue returns the value of label key in a series name such as
