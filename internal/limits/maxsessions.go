@@ -31,8 +31,9 @@ const (
 // DefaultMaxSessions is the session cap used when --max-sessions is not
 // given, for a process whose open-file limit is nofile. Each session holds
 // one file (its upstream socket). The relay keeps ReservedFiles, the admin
-// listener's AdminFiles and an eighth of the limit as margin for itself and
-// for sockets opening while others close, and never defaults above
+// listener's AdminFiles and an eighth of the limit as margin for itself,
+// for sockets opening while others close and for the upstream sockets the
+// supervisor keeps dialled ahead (64), and never defaults above
 // MaxDefaultSessions. nofile of zero (unknown) or RLIM_INFINITY gives
 // MaxDefaultSessions. The result is at least 1.
 //
