@@ -41,12 +41,7 @@ func (s *Session) saveRoam() {
 	if s.cfg.Forward {
 		return
 	}
-	b, err := json.Marshal(s.peer.State())
-	if err != nil {
-		s.logger().Warn("encode roaming state", zap.Error(err))
-		return
-	}
-	s.cfg.Stats.SetSaved(b)
+	s.cfg.Stats.SetSaved(s.peer.State()) // encoded when the sessions are listed
 }
 
 // roamed reports that replies now go to a new client address: the session

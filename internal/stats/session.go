@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"encoding/json"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,8 @@ type Session struct {
 
 	mu         sync.Mutex
 	clientAddr netip.AddrPort
-	saved      []byte
+	saved      any    // SetSaved's value
+	savedJSON  []byte // saved encoded, once asked for
 }
 
 // NewSession starts a session's record. created is when the session was
@@ -78,18 +80,28 @@ func (s *Session) ClientAddr() netip.AddrPort {
 }
 
 // SetSaved records the session's state to persist (its roaming state),
-// which it updates when that changes; b must not be modified afterwards.
-func (s *Session) SetSaved(b []byte) {
+// which it updates when that changes: a value that encoding/json encodes,
+// not modified afterwards. It is encoded when Saved is first asked for it,
+// by whoever lists the sessions, not by the session that sets it: a
+// session sets it two or three times as it opens, and encoding it each
+// time was a sizeable part of what opening a session cost.
+func (s *Session) SetSaved(v any) {
 	s.mu.Lock()
-	s.saved = b
+	s.saved, s.savedJSON = v, nil
 	s.mu.Unlock()
 }
 
-// Saved returns what SetSaved recorded last.
+// Saved returns what SetSaved recorded last, encoded as JSON; nil if
+// nothing was, or it does not encode.
 func (s *Session) Saved() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.saved
+	if s.savedJSON == nil && s.saved != nil {
+		if b, err := json.Marshal(s.saved); err == nil {
+			s.savedJSON = b
+		}
+	}
+	return s.savedJSON
 }
 
 // SessionSnapshot is a session's record at one moment.
