@@ -33,10 +33,11 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 // The Go heap in use stays under it, less the memory the process had
 // before; its garbage collector lets the heap grow to about twice what is
 // in use before collecting (GOGC=100), so resident memory can be up to that
-// more. What live sessions need is outside it: about 13 KB an idle session,
-// and a busy one SessionBusyBytes more while its queue holds batches (a
-// plain client's session, zero_id: track, also its entries in the
-// supervisor's index and address tables, a few hundred bytes).
+// more. What live sessions need is outside it: about 10-11 KB resident an
+// idle session (README Performance, udpbench sessions), and a busy one
+// SessionBusyBytes more while its queue holds batches (a plain client's
+// session, zero_id: track, also its entries in the supervisor's index and
+// address tables, a few hundred bytes).
 func MemoryBound(listeners int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
