@@ -121,9 +121,57 @@ func (c *Config) Validate() error {
 // it while it writes leave together in its next sendmmsg.
 func Props(cfg Config) *actor.Props {
 	s := &Session{cfg: cfg}
-	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
 	return actor.PropsFromProducer(func() actor.Actor { return s },
-		actor.WithMailbox(mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(s.mailbox), actor.WithDispatcher(mailbox.Inline()))
+}
+
+// mailbox returns a new mailbox for s: bounded by QueueBytes, dropping what
+// does not fit (dropQueued), flushing what s staged when it runs dry.
+func (s *Session) mailbox() actor.Mailbox {
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
+	return mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))()
+}
+
+// Spawner spawns sessions with one set of props for all of them. Props
+// makes a session its own props (its producer hands back that session),
+// a few hundred bytes that an idle session would keep for as long as it
+// lives; a Spawner's props hand back the session being spawned instead.
+// The sessions are what Props makes of cfg in every other way, and must
+// not be restarted either. Spawn must not be called by two goroutines at
+// once: the supervisor calls it on its own.
+type Spawner struct {
+	props *actor.Props
+	next  *Session // the session being spawned
+}
+
+// NewSpawner returns a Spawner.
+func NewSpawner() *Spawner {
+	sp := &Spawner{}
+	sp.props = actor.PropsFromProducer(sp.produce,
+		actor.WithMailbox(func() actor.Mailbox { return sp.next.mailbox() }), actor.WithDispatcher(mailbox.Inline()))
+	return sp
+}
+
+// produce hands protoactor the session being spawned. Outside Spawn (a
+// restart, which the supervisor never lets happen) it hands back an actor
+// that does nothing rather than nil.
+func (sp *Spawner) produce() actor.Actor {
+	if sp.next == nil {
+		return nothing{}
+	}
+	return sp.next
+}
+
+// nothing is an actor that ignores every message.
+type nothing struct{}
+
+func (nothing) Receive(actor.Context) {}
+
+// Spawn spawns the session of cfg as a child of ctx, named with prefix.
+func (sp *Spawner) Spawn(ctx actor.SpawnerContext, cfg Config, prefix string) *actor.PID {
+	sp.next = &Session{cfg: cfg}
+	defer func() { sp.next = nil }()
+	return ctx.SpawnPrefix(sp.props, prefix)
 }
 
 // QueueBytes bounds a session's mailbox by the memory its batches hold

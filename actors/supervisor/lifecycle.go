@@ -93,7 +93,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	if n.key.isPlain() {
 		cfg.Tracked, cfg.Stamp, name = true, s.cfg.Clients.Stamp, "session-plain-"
 	}
-	pid := ctx.SpawnPrefix(session.Props(cfg), name)
+	pid := s.spawner.Spawn(ctx, cfg, name)
 	e := &entry{key: n.key, pid: pid, policy: n.policy, release: n.release, info: info, stats: st, forward: n.forward}
 	s.enter(e)
 	if e.forward {

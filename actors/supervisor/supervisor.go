@@ -37,6 +37,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
+	"github.com/udpfwd/udpfwd/actors/session"
 	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/metrics"
 	"github.com/udpfwd/udpfwd/internal/replay"
@@ -234,6 +235,8 @@ type Supervisor struct {
 	// spares are upstream sockets dialled ahead for new sessions
 	// (spare.go).
 	spares spares
+	// spawner spawns the sessions, all with one set of props.
+	spawner *session.Spawner
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -261,6 +264,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		eps:      newEndpoints(&cfg),
 		plain:    newPlainTable(now, MaxTrackedIndexes),
 		warn:     newWarner(cfg.Logger),
+		spawner:  session.NewSpawner(),
 	}
 }
 
