@@ -64,3 +64,17 @@ func TestLimitsOnlyWhenLimited(t *testing.T) {
 		t.Fatal("lifting the limit kept the limiters")
 	}
 }
+
+// A Spawner's props hand protoactor the session being spawned, and
+// nothing that could be mistaken for one outside Spawn.
+func TestSpawnerProduces(t *testing.T) {
+	sp := NewSpawner()
+	if _, ok := sp.produce().(nothing); !ok {
+		t.Errorf("outside Spawn the producer made %T, want nothing", sp.produce())
+	}
+	s := &Session{}
+	sp.next = s
+	if got := sp.produce(); got != s {
+		t.Errorf("during Spawn the producer made %v, want the session being spawned", got)
+	}
+}
