@@ -32,8 +32,7 @@ type Session struct {
 
 	mu         sync.Mutex
 	clientAddr netip.AddrPort
-	saved      any    // SetSaved's value
-	savedJSON  []byte // saved encoded, once asked for
+	saved      any // SetSaved's value, or it encoded (json.RawMessage) once asked for
 }
 
 // NewSession starts a session's record. created is when the session was
@@ -87,7 +86,7 @@ func (s *Session) ClientAddr() netip.AddrPort {
 // time was a sizeable part of what opening a session cost.
 func (s *Session) SetSaved(v any) {
 	s.mu.Lock()
-	s.saved, s.savedJSON = v, nil
+	s.saved = v
 	s.mu.Unlock()
 }
 
@@ -96,12 +95,18 @@ func (s *Session) SetSaved(v any) {
 func (s *Session) Saved() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.savedJSON == nil && s.saved != nil {
-		if b, err := json.Marshal(s.saved); err == nil {
-			s.savedJSON = b
-		}
+	switch v := s.saved.(type) {
+	case nil:
+		return nil
+	case json.RawMessage:
+		return v
 	}
-	return s.savedJSON
+	b, err := json.Marshal(s.saved)
+	if err != nil {
+		return nil
+	}
+	s.saved = json.RawMessage(b)
+	return b
 }
 
 // SessionSnapshot is a session's record at one moment.
