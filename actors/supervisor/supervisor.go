@@ -169,7 +169,7 @@ func Props(cfg Config) *actor.Props {
 
 // QueueBytes bounds the supervisor's mailbox: the batches the listeners
 // read while the supervisor runs on another goroutine (opening a session on
-// a policy's answer, 31-40 µs; ending one on its idle timer), by the
+// a policy's answer, 31-41 µs; ending one on its idle timer), by the
 // memory they hold (udpio.Batch.Footprint). When it is idle, the
 // supervisor routes inline in the listener's goroutine and nothing queues.
 // A listener that finds batches queued waits for them to be routed

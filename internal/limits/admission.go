@@ -26,7 +26,7 @@ const (
 	// without its state file, a network of clients coming back at once)
 	// opens every session. What bounds it is the supervisor, the relay's
 	// one shared step, where datagrams wait while it opens a session: an
-	// admission costs it 31-40 µs of its thread (a policy answer, a spare
+	// admission costs it 31-41 µs of its thread (a policy answer, a spare
 	// upstream socket dialled ahead by another goroutine, the session
 	// actor, the first datagram sent; BenchmarkAdmission in
 	// actors/supervisor, on 2 cores, supervisor-µs/session), so 5 000 a
