@@ -104,6 +104,7 @@ func Bounded(b Bound, opts ...Option) actor.MailboxProducer {
 	return func() actor.Mailbox {
 		m := &Mailbox{bound: b}
 		m.user.backlog = b.Backlog
+		m.system.shrink = true
 		for _, o := range opts {
 			o(m)
 		}
@@ -257,7 +258,11 @@ func (m *Mailbox) run() (drained bool) {
 }
 
 // queue is a FIFO ring that grows and never shrinks: after warm-up a push
-// allocates nothing. It keeps each entry's weight, and their sum.
+// allocates nothing. It keeps each entry's weight, and their sum. It starts
+// small (minQueue entries), since most of the relay's actors are idle
+// sessions whose queues rarely hold more than one message. A queue marked
+// shrink (the system messages', which come a few in an actor's life) lets
+// its ring go whenever it empties.
 type queue struct {
 	mu      sync.Mutex
 	buf     []entry
@@ -265,7 +270,11 @@ type queue struct {
 	n       int
 	weight  int
 	backlog *Backlog // mirrors weight, if set
+	shrink  bool
 }
+
+// minQueue is the size of a queue's first ring.
+const minQueue = 4
 
 type entry struct {
 	v any
@@ -282,7 +291,7 @@ func (q *queue) pushWithin(v any, w, capacity int) bool {
 		return false
 	}
 	if q.n == len(q.buf) {
-		grown := make([]entry, max(16, 2*len(q.buf)))
+		grown := make([]entry, max(minQueue, 2*len(q.buf)))
 		for i := 0; i < q.n; i++ {
 			grown[i] = q.buf[(q.head+i)%len(q.buf)]
 		}
@@ -308,6 +317,9 @@ func (q *queue) pop() any {
 	q.buf[q.head] = entry{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
+	if q.n == 0 && q.shrink {
+		q.buf, q.head = nil, 0
+	}
 	q.weight -= e.w
 	if q.backlog != nil && e.w != 0 {
 		q.backlog.v.Store(int64(q.weight))

@@ -78,6 +78,20 @@ type AdmitSession struct {
 type SessionAdmitted struct {
 	Client wgproto.ClientID
 	Ticket uint32 // AdmitSession.Ticket
+	// Stay keeps the policy actor that answered alive for as long as the
+	// session lives: it is told SessionStarted, may push ApplyLimits to
+	// the session later, and is stopped when the session ends. Without it
+	// the supervisor stops the actor as soon as it has answered, since most
+	// policies have nothing more to do.
+	Stay bool
+	// Limits, if set, is the rate limit the session starts with.
+	Limits *ApplyLimits
+	// Release, if set, gives back what the admission holds (the session's
+	// place in the relay's caps). The supervisor calls it exactly once, on
+	// its own goroutine: when the session ends, or at once if no session
+	// opens after all (no upstream socket, the relay stopping, an answer
+	// that came after its admission was given up).
+	Release func()
 }
 
 // SessionRefused answers AdmitSession: do not open the session.

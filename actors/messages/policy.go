@@ -6,17 +6,20 @@ import (
 	"github.com/udpfwd/udpfwd/internal/limits"
 )
 
-// SessionStarted tells a client's policy actor that the session it
-// admitted exists, and where it is, so that a policy can push decisions to
-// it (ApplyLimits) instead of being asked per datagram. The supervisor
-// sends it once, right after spawning the session.
+// SessionStarted tells a client's policy actor that stays with its session
+// (SessionAdmitted.Stay) that the session exists, and where it is, so that
+// the policy can push decisions to it (ApplyLimits) instead of being asked
+// per datagram. The supervisor sends it once, right after spawning the
+// session.
 type SessionStarted struct {
 	Session *actor.PID
 }
 
 // ApplyLimits tells a session the rate limit its client is held to, each
-// direction separately; a policy sends it after SessionStarted and may send
-// it again to change the limit. Zero rates mean unlimited; zero bursts mean
+// direction separately: a policy that stays sends it after SessionStarted,
+// and a reload sends it to every live session (ApplySettings). A policy
+// that knows the limit when it admits the session gives it in its answer
+// (SessionAdmitted.Limits) instead. Zero rates mean unlimited; zero bursts mean
 // one second's worth (see limits.Limits). The fields are those of
 // limits.Limits, so the session converts it with Limits.
 type ApplyLimits struct {

@@ -18,7 +18,7 @@ func ClientIDs(allowed []wgproto.ClientID) Factory {
 	for _, id := range allowed {
 		set[id] = struct{}{}
 	}
-	props := actor.PropsFromFunc(func(ctx actor.Context) {
+	props := inlineFunc(func(ctx actor.Context) {
 		m, ok := ctx.Message().(*messages.AdmitSession)
 		if !ok {
 			return
@@ -40,7 +40,7 @@ func ClientIDs(allowed []wgproto.ClientID) Factory {
 // dual-stack socket as ::ffff:192.0.2.7.
 func Sources(allow, deny []netip.Prefix) Factory {
 	allow, deny = normalizePrefixes(allow), normalizePrefixes(deny)
-	props := actor.PropsFromFunc(func(ctx actor.Context) {
+	props := inlineFunc(func(ctx actor.Context) {
 		m, ok := ctx.Message().(*messages.AdmitSession)
 		if !ok {
 			return

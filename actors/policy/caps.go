@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"net/netip"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -31,39 +30,25 @@ func Caps(maxSessions, maxPerIP int, perIPRate rate.Limit, perIPBurst int) Facto
 // CapsShared is Caps on caps the caller made (to set the IPv6 prefix or the
 // limiter table's bound, or to read the counts). Use one *limits.Caps per
 // relay: every actor the Factory makes counts against it.
+//
+// An admitted session holds its place from the moment the policy admits it
+// until the supervisor calls the answer's Release: when the session ends,
+// or at once if it never opens. The actor itself holds nothing and is done
+// once it has answered.
 func CapsShared(caps *limits.Caps) Factory {
-	return func() *actor.Props {
-		return actor.PropsFromProducer(func() actor.Actor { return &capsPolicy{caps: caps} })
-	}
-}
-
-// capsPolicy holds one session's place in the caps from the moment it
-// admits it until the supervisor stops it (the session ended, or a later
-// policy in a chain refused it, or it never opened).
-type capsPolicy struct {
-	caps     *limits.Caps
-	admitted bool
-	from     netip.Addr
-}
-
-func (p *capsPolicy) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *messages.AdmitSession:
-		if p.admitted { // asked again: the place is already held
-			ctx.Respond(m.Admit())
+	props := inlineFunc(func(ctx actor.Context) {
+		m, ok := ctx.Message().(*messages.AdmitSession)
+		if !ok {
 			return
 		}
-		reason, ok := p.caps.Admit(m.From.Addr(), time.Now())
-		if !ok {
+		from := m.From.Addr()
+		if reason, ok := caps.Admit(from, time.Now()); !ok {
 			ctx.Respond(m.Refuse(reason))
 			return
 		}
-		p.admitted, p.from = true, m.From.Addr()
-		ctx.Respond(m.Admit())
-	case *actor.Stopping, *actor.Restarting:
-		if p.admitted {
-			p.caps.Release(p.from)
-			p.admitted = false
-		}
-	}
+		a := m.Admit()
+		a.Release = func() { caps.Release(from) }
+		ctx.Respond(a)
+	})
+	return func() *actor.Props { return props }
 }

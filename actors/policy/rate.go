@@ -9,41 +9,40 @@ import (
 )
 
 // ClientRate holds every client to a rate limit (--client-rate): def, or
-// perClient[id] for the IDs listed there. It admits every session and,
-// once told the session exists (messages.SessionStarted), pushes the limit
-// to it with messages.ApplyLimits; the session enforces it per datagram
-// with a limits.Limiter, so the policy is never asked per datagram. A
-// client whose limit is unlimited gets no message.
+// perClient[id] for the IDs listed there. It admits every session with the
+// limit in its answer (SessionAdmitted.Limits), so that the session
+// enforces it per datagram from its first one, with a limits.Limiter; the
+// policy is never asked per datagram and has nothing to do afterwards. A
+// client whose limit is unlimited gets none. A reload that changes the
+// limit pushes it to the live sessions itself (messages.ApplySettings).
 func ClientRate(def limits.Limits, perClient map[wgproto.ClientID]limits.Limits) Factory {
-	per := make(map[wgproto.ClientID]limits.Limits, len(perClient))
+	per := make(map[wgproto.ClientID]*messages.ApplyLimits, len(perClient))
 	for id, l := range perClient {
-		per[id] = l
+		per[id] = limitsOf(l)
 	}
-	return func() *actor.Props {
-		return actor.PropsFromProducer(func() actor.Actor { return &ratePolicy{def: def, per: per} })
-	}
-}
-
-type ratePolicy struct {
-	def    limits.Limits
-	per    map[wgproto.ClientID]limits.Limits // shared, read-only
-	client wgproto.ClientID
-}
-
-func (p *ratePolicy) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *messages.AdmitSession:
-		p.client = m.Client
-		ctx.Respond(m.Admit())
-	case *messages.SessionStarted:
-		l, ok := p.per[p.client]
+	deflt := limitsOf(def)
+	props := inlineFunc(func(ctx actor.Context) {
+		m, ok := ctx.Message().(*messages.AdmitSession)
 		if !ok {
-			l = p.def
-		}
-		if m.Session == nil || l.Unlimited() {
 			return
 		}
-		msg := messages.ApplyLimits(l)
-		ctx.Send(m.Session, &msg)
+		l, listed := per[m.Client]
+		if !listed {
+			l = deflt
+		}
+		a := m.Admit()
+		a.Limits = l
+		ctx.Respond(a)
+	})
+	return func() *actor.Props { return props }
+}
+
+// limitsOf is l as an answer carries it: nil if unlimited. Answers share
+// it; nobody changes it.
+func limitsOf(l limits.Limits) *messages.ApplyLimits {
+	if l.Unlimited() {
+		return nil
 	}
+	m := messages.ApplyLimits(l)
+	return &m
 }

@@ -25,8 +25,10 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 //     batch it routes and the parts of it it builds for sessions (a batch
 //     each), and its admissions in flight (supervisor.MaxAdmissions of
 //     supervisor.AdmissionBytes);
-//   - once for the relay: the replay table, the admission budget's table
-//     of sources and the Caps policy's rate limiters
+//   - once for the relay: the upstream sockets dialled ahead for the next
+//     admissions, shared by the workers (supervisor.SpareSockets of
+//     supervisor.SpareBytes), the replay table, the admission budget's
+//     table of sources and the Caps policy's rate limiters
 //     (--new-sessions-per-ip);
 //   - each worker's supervisor again: the sources it has warned about
 //     (supervisor.WarnBytes).
@@ -34,15 +36,17 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 // The Go heap in use stays under it, less the memory the process had
 // before; its garbage collector lets the heap grow to about twice what is
 // in use before collecting (GOGC=100), so resident memory can be up to that
-// more. What live sessions need is outside it: about 13 KB an idle session,
-// and a busy one SessionBusyBytes more while its queue holds batches (a
-// plain client's session, zero_id: track, also its entries in the
-// supervisor's index and address tables, a few hundred bytes).
+// more. What live sessions need is outside it: about 10-11 KB resident an
+// idle session (README Performance, udpbench sessions), and a busy one
+// SessionBusyBytes more while its queue holds batches (a plain client's
+// session, zero_id: track, also its entries in the supervisor's index and
+// address tables, a few hundred bytes).
 func MemoryBound(listeners, workers int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
 	admissions := supervisor.MaxAdmissions * supervisor.AdmissionBytes
-	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes
+	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes +
+		supervisor.SpareSockets*supervisor.SpareBytes
 	return workers*(listeners*perListener+routing+admissions+supervisor.WarnBytes()) + tables
 }
 

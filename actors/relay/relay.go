@@ -69,6 +69,9 @@ type Relay struct {
 	// supervisors.
 	admission *limits.Admission
 	replays   *replay.Table
+	// spares are the upstream sockets dialled ahead for new sessions,
+	// shared by its workers' supervisors too (supervisor.Spares).
+	spares *supervisor.Spares
 
 	// workers are fixed for the relay's life (a new count starts the
 	// relay anew: Reconfigure returns ErrRestart).
@@ -215,6 +218,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 	if cfg.Mode == config.ModeWireGuard {
 		r.admission = admission(&cfg.Security)
 		r.replays = replay.New(replay.Entries, replay.TTL, time.Now())
+		r.spares = new(supervisor.Spares)
 	}
 	scfg := supervisor.Config{
 		Relay:         cfg.Name,
@@ -224,6 +228,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		MAC1:          mac1Key(&cfg.Security),
 		Admission:     r.admission,
 		Replays:       r.replays,
+		Spares:        r.spares,
 		SocketOptions: sockOpts,
 		Logger:        r.log,
 		Status:        &r.status,
@@ -580,6 +585,9 @@ func (r *Relay) Close() error {
 	r.mu.RUnlock()
 	r.stopAll(&errs, listenersOf(slots)...)
 	r.stopAll(&errs, r.supervisors()...)
+	if r.spares != nil {
+		r.spares.Close()
+	}
 	for _, w := range r.workers {
 		if n := w.poller.Len(); n > 0 {
 			errs = append(errs, fmt.Errorf("worker %d: %d upstream sockets still read after its sessions stopped", w.index, n))

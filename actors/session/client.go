@@ -106,7 +106,7 @@ func (s *Session) flush() {
 	w := s.cfg.Conn.WriteAll(b)
 	if w.Dropped > 0 {
 		s.cfg.Counters.Drop(stats.UpstreamSendError, w.Dropped)
-		s.cfg.Logger.Debug("send upstream", zap.Error(w.Err))
+		s.debug("send upstream", zap.Error(w.Err))
 	}
 }
 
@@ -127,12 +127,12 @@ func (s *Session) limitFromClient(now time.Time, h wgproto.Header, d *udpio.Data
 		if h.Type == wgproto.TypeTransport {
 			return stats.UnconfirmedTransport, true
 		}
-		if !s.unconfirmed.allow(now, d.Addr.Addr(), d.N) {
+		if !s.allowUnconfirmed(now, d.Addr.Addr(), d.N) {
 			return stats.UnconfirmedRate, true
 		}
 		return 0, false
 	}
-	if h.Type == wgproto.TypeTransport && !s.up.Allow(now, d.N) {
+	if h.Type == wgproto.TypeTransport && s.limits != nil && !s.limits.up.Allow(now, d.N) {
 		return stats.ClientRate, true
 	}
 	return 0, false

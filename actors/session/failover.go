@@ -32,9 +32,9 @@ const minRetry = 4 * time.Second
 
 // streak is the client's unanswered initiations.
 type streak struct {
-	open       bool      // an initiation from the confirmed address waits for an answer
-	last       time.Time // when the streak's latest counted initiation was seen
-	unanswered int       // initiations retried unanswered, in a row
+	last       int64 // when the streak's latest counted initiation was seen, Unix nanoseconds
+	unanswered int32 // initiations retried unanswered, in a row
+	open       bool  // an initiation from the confirmed address waits for an answer
 	// held is the initiation that waits while a MoveSession is out.
 	held *udpio.Batch
 }
@@ -50,23 +50,23 @@ func (s *Session) initiation(ctx actor.Context, now time.Time, d *udpio.Datagram
 	case s.cfg.Forward || !confirmed:
 		return false
 	case !st.open:
-		st.open, st.last = true, now
+		st.open, st.last = true, now.UnixNano()
 		return false
-	case now.Sub(st.last) < minRetry:
+	case time.Duration(now.UnixNano()-st.last) < minRetry:
 		return false // too soon to be the client's retry
 	}
-	st.last = now
+	st.last = now.UnixNano()
 	st.unanswered++
 	s.report(ctx, false, 0)
-	if s.cfg.Failover <= 0 || st.unanswered < s.cfg.Failover || st.held != nil {
+	if s.cfg.Failover <= 0 || int(st.unanswered) < s.cfg.Failover || st.held != nil {
 		return false
 	}
 	st.held = udpio.GetBatch()
 	st.held.Listener = listener
 	st.held.Add(*d)
-	s.cfg.Logger.Debug("endpoint does not answer: asking to move", zap.String("endpoint", s.cfg.Info.Endpoint),
-		zap.Int("unanswered", st.unanswered))
-	ctx.Send(ctx.Parent(), &messages.MoveSession{Session: s.info(), Handle: s.cfg.Handle, Unanswered: st.unanswered})
+	s.debug("endpoint does not answer: asking to move", zap.String("endpoint", s.cfg.Info.Endpoint),
+		zap.Int32("unanswered", st.unanswered))
+	ctx.Send(ctx.Parent(), &messages.MoveSession{Session: s.info(), Handle: s.cfg.Handle, Unanswered: int(st.unanswered)})
 	return true
 }
 
@@ -103,7 +103,7 @@ func (s *Session) swapUpstream(ctx actor.Context, m *messages.SwapUpstream) {
 	s.stopReading(old)
 	s.startReading(ctx, c) // the supervisor published SessionMoved, which the relay logs
 	s.streak = streak{held: s.streak.held}
-	s.sendHeld(time.Now())
+	s.sendHeld(time.Now().UnixNano())
 }
 
 // stay sends the held initiation by the session's own socket: there was
@@ -114,8 +114,8 @@ func (s *Session) stay() {
 }
 
 // sendHeld writes the held initiation upstream now, by the current
-// socket, and starts the streak from it.
-func (s *Session) sendHeld(at time.Time) {
+// socket, and starts the streak from it (at, in Unix nanoseconds).
+func (s *Session) sendHeld(at int64) {
 	b := s.streak.held
 	if b == nil {
 		return

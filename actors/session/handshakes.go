@@ -22,26 +22,27 @@ const timedInitiations = 4
 
 // handshakeClock remembers when the latest initiations were forwarded, by
 // their sender index: the upstream's response carries that index as its
-// receiver index. A fixed table, so that it never allocates.
+// receiver index. A fixed table, so that it never allocates; times are Unix
+// nanoseconds (zero: free), 8 bytes where a time.Time takes 24, and indexes
+// and times in arrays of their own, which pack without padding.
 type handshakeClock struct {
-	sent [timedInitiations]struct {
-		index uint32
-		at    time.Time // zero: free
-	}
-	next int
+	at    [timedInitiations]int64
+	index [timedInitiations]uint32
+	next  uint8
 }
 
 // forwarded records an initiation with sender index sent upstream at now.
 // The same index again (the same initiation sent twice) keeps the newer
 // time.
 func (c *handshakeClock) forwarded(index uint32, now time.Time) {
-	for i := range c.sent {
-		if e := &c.sent[i]; !e.at.IsZero() && e.index == index {
-			e.at = now
+	at := now.UnixNano()
+	for i := range c.at {
+		if c.at[i] != 0 && c.index[i] == index {
+			c.at[i] = at
 			return
 		}
 	}
-	c.sent[c.next].index, c.sent[c.next].at = index, now
+	c.index[c.next], c.at[c.next] = index, at
 	c.next = (c.next + 1) % timedInitiations
 }
 
@@ -49,9 +50,11 @@ func (c *handshakeClock) forwarded(index uint32, now time.Time) {
 // receiver index answers, and forgets it; ok is false for a response to no
 // initiation the session remembers.
 func (c *handshakeClock) answered(receiver uint32, now time.Time) (rtt time.Duration, ok bool) {
-	for i := range c.sent {
-		if e := &c.sent[i]; !e.at.IsZero() && e.index == receiver {
-			rtt, e.at = now.Sub(e.at), time.Time{}
+	for i := range c.at {
+		if c.at[i] != 0 && c.index[i] == receiver {
+			// A wall clock stepped back between the two gives no sample
+			// below zero.
+			rtt, c.at[i] = time.Duration(max(now.UnixNano()-c.at[i], 0)), 0
 			return rtt, true
 		}
 	}
@@ -68,8 +71,8 @@ func (s *Session) countHandshakes(r metrics.HandshakeResult, n int) {
 // has reports whether an initiation with sender index index is
 // remembered, unanswered.
 func (c *handshakeClock) has(index uint32) bool {
-	for i := range c.sent {
-		if e := &c.sent[i]; !e.at.IsZero() && e.index == index {
+	for i := range c.at {
+		if c.at[i] != 0 && c.index[i] == index {
 			return true
 		}
 	}

@@ -27,12 +27,17 @@ func (s *Session) startIdleTimer(ctx actor.Context) {
 
 // checkIdle asks the supervisor, once, to end the session if one direction
 // has been silent for the idle timeout; otherwise it re-arms the timer for
-// when that could first be so.
+// when that could first be so. On the way it lets go of the tables a busy
+// moment needed (roam.Peer.Trim, the unconfirmed budgets), so that a
+// session idle for a timeout holds none of them.
 func (s *Session) checkIdle(ctx actor.Context) {
 	if s.idleSent || s.cfg.IdleTimeout <= 0 {
 		return
 	}
 	now := time.Now()
+	// What a busy moment left behind and the session no longer needs.
+	s.peer.Trim(now)
+	s.trimUnconfirmed(now)
 	lastClient, lastUpstream := s.cfg.Stats.LastHeard()
 	side, last := "client", lastClient
 	if lastUpstream.Before(last) {

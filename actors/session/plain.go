@@ -65,6 +65,6 @@ func (s *Session) unstamp(d *udpio.Datagram) {
 func (s *Session) deviated() {
 	if !s.peer.Forward {
 		s.peer.Forward = true
-		s.cfg.Logger.Debug("datagram outside WireGuard's framing: the session follows its client's newest address from now on")
+		s.debug("datagram outside WireGuard's framing: the session follows its client's newest address from now on")
 	}
 }

@@ -29,7 +29,7 @@ func (s *Session) restoreRoam(now time.Time) {
 		if err == nil {
 			return
 		}
-		s.cfg.Logger.Warn("saved roaming state not restored", zap.Error(err))
+		s.logger().Warn("saved roaming state not restored", zap.Error(err))
 	}
 	s.peer.FromClient(now, wgproto.Header{}, s.cfg.Info.ClientAddr, s.cfg.Listener)
 }
@@ -41,12 +41,7 @@ func (s *Session) saveRoam() {
 	if s.cfg.Forward {
 		return
 	}
-	b, err := json.Marshal(s.peer.State())
-	if err != nil {
-		s.cfg.Logger.Warn("encode roaming state", zap.Error(err))
-		return
-	}
-	s.cfg.Stats.SetSaved(b)
+	s.cfg.Stats.SetSaved(s.peer.State()) // encoded when the sessions are listed
 }
 
 // roamed reports that replies now go to a new client address: the session
@@ -66,6 +61,6 @@ func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
 		s.confirmed(ctx, info.ClientAddr)
 	}
 	s.cfg.Counters.Count(stats.ClientRoamed)
-	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
+	s.debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
 	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from, Followed: s.peer.Following()})
 }

@@ -53,36 +53,45 @@ type Config struct {
 	// bytes 1..3 of what it sends upstream, clearing them in what it sends
 	// back to the client (stamp_client_id).
 	Stamp wgproto.ClientID
+	// Listener is the index of the listening socket the session's first
+	// datagram came by.
+	Listener uint8
+	// Forward is the relay's forward mode: no WireGuard parsing, the
+	// session forwards any datagram and replies follow the newest client
+	// address (roam.Peer.Forward).
+	Forward bool
 	// Conn is the session's upstream socket, connected to the upstream.
 	Conn *udpio.Conn
 	// Writers send replies to clients, one per listening socket of the
 	// relay, indexed by udpio.Batch.Listener.
 	Writers []*actor.PID
-	// Listener is the index of the listening socket the session's first
-	// datagram came by.
-	Listener uint8
 	// IdleTimeout ends the session when either direction has been silent
 	// for this long. Zero means never (static forward mode).
 	IdleTimeout time.Duration
-	// Forward is the relay's forward mode: no WireGuard parsing, the
-	// session forwards any datagram and replies follow the newest client
-	// address (roam.Peer.Forward).
-	Forward  bool
-	Counters *stats.Counters
+	Counters    *stats.Counters
 	// Stats is this session's own record, read by the session API, and its
 	// idle clock (see stats.Session).
 	Stats *stats.Session
 	// Poller is the worker's event loop that reads the upstream's replies
 	// (reader.go): the session registers Conn with it while it lives.
 	Poller *Poller
-	// Roam is roaming state saved by an earlier run, to restore.
+	// Roam is roaming state saved by an earlier run, to restore. The
+	// session lets it go once restored.
 	Roam []byte
+	// Limits, if set, is the rate limit the client starts with (its
+	// policy's answer, messages.SessionAdmitted.Limits); ApplyLimits
+	// changes it later.
+	Limits *limits.Limits
 	// Failover is failover_after: after this many of its handshake
 	// initiations in a row went unanswered, the session asks the
 	// supervisor to move it to another upstream endpoint (failover.go);
 	// zero never asks.
 	Failover int
-	Logger   *zap.Logger
+	// Logger is the relay's logger. The session adds its own fields
+	// (session, client) to the lines it writes, when it writes them: a
+	// child logger made with With holds a copy of its encoder (a buffer of
+	// a kilobyte or more with zap's), which an idle session should not.
+	Logger *zap.Logger
 	// Status, if set, is the relay's health record: the session counts the
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).
@@ -113,9 +122,57 @@ func (c *Config) Validate() error {
 // it while it writes leave together in its next sendmmsg.
 func Props(cfg Config) *actor.Props {
 	s := &Session{cfg: cfg}
-	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
 	return actor.PropsFromProducer(func() actor.Actor { return s },
-		actor.WithMailbox(mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
+		actor.WithMailbox(s.mailbox), actor.WithDispatcher(mailbox.Inline()))
+}
+
+// mailbox returns a new mailbox for s: bounded by QueueBytes, dropping what
+// does not fit (dropQueued), flushing what s staged when it runs dry.
+func (s *Session) mailbox() actor.Mailbox {
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
+	return mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))()
+}
+
+// Spawner spawns sessions with one set of props for all of them. Props
+// makes a session its own props (its producer hands back that session),
+// a few hundred bytes that an idle session would keep for as long as it
+// lives; a Spawner's props hand back the session being spawned instead.
+// The sessions are what Props makes of cfg in every other way, and must
+// not be restarted either. Spawn must not be called by two goroutines at
+// once: the supervisor calls it on its own.
+type Spawner struct {
+	props *actor.Props
+	next  *Session // the session being spawned
+}
+
+// NewSpawner returns a Spawner.
+func NewSpawner() *Spawner {
+	sp := &Spawner{}
+	sp.props = actor.PropsFromProducer(sp.produce,
+		actor.WithMailbox(func() actor.Mailbox { return sp.next.mailbox() }), actor.WithDispatcher(mailbox.Inline()))
+	return sp
+}
+
+// produce hands protoactor the session being spawned. Outside Spawn (a
+// restart, which the supervisor never lets happen) it hands back an actor
+// that does nothing rather than nil.
+func (sp *Spawner) produce() actor.Actor {
+	if sp.next == nil {
+		return nothing{}
+	}
+	return sp.next
+}
+
+// nothing is an actor that ignores every message.
+type nothing struct{}
+
+func (nothing) Receive(actor.Context) {}
+
+// Spawn spawns the session of cfg as a child of ctx, named with prefix.
+func (sp *Spawner) Spawn(ctx actor.SpawnerContext, cfg Config, prefix string) *actor.PID {
+	sp.next = &Session{cfg: cfg}
+	defer func() { sp.next = nil }()
+	return ctx.SpawnPrefix(sp.props, prefix)
 }
 
 // QueueBytes bounds a session's mailbox by the memory its batches hold
@@ -140,16 +197,16 @@ type Session struct {
 
 	timer    *time.Timer
 	idleSent bool
-
-	// up and down hold the client to the rate its policy pushed
-	// (ApplyLimits), each direction apart; unconfirmed budgets what comes
-	// from client addresses the session has not confirmed (roam package),
-	// each source apart.
-	up, down    limits.Limiter
-	unconfirmed unconfirmedBudgets
 	// roamChanged is set when the roaming state changed since it was last
 	// handed to Stats for saving.
 	roamChanged bool
+	// limits hold the client to the rate its policy set (Config.Limits,
+	// ApplyLimits), each direction apart; nil while it is unlimited.
+	// unconfirmed budgets what comes from client addresses the session has
+	// not confirmed (roam package), each source apart; nil until the first
+	// such datagram, and again once every budget in it is full.
+	limits      *clientLimits
+	unconfirmed *unconfirmedBudgets
 	// handshakes times the initiations forwarded until their responses.
 	handshakes handshakeClock
 	// streak counts the client's initiations that went unanswered in a
@@ -172,7 +229,7 @@ func (s *Session) Receive(ctx actor.Context) {
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
 	case *messages.ApplyLimits:
-		s.applyLimits(m, time.Now())
+		s.applyLimits(m.Limits(), time.Now())
 	case *messages.ApplySettings:
 		s.applySettings(m)
 	case *messages.SwapUpstream:
@@ -189,9 +246,15 @@ func (s *Session) Receive(ctx actor.Context) {
 }
 
 func (s *Session) start(ctx actor.Context) {
+	now := time.Now()
 	s.peer.Forward = s.cfg.Forward
-	s.restoreRoam(time.Now())
+	s.restoreRoam(now)
+	s.cfg.Roam = nil
 	s.saveRoam()
+	if s.cfg.Limits != nil {
+		s.applyLimits(*s.cfg.Limits, now)
+		s.cfg.Limits = nil
+	}
 	s.startReading(ctx, s.cfg.Conn)
 	s.startIdleTimer(ctx)
 }

@@ -6,16 +6,32 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/udpfwd/udpfwd/actors/messages"
+	"github.com/udpfwd/udpfwd/internal/limits"
 )
 
 // A reload's settings, applied to the live session in its own turn: the
 // upstream socket stays open, so the upstream keeps seeing the same
 // 4-tuple.
 
-// applyLimits holds the client to a new rate limit, each direction apart.
-func (s *Session) applyLimits(m *messages.ApplyLimits, now time.Time) {
-	s.up.Set(m.Limits(), now)
-	s.down.Set(m.Limits(), now)
+// clientLimits hold a client to its rate limit, each direction apart. A
+// session has them only while its client is limited: most are not, and
+// two limiters take 176 bytes.
+type clientLimits struct {
+	up, down limits.Limiter
+}
+
+// applyLimits holds the client to a new rate limit, each direction apart
+// (an unlimited one lets the limiters go).
+func (s *Session) applyLimits(l limits.Limits, now time.Time) {
+	if l.Unlimited() {
+		s.limits = nil
+		return
+	}
+	if s.limits == nil {
+		s.limits = new(clientLimits)
+	}
+	s.limits.up.Set(l, now)
+	s.limits.down.Set(l, now)
 }
 
 // applySettings takes what of a reload concerns the session: the writers
@@ -31,12 +47,12 @@ func (s *Session) applySettings(m *messages.ApplySettings) {
 	}
 	if m.Socket != nil {
 		if err := s.cfg.Conn.SetBuffers(m.Socket.ReadBuffer, m.Socket.WriteBuffer); err != nil {
-			s.cfg.Logger.Warn("reload: set the upstream socket's buffers", zap.Error(err))
+			s.logger().Warn("reload: set the upstream socket's buffers", zap.Error(err))
 		}
 		s.cfg.Conn.SetGSO(!m.Socket.NoGSO)
 	}
 	if m.Limits != nil {
-		s.applyLimits(m.Limits, time.Now())
+		s.applyLimits(m.Limits.Limits(), time.Now())
 	}
 	if m.FailoverAfter > 0 {
 		s.cfg.Failover = m.FailoverAfter

@@ -57,7 +57,7 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
 			continue // the buffer stays in b and is released with it
 		}
-		if h.Type == wgproto.TypeTransport && !s.down.Allow(now, d.N) {
+		if h.Type == wgproto.TypeTransport && s.limits != nil && !s.limits.down.Allow(now, d.N) {
 			s.cfg.Counters.Drop(stats.ClientRate, 1)
 			continue
 		}

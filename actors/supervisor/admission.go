@@ -26,7 +26,7 @@ const pendingTimeout = 5 * time.Second
 // once) puts 64 admissions in flight per batch before the first answer is
 // handled, and more on a machine so busy that the policies' goroutines wait
 // to run. 256 hold four such batches, leave room for a policy that takes
-// 100 ms at the admission budget's rate (an operator's own, asking
+// 50 ms at the admission budget's rate (an operator's own, asking
 // something outside), and cap what policies that never answer can hold at
 // 3 MiB. Sessions restored at start are admitted past this bound (they
 // come from the state file, which the session cap bounds), and count in it
@@ -69,7 +69,7 @@ type pending struct {
 	first    udpio.Datagram
 	restore  *messages.RestoredSession // a saved session to re-open, instead of first
 	listener uint8                     // the index of the listening socket first came by
-	policy   *actor.PID
+	policy   *actor.PID                // nil once it answered, unless it stays
 	since    time.Time
 }
 
@@ -155,7 +155,7 @@ func (s *Supervisor) dropAdmission(k key, p *pending, reason stats.Reason, stop 
 	}
 	udpio.PutBuffer(p.first.Buf) // nil for a restore: PutBuffer ignores it
 	p.first.Buf = nil
-	if stop != nil {
+	if stop != nil && p.policy != nil {
 		stop(p.policy)
 	}
 	s.cfg.Counters.Drop(reason, 1)
@@ -192,14 +192,26 @@ var refusalReason = map[string]stats.Reason{
 
 // admitted opens the session its policy admitted: on a new upstream socket,
 // with the initiation that asked as its first datagram (or, for a restore,
-// on its old socket: reopen).
-func (s *Supervisor) admitted(ctx actor.Context, k key) {
+// on its old socket: reopen). The policy actor is stopped now unless it
+// stays with the session; what the admission holds (m.Release) goes with
+// the session, or is given back at once if no session opens.
+func (s *Supervisor) admitted(ctx actor.Context, m *messages.SessionAdmitted) {
+	k := answerKey(m.Client, m.Ticket)
 	p := s.pending[k]
 	if p == nil {
+		// Too late: the admission was given up (its policy did not answer
+		// in time, or the relay is stopping).
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
+	if !m.Stay && p.policy != nil {
+		ctx.Stop(p.policy)
+		p.policy = nil
+	}
 	if p.restore != nil {
-		s.reopen(ctx, k, p)
+		s.reopen(ctx, k, p, m)
 		return
 	}
 	var client wgproto.ClientID // a plain client has none
@@ -208,18 +220,25 @@ func (s *Supervisor) admitted(ctx actor.Context, k key) {
 	} else if !s.cfg.Clients.TrackZeroID {
 		// A reload stopped tracking plain clients while it waited.
 		s.dropAdmission(k, p, stats.ZeroClientID, ctx.Stop)
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
 	endpoint, conn, err := s.dialNew()
 	if err != nil {
 		s.cfg.Logger.Warn("open upstream socket", clientField(client), zap.Error(err))
 		s.dropAdmission(k, p, stats.UpstreamBindFailed, ctx.Stop)
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
 	delete(s.pending, k)
 	e := s.spawn(ctx, newSession{
 		key: k, client: client, from: p.first.Addr, listener: p.listener, conn: conn,
 		idle: s.cfg.IdleTimeout, policy: p.policy, endpoint: endpoint,
+		release: m.Release, limits: m.Limits,
 	})
 	b := udpio.GetBatch()
 	b.Listener = p.listener
@@ -231,7 +250,7 @@ func (s *Supervisor) admitted(ctx actor.Context, k key) {
 // has stopped it already (HandleFailure).
 func (s *Supervisor) policyFailed(child *actor.PID) {
 	for k, p := range s.pending {
-		if p.policy.Id == child.Id {
+		if p.policy != nil && p.policy.Id == child.Id {
 			s.dropAdmission(k, p, stats.PolicyRefused, nil)
 		}
 	}

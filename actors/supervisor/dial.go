@@ -27,14 +27,34 @@ func (s *Supervisor) resolved(m *messages.UpstreamResolved) {
 // dial opens an upstream socket to up: on a port the kernel picks, or on a
 // free port of the configured range, tried from a random place in it.
 func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
-	lo, hi := s.cfg.UpstreamPorts[0], s.cfg.UpstreamPorts[1]
+	return s.dialSpec(up).dial()
+}
+
+// dialSpec is how the supervisor dials up under today's configuration.
+func (s *Supervisor) dialSpec(up netip.AddrPort) dialSpec {
+	return dialSpec{up: up, bind: s.cfg.UpstreamBind, ports: s.cfg.UpstreamPorts, opt: s.cfg.SocketOptions}
+}
+
+// dialSpec is everything dialling an upstream socket depends on: a value,
+// so that another goroutine may dial by it (spares) and sockets dialled by
+// an older one are told apart by comparing.
+type dialSpec struct {
+	up    netip.AddrPort
+	bind  netip.AddrPort
+	ports [2]uint16
+	opt   udpio.Options
+}
+
+// dial opens a socket as d says.
+func (d dialSpec) dial() (*udpio.Conn, error) {
+	lo, hi := d.ports[0], d.ports[1]
 	if lo == 0 {
-		return udpio.Dial(context.Background(), s.cfg.UpstreamBind, up, s.cfg.SocketOptions)
+		return udpio.Dial(context.Background(), d.bind, d.up, d.opt)
 	}
-	addr := s.cfg.UpstreamBind.Addr()
+	addr := d.bind.Addr()
 	if !addr.IsValid() {
 		addr = netip.IPv4Unspecified()
-		if up.Addr().Is6() {
+		if d.up.Addr().Is6() {
 			addr = netip.IPv6Unspecified()
 		}
 	}
@@ -44,7 +64,7 @@ func (s *Supervisor) dial(up netip.AddrPort) (*udpio.Conn, error) {
 	for i := 0; i < n; i++ {
 		port := lo + uint16((start+i)%n)
 		var c *udpio.Conn
-		c, err = udpio.Dial(context.Background(), netip.AddrPortFrom(addr, port), up, s.cfg.SocketOptions)
+		c, err = udpio.Dial(context.Background(), netip.AddrPortFrom(addr, port), d.up, d.opt)
 		if err == nil {
 			return c, nil
 		}
@@ -64,6 +84,11 @@ func (s *Supervisor) redial(local, up netip.AddrPort, why string) (conn *udpio.C
 		rebind = errors.New(why) // the saved port is not allowed by today's configuration
 	} else if conn, rebind = udpio.Dial(context.Background(), local, up, s.cfg.SocketOptions); rebind == nil {
 		return conn, nil, nil
+	} else if errors.Is(rebind, syscall.EADDRINUSE) && s.spares.release(local) {
+		// A spare socket held the port: it is the restored session's.
+		if conn, rebind = udpio.Dial(context.Background(), local, up, s.cfg.SocketOptions); rebind == nil {
+			return conn, nil, nil
+		}
 	}
 	conn, err = s.dial(up)
 	return conn, rebind, err

@@ -99,7 +99,7 @@ func (s *Supervisor) dialNew() (int, *udpio.Conn, error) {
 	if !ok {
 		return 0, nil, errors.New("no upstream endpoint has an address")
 	}
-	c, err := s.dial(s.addrs[i])
+	c, err := s.spares.get(s.dialSpec(s.addrs[i]))
 	return i, c, err
 }
 

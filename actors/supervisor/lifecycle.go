@@ -12,6 +12,7 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/session"
+	"github.com/udpfwd/udpfwd/internal/limits"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
@@ -26,7 +27,9 @@ type newSession struct {
 	conn     *udpio.Conn      // its upstream socket, bound and connected
 	endpoint int              // the index of the upstream endpoint conn is connected to
 	idle     time.Duration
-	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
+	policy   *actor.PID                // the policy actor that stays with it (SessionAdmitted.Stay), or nil
+	release  func()                    // gives back what its admission holds, or nil
+	limits   *messages.ApplyLimits     // the client's rate limit to start with, or nil
 	forward  bool                      // forward mode: no WireGuard parsing
 	id       uuid.UUID                 // zero: a new one
 	created  time.Time                 // zero: now
@@ -64,9 +67,10 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		s.pool.AddSessions(n.endpoint, 1)
 	}
 	st := stats.NewSession(n.created, now, from)
-	log := s.cfg.Logger
-	if !n.forward {
-		log = log.With(append([]zap.Field{zap.String("session", info.Session.String())}, clientFields(client)...)...)
+	var lim *limits.Limits
+	if n.limits != nil {
+		l := n.limits.Limits()
+		lim = &l
 	}
 	cfg := session.Config{
 		Stats:       st,
@@ -78,18 +82,19 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		IdleTimeout: n.idle,
 		Forward:     n.forward,
 		Roam:        n.roam,
+		Limits:      lim,
 		Failover:    s.cfg.FailoverAfter,
 		Poller:      s.cfg.Poller,
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
-		Logger:      log,
+		Logger:      s.cfg.Logger, // the session adds its fields itself, line by line
 	}
 	name := "session-" + client.String() + "-"
 	if n.key.isPlain() {
 		cfg.Tracked, cfg.Stamp, name = true, s.cfg.Clients.Stamp, "session-plain-"
 	}
-	pid := ctx.SpawnPrefix(session.Props(cfg), name)
-	e := &entry{key: n.key, pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
+	pid := s.spawner.Spawn(ctx, cfg, name)
+	e := &entry{key: n.key, pid: pid, policy: n.policy, release: n.release, info: info, stats: st, forward: n.forward}
 	s.enter(e)
 	if e.forward {
 		return e // a forward is no session: no count, no event (the relay logs "forward started")
@@ -129,8 +134,9 @@ type ending struct {
 
 // end is the one "session ended" path, for idle expiry, termination,
 // failure and stopping alike. It forgets the session (nothing more is
-// routed to it and it no longer counts as live), stops its actor and its
-// policy actor (which releases its place in the caps), counts why it ended,
+// routed to it and it no longer counts as live), stops its actor and the
+// policy actor that stayed with it, gives back what its admission holds
+// (its place in the caps: SessionAdmitted.Release), counts why it ended,
 // and only then publishes the event made by event, so that whoever waits
 // for the event finds the counters moved. It reports false, doing nothing,
 // if the session had ended already (an expiring session that then fails,
@@ -155,6 +161,10 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 	}
 	if e.policy != nil && how.stopPolicy != nil {
 		how.stopPolicy(e.policy)
+	}
+	if e.release != nil {
+		e.release()
+		e.release = nil
 	}
 	if e.forward {
 		if f, ok := event(e.info).(*messages.SessionFailed); ok {
@@ -226,11 +236,20 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 // protoactor stops every child after this, sessions and policies alike:
 // stopping them here too would send a second Stop to a dead actor.
 func (s *Supervisor) stopping(ctx actor.Context) {
+	s.closeSpares()
 	for k, p := range s.pending {
 		s.dropAdmission(k, p, stats.SessionGone, nil)
 	}
 	how := ending{events: ctx.ActorSystem().EventStream}
 	for _, e := range s.sessions {
 		s.end(how, e, stats.SessionClosed, closed)
+	}
+}
+
+// closeSpares closes the supervisor's spare sockets if they are its own; a
+// relay's shared ones outlive any one of its supervisors.
+func (s *Supervisor) closeSpares() {
+	if s.ownSpares {
+		s.spares.Close()
 	}
 }

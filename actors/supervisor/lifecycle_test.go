@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,12 @@ type fixture struct {
 
 func start(t *testing.T, f policy.Factory) *fixture {
 	t.Helper()
+	return startWith(t, f, nil)
+}
+
+// startWith is start with the configuration changed by change.
+func startWith(t *testing.T, f policy.Factory, change func(*supervisor.Config)) *fixture {
+	t.Helper()
 	up, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +72,9 @@ func start(t *testing.T, f policy.Factory) *fixture {
 		Counters:    x.counters,
 		Logger:      zaptest.NewLogger(t),
 		Poller:      x.poller,
+	}
+	if change != nil {
+		change(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -236,6 +246,115 @@ func TestFailedPolicy(t *testing.T) {
 	if n := x.counters.Dropped(stats.AdmissionPending); n != 0 {
 		t.Errorf("admission_pending = %d: the failed admission was not forgotten", n)
 	}
+	if x.counters.Events(stats.SessionOpened) != 0 {
+		t.Error("a session opened")
+	}
+}
+
+// tracked is a policy that admits everyone, staying with the session if
+// stay, and reports its actors' lives and its admissions' releases.
+type tracked struct {
+	stay                    bool
+	live, released, started atomic.Int32
+}
+
+func (p *tracked) factory() *actor.Props {
+	return actor.PropsFromFunc(func(ctx actor.Context) {
+		switch m := ctx.Message().(type) {
+		case *actor.Started:
+			p.live.Add(1)
+		case *actor.Stopped:
+			p.live.Add(-1)
+		case *messages.AdmitSession:
+			ctx.Respond(&messages.SessionAdmitted{Client: m.Client, Stay: p.stay, Release: func() { p.released.Add(1) }})
+		case *messages.SessionStarted:
+			p.started.Add(1)
+		}
+	})
+}
+
+// waitFor waits until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited in vain for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestPolicyLifetime: a policy actor lives as long as it has something to
+// do. One that does not stay is stopped once it has answered; one that
+// stays is told SessionStarted and stopped when the session ends. Either
+// way the answer's Release is called once, when the session ends, or at
+// once if no session opens.
+func TestPolicyLifetime(t *testing.T) {
+	for _, stay := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stay=%v", stay), func(t *testing.T) {
+			p := &tracked{stay: stay}
+			x := start(t, p.factory)
+			opened := make(chan messages.SessionInfo, 1)
+			sub := x.sys.EventStream.Subscribe(func(evt any) {
+				if e, ok := evt.(*messages.SessionOpened); ok {
+					opened <- e.SessionInfo
+				}
+			})
+			defer x.sys.EventStream.Unsubscribe(sub)
+			x.initiate(idA)
+			waitFor(t, "the session to open", func() bool { return x.counters.Events(stats.SessionOpened) == 1 })
+			if stay {
+				waitFor(t, "SessionStarted", func() bool { return p.started.Load() == 1 })
+				if p.live.Load() != 1 {
+					t.Fatalf("%d policy actors live while the session is, want 1", p.live.Load())
+				}
+			} else {
+				waitFor(t, "the policy actor to stop", func() bool { return p.live.Load() == 0 })
+				if p.started.Load() != 0 {
+					t.Fatal("a policy that did not stay was told SessionStarted")
+				}
+			}
+			if p.released.Load() != 0 {
+				t.Fatal("released while the session lives")
+			}
+			x.sys.Root.Send(x.pid, &messages.SessionIdle{Session: <-opened, Side: "client"})
+			waitFor(t, "the session to expire", func() bool { return x.counters.Events(stats.SessionExpired) == 1 })
+			waitFor(t, "the release", func() bool { return p.released.Load() == 1 })
+			waitFor(t, "the policy actor to stop", func() bool { return p.live.Load() == 0 })
+			x.stop(t)
+			if p.released.Load() != 1 {
+				t.Fatalf("released %d times, want once", p.released.Load())
+			}
+		})
+	}
+	t.Run("no socket", func(t *testing.T) {
+		p := &tracked{stay: true}
+		// An address of no interface here: binding fails.
+		x := startWith(t, p.factory, func(c *supervisor.Config) { c.UpstreamBind = netip.MustParseAddrPort("192.0.2.1:0") })
+		x.initiate(idA)
+		waitFor(t, "upstream_bind_failed", func() bool { return x.counters.Dropped(stats.UpstreamBindFailed) == 1 })
+		waitFor(t, "the release", func() bool { return p.released.Load() == 1 })
+		waitFor(t, "the policy actor to stop", func() bool { return p.live.Load() == 0 })
+	})
+}
+
+// TestFailedChainMember: a member of a chain that panics fails the chain,
+// and the admission is dropped as policy_refused, giving back what the
+// members before it hold.
+func TestFailedChainMember(t *testing.T) {
+	panicky := func() *actor.Props {
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			if _, ok := ctx.Message().(*messages.AdmitSession); ok {
+				panic("policy failed on purpose")
+			}
+		})
+	}
+	p := &tracked{}
+	x := start(t, policy.Chain(p.factory, panicky))
+	x.initiate(idA)
+	waitFor(t, "policy_refused", func() bool { return x.counters.Dropped(stats.PolicyRefused) == 1 })
+	waitFor(t, "the release", func() bool { return p.released.Load() == 1 })
 	if x.counters.Events(stats.SessionOpened) != 0 {
 		t.Error("a session opened")
 	}

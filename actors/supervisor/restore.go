@@ -32,7 +32,7 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 
 // reopen opens an admitted saved session on its old upstream port if it
 // can, and publishes SessionRestored instead of SessionOpened.
-func (s *Supervisor) reopen(ctx actor.Context, k key, p *pending) {
+func (s *Supervisor) reopen(ctx actor.Context, k key, p *pending, m *messages.SessionAdmitted) {
 	r := p.restore
 	info := r.Info
 	client := info.Client
@@ -40,6 +40,9 @@ func (s *Supervisor) reopen(ctx actor.Context, k key, p *pending) {
 	if err != nil {
 		s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", client), zap.Error(err))
 		s.dropAdmission(k, p, stats.UpstreamBindFailed, ctx.Stop)
+		if m.Release != nil {
+			m.Release()
+		}
 		return
 	}
 	delete(s.pending, k)
@@ -49,7 +52,8 @@ func (s *Supervisor) reopen(ctx actor.Context, k key, p *pending) {
 	}
 	s.spawn(ctx, newSession{
 		key: k, client: client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout, policy: p.policy,
-		id: info.Session, created: r.Created, roam: r.Roam, restore: ev, endpoint: s.restoredEndpoint(info),
+		release: m.Release, limits: m.Limits, id: info.Session, created: r.Created, roam: r.Roam, restore: ev,
+		endpoint: s.restoredEndpoint(info),
 	})
 }
 

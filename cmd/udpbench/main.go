@@ -4,8 +4,10 @@
 // or plain WireGuard's zero ID (throughput with a window in flight, or
 // ping-pong latency), the
 // kernel's own cost per datagram on this machine, a side-by-side
-// comparison of relays started from command templates, and a flood of
-// handshake initiations for a relay's admission path. Every run is
+// comparison of relays started from command templates, a flood of
+// handshake initiations for a relay's admission path, and a burst of new
+// client IDs that reports how many sessions opened and what each costs the
+// relay in resident memory. Every run is
 // bounded; each prints a table for humans and, as the last line of stdout,
 // one JSON object for scripts.
 //
@@ -57,6 +59,10 @@ Usage:
   udpbench relay   --listen HOST:PORT --upstream HOST:PORT   (naive per-datagram relay, a baseline)
   udpbench flood   --target HOST:PORT [--kind initiation|fresh|junk] [--public-key BASE64]
                    [--duration 5s] [--rate 0 (as fast as possible)]   (hostile input for the admission path)
+  udpbench sessions --target HOST:PORT [--count 10000] [--rate 5000] [--sources 1] [--first-id 0]
+                   [--pid PID] [--metrics URL] [--wait 10s] [--settle 2s]
+                   (a burst of new client IDs against a relay whose upstream echoes: how many open,
+                   and the relay's resident memory per session)
 
 Presets for --relay: udpfwd, nginx, socat, direct (no relay: the bound for any relay), naive,
 udpfwd-plain (udpfwd --zero-id track, its clients plain WireGuard; the echo server then answers
@@ -86,12 +92,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) (any, error){
-		"echo":    cmdEcho,
-		"gen":     cmdGen,
-		"limit":   cmdLimit,
-		"compare": cmdCompare,
-		"relay":   cmdRelay,
-		"flood":   cmdFlood,
+		"echo":     cmdEcho,
+		"gen":      cmdGen,
+		"limit":    cmdLimit,
+		"compare":  cmdCompare,
+		"relay":    cmdRelay,
+		"flood":    cmdFlood,
+		"sessions": cmdSessions,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

@@ -21,16 +21,23 @@ const (
 	SourceAdmissionRate  = 20
 	SourceAdmissionBurst = 40
 	// AdmissionRate and AdmissionBurst budget the new sessions all sources
-	// together may start asking for. Opening a session costs the
-	// supervisor, the relay's one shared step, about 130 µs of its time (a
-	// policy actor, an upstream socket, the session actor and its reader;
-	// BenchmarkAdmission in actors/supervisor, on 2 cores), so 1 000 a
-	// second keep admissions to about an eighth of a core and routing for
-	// the sessions that exist is never starved. 1 000 a second still
-	// opens a full default relay (16 384 sessions) from nothing in 17 s;
-	// sessions restored from the state file do not count.
-	AdmissionRate  = 1000
-	AdmissionBurst = 1000
+	// together may start asking for: 5 000 a second, bursts of 5 000, so
+	// that a burst of new clients at 5 000 a second (a relay restarted
+	// without its state file, a network of clients coming back at once)
+	// opens every session. What bounds it is the supervisor, the relay's
+	// one shared step, where datagrams wait while it opens a session: an
+	// admission costs it 31-41 µs of its thread (a policy answer, a spare
+	// upstream socket dialled ahead by another goroutine, the session
+	// actor, the first datagram sent; BenchmarkAdmission in
+	// actors/supervisor, on 2 cores, supervisor-µs/session), so 5 000 a
+	// second keep admissions under a fifth of a core and routing for the
+	// sessions that exist is not starved; the burst, opened at once, is
+	// under 0.2 s of it. 5 000 a second open a full default relay (16 384
+	// sessions) from nothing in 3.3 s; sessions restored from the state
+	// file do not count. How much memory the sessions a flood opens hold is
+	// bounded by the session cap, not by this rate.
+	AdmissionRate  = 5000
+	AdmissionBurst = 5000
 	// AdmissionSources is how many sources have a bucket of their own at a
 	// time. A source that has none starts with a full one, so evicting a
 	// source only forgets that it was busy; the relay-wide budget bounds

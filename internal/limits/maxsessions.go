@@ -23,16 +23,18 @@ const (
 	// is (Go raises the soft limit to the hard one, often 1 048 576). Each
 	// session binds one upstream port, and Linux's default ephemeral range
 	// (32768-60999) has 28 232 ports per local address; an idle session
-	// costs about 6 KB (actor, socket, reader goroutine), so the default
-	// stays near 100 MB. Operators who want more say --max-sessions.
+	// costs about 10-11 KB resident (actors, socket, reader goroutine), so
+	// the default stays under 200 MB. Operators who want more say
+	// --max-sessions.
 	MaxDefaultSessions = 16384
 )
 
 // DefaultMaxSessions is the session cap used when --max-sessions is not
 // given, for a process whose open-file limit is nofile. Each session holds
 // one file (its upstream socket). The relay keeps ReservedFiles, the admin
-// listener's AdminFiles and an eighth of the limit as margin for itself and
-// for sockets opening while others close, and never defaults above
+// listener's AdminFiles and an eighth of the limit as margin for itself,
+// for sockets opening while others close and for the upstream sockets the
+// supervisor keeps dialled ahead (64), and never defaults above
 // MaxDefaultSessions. nofile of zero (unknown) or RLIM_INFINITY gives
 // MaxDefaultSessions. The result is at least 1.
 //

@@ -59,7 +59,10 @@
 //
 // # Bounds and ageing
 //
-// A Peer has fixed-size tables and never allocates after it is created:
+// A Peer has fixed-size tables. It allocates nothing per datagram: the one
+// allocation it makes is the overflow of its pending table, when a second
+// initiation is pending at once, kept until every entry in it is taken or
+// has expired (Trim), so that an idle session holds 232 bytes here:
 //
 //   - Learned indexes: the newest MaxIndexes, each live for IndexMaxAge
 //     after the relay saw it. WireGuard rekeys every 120 s (RekeyAfterTime)
@@ -87,6 +90,7 @@ package roam
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -117,24 +121,40 @@ type endpoint struct {
 	listener uint8
 }
 
+// Times in a Peer's tables are Unix nanoseconds (time.Time.UnixNano): 8
+// bytes where a time.Time takes 24 and a pointer the garbage collector
+// scans. Ages are differences of wall-clock readings, as they are for a
+// restored state's times anyway.
+
 type learnedIndex struct {
-	used  bool
 	index uint32
-	at    time.Time
+	used  bool
+	at    int64
 }
 
 type pendingInit struct {
-	used  bool
-	index uint32
-	ep    endpoint
-	at    time.Time
+	addr     netip.AddrPort
+	at       int64
+	index    uint32
+	listener uint8
+	used     bool
 }
+
+func (e *pendingInit) endpoint() endpoint { return endpoint{e.addr, e.listener} }
+
+// morePending is the part of the pending table past its first entry. Most
+// sessions never need it (one client address, one handshake at a time), so
+// a Peer allocates it only when a second initiation is pending at once, and
+// lets it go when every entry in it is taken again.
+type morePending [MaxPending - 1]pendingInit
 
 // Peer tracks where a session's replies go. Its zero value is ready to use
 // and follows the rules in the package documentation; the address of the
 // first datagram it sees becomes the confirmed address.
 //
 // A Peer is owned by one session actor and is not safe for concurrent use.
+// It takes 232 bytes, and 336 more while two initiations or more are
+// pending at once.
 type Peer struct {
 	// Forward marks a session whose datagrams need not be WireGuard: one
 	// of the relay's forward mode, or one that carried a datagram outside
@@ -145,10 +165,13 @@ type Peer struct {
 	// stay false for sessions of well-formed WireGuard.
 	Forward bool
 
-	cur      endpoint
 	answered bool // the upstream has sent a handshake response
+	cur      endpoint
 	indexes  [MaxIndexes]learnedIndex
-	pending  [MaxPending]pendingInit
+	// The pending table: entry 0 here, entries 1..MaxPending-1 in more
+	// (nil while all of them are unused).
+	pending0 pendingInit
+	more     *morePending
 }
 
 // Addr is the confirmed address replies go to (the zero value before the
@@ -181,7 +204,7 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 	}
 	if p.Forward || !p.answered {
 		if !p.Forward && h.Type == wgproto.TypeInitiation {
-			p.addPending(now, h.Index, ep)
+			p.addPending(now.UnixNano(), h.Index, ep)
 		}
 		if ep == p.cur {
 			return false
@@ -191,14 +214,14 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 	}
 	switch h.Type {
 	case wgproto.TypeTransport:
-		if ep != p.cur && p.knows(now, h.Index) {
+		if ep != p.cur && p.knows(now.UnixNano(), h.Index) {
 			p.cur = ep
 			return true
 		}
 	case wgproto.TypeInitiation:
 		// Initiations from the confirmed address are remembered too, so a
 		// guessed index from elsewhere is seen as a collision.
-		p.addPending(now, h.Index, ep)
+		p.addPending(now.UnixNano(), h.Index, ep)
 	}
 	return false
 }
@@ -218,28 +241,68 @@ func (p *Peer) FromUpstream(now time.Time, h wgproto.Header) (to netip.AddrPort,
 	switch h.Type {
 	case wgproto.TypeResponse:
 		p.answered = true
-		p.learn(now, h.Index)
-		if ep, found := p.takePending(now, h.Receiver); found && ep != p.cur {
+		p.learn(now.UnixNano(), h.Index)
+		if ep, found := p.takePending(now.UnixNano(), h.Receiver); found && ep != p.cur {
 			p.cur = ep
 			moved = true
 		}
 	case wgproto.TypeInitiation:
 		// The upstream starts a handshake: the client's transport messages
 		// will carry this index once it answers.
-		p.learn(now, h.Index)
+		p.learn(now.UnixNano(), h.Index)
 	case wgproto.TypeCookie:
-		if ep, found := p.takePending(now, h.Index); found {
+		if ep, found := p.takePending(now.UnixNano(), h.Index); found {
 			return ep.addr, ep.listener, false, true
 		}
 	}
 	return p.cur.addr, p.cur.listener, moved, true
 }
 
+// Trim forgets the pending initiations that have expired at now, and
+// gives back the memory of the pending table's overflow once none is left
+// in it. Nothing it forgets could still move the session or route a
+// reply; call it now and then (a session does on its idle check) so that
+// an initiation the upstream never answers does not hold the overflow.
+func (p *Peer) Trim(now time.Time) {
+	at := now.UnixNano()
+	for i := range MaxPending {
+		if e := p.slot(i); e != nil && e.used && at-e.at >= int64(PendingMaxAge) {
+			*e = pendingInit{}
+		}
+	}
+	p.dropMore()
+}
+
+// slot returns entry i of the pending table, or nil for an entry of the
+// overflow while it is not allocated (such an entry is unused).
+func (p *Peer) slot(i int) *pendingInit {
+	if i == 0 {
+		return &p.pending0
+	}
+	if p.more == nil {
+		return nil
+	}
+	return &p.more[i-1]
+}
+
+// dropMore lets the overflow go if none of its entries is in use.
+func (p *Peer) dropMore() {
+	if p.more == nil {
+		return
+	}
+	for i := range p.more {
+		if p.more[i].used {
+			return
+		}
+	}
+	p.more = nil
+}
+
 // knows reports whether index is a live learned index.
-func (p *Peer) knows(now time.Time, index uint32) bool {
+func (p *Peer) knows(now int64, index uint32) bool {
 	for i := range p.indexes {
 		l := &p.indexes[i]
-		if l.used && l.index == index && now.Sub(l.at) < IndexMaxAge {
+		if l.used && l.index == index && now-l.at < int64(IndexMaxAge) {
 			return true
 		}
 	}
@@ -248,7 +311,7 @@ func (p *Peer) knows(now time.Time, index uint32) bool {
 
 // learn adds index (or refreshes it), in a free slot or else in place of
 // the oldest entry.
-func (p *Peer) learn(now time.Time, index uint32) {
+func (p *Peer) learn(now int64, index uint32) {
 	slot := 0
 	for i := range p.indexes {
 		l := &p.indexes[i]
@@ -256,7 +319,7 @@ func (p *Peer) learn(now time.Time, index uint32) {
 			l.at = now
 			return
 		}
-		if s := &p.indexes[slot]; s.used && (!l.used || l.at.Before(s.at)) {
+		if s := &p.indexes[slot]; s.used && (!l.used || l.at < s.at) {
 			slot = i
 		}
 	}
@@ -265,15 +328,21 @@ func (p *Peer) learn(now time.Time, index uint32) {
 
 // addPending remembers an initiation: one entry per endpoint, else a free
 // or expired slot, else the oldest entry.
-func (p *Peer) addPending(now time.Time, index uint32, ep endpoint) {
+func (p *Peer) addPending(now int64, index uint32, ep endpoint) {
 	slot, free := -1, -1
-	for i := range p.pending {
-		e := &p.pending[i]
-		if e.used && e.ep == ep {
+	for i := range MaxPending {
+		e := p.slot(i)
+		if e == nil { // the overflow is not allocated: every entry in it is free
+			if free < 0 {
+				free = i
+			}
+			break
+		}
+		if e.used && e.endpoint() == ep {
 			slot = i
 			break
 		}
-		if free < 0 && (!e.used || now.Sub(e.at) >= PendingMaxAge) {
+		if free < 0 && (!e.used || now-e.at >= int64(PendingMaxAge)) {
 			free = i
 		}
 	}
@@ -282,33 +351,40 @@ func (p *Peer) addPending(now time.Time, index uint32, ep endpoint) {
 	}
 	if slot < 0 {
 		slot = 0
-		for i := range p.pending {
-			if p.pending[i].at.Before(p.pending[slot].at) {
+		for i := range MaxPending {
+			if p.slot(i).at < p.slot(slot).at {
 				slot = i
 			}
 		}
 	}
-	p.pending[slot] = pendingInit{used: true, index: index, ep: ep, at: now}
+	if slot > 0 && p.more == nil {
+		p.more = new(morePending)
+	}
+	*p.slot(slot) = pendingInit{used: true, index: index, addr: ep.addr, listener: ep.listener, at: now}
 }
 
 // takePending removes the live pending initiations with sender index index
 // and returns their endpoint; found is false if there is none, or if
 // several endpoints claim the index (a collision nobody can settle).
-func (p *Peer) takePending(now time.Time, index uint32) (ep endpoint, found bool) {
+func (p *Peer) takePending(now int64, index uint32) (ep endpoint, found bool) {
 	ambiguous := false
-	for i := range p.pending {
-		e := &p.pending[i]
+	for i := range MaxPending {
+		e := p.slot(i)
+		if e == nil {
+			break
+		}
 		if !e.used || e.index != index {
 			continue
 		}
-		if now.Sub(e.at) < PendingMaxAge {
-			if found && e.ep != ep {
+		if now-e.at < int64(PendingMaxAge) {
+			if found && e.endpoint() != ep {
 				ambiguous = true
 			}
-			ep, found = e.ep, true
+			ep, found = e.endpoint(), true
 		}
 		*e = pendingInit{}
 	}
+	p.dropMore()
 	if ambiguous {
 		return endpoint{}, false
 	}
@@ -346,7 +422,7 @@ func (p *Peer) State() State {
 	s := State{Addr: p.cur.addr, Listener: p.cur.listener, Answered: p.answered}
 	for _, l := range p.indexes {
 		if l.used {
-			s.Indexes = append(s.Indexes, LearnedIndex{Index: l.index, Learned: l.at})
+			s.Indexes = append(s.Indexes, LearnedIndex{Index: l.index, Learned: time.Unix(0, l.at).UTC()})
 		}
 	}
 	slices.SortFunc(s.Indexes, func(a, b LearnedIndex) int { return a.Learned.Compare(b.Learned) })
@@ -372,11 +448,26 @@ func (p *Peer) Restore(s State) error {
 	p.cur = endpoint{netip.AddrPortFrom(s.Addr.Addr().Unmap(), s.Addr.Port()), s.Listener}
 	p.answered = s.Answered
 	p.indexes = [MaxIndexes]learnedIndex{}
-	p.pending = [MaxPending]pendingInit{}
+	p.pending0, p.more = pendingInit{}, nil
 	idx := slices.Clone(s.Indexes)
 	slices.SortStableFunc(idx, func(a, b LearnedIndex) int { return b.Learned.Compare(a.Learned) })
 	for i, l := range idx[:min(len(idx), MaxIndexes)] {
-		p.indexes[i] = learnedIndex{used: true, index: l.Index, at: l.Learned}
+		p.indexes[i] = learnedIndex{used: true, index: l.Index, at: unixNano(l.Learned)}
 	}
 	return nil
 }
+
+// unixNano is t.UnixNano, clamped for times it cannot represent (before
+// 1678, after 2262): a saved time that far back is too old to count, and
+// one that far ahead counts as it would have.
+func unixNano(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64 / 2
+	case t.After(maxTime):
+		return math.MaxInt64 / 2
+	}
+	return t.UnixNano()
+}
+
+var minTime, maxTime = time.Unix(0, math.MinInt64/2), time.Unix(0, math.MaxInt64/2)

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"encoding/json"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,7 @@ type Session struct {
 
 	mu         sync.Mutex
 	clientAddr netip.AddrPort
-	saved      []byte
+	saved      any // SetSaved's value, or it encoded (json.RawMessage) once asked for
 }
 
 // NewSession starts a session's record. created is when the session was
@@ -78,18 +79,34 @@ func (s *Session) ClientAddr() netip.AddrPort {
 }
 
 // SetSaved records the session's state to persist (its roaming state),
-// which it updates when that changes; b must not be modified afterwards.
-func (s *Session) SetSaved(b []byte) {
+// which it updates when that changes: a value that encoding/json encodes,
+// not modified afterwards. It is encoded when Saved is first asked for it,
+// by whoever lists the sessions, not by the session that sets it: a
+// session sets it two or three times as it opens, and encoding it each
+// time was a sizeable part of what opening a session cost.
+func (s *Session) SetSaved(v any) {
 	s.mu.Lock()
-	s.saved = b
+	s.saved = v
 	s.mu.Unlock()
 }
 
-// Saved returns what SetSaved recorded last.
+// Saved returns what SetSaved recorded last, encoded as JSON; nil if
+// nothing was, or it does not encode.
 func (s *Session) Saved() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.saved
+	switch v := s.saved.(type) {
+	case nil:
+		return nil
+	case json.RawMessage:
+		return v
+	}
+	b, err := json.Marshal(s.saved)
+	if err != nil {
+		return nil
+	}
+	s.saved = json.RawMessage(b)
+	return b
 }
 
 // SessionSnapshot is a session's record at one moment.
