@@ -44,7 +44,9 @@ type EndpointHandshake struct {
 // answer, SwapUpstream or StayOnEndpoint, and sends it at once by whichever
 // socket it then has.
 type MoveSession struct {
-	Session    SessionInfo
+	Session SessionInfo
+	// Handle is the supervisor's name for the session (session.Config).
+	Handle     uint32
 	Unanswered int
 }
 

@@ -62,20 +62,27 @@ func (*ClientReplies) IgnoreDeadLetterLogging() {}
 // It carries no session counts: limits.Caps, behind the Caps policy, is
 // the one owner of those.
 type AdmitSession struct {
+	// Client is the client ID asking; the zero ID for a plain WireGuard
+	// client (zero_id: track), which has none.
 	Client wgproto.ClientID
 	// From is the source address of the initiation that asks (for a
 	// restored session, its saved client address).
 	From netip.AddrPort
+	// Ticket, if not zero, names the admission: the answer must carry it
+	// (Admit and Refuse copy it). Plain clients' admissions have one.
+	Ticket uint32
 }
 
 // SessionAdmitted answers AdmitSession: open the session.
 type SessionAdmitted struct {
 	Client wgproto.ClientID
+	Ticket uint32 // AdmitSession.Ticket
 }
 
 // SessionRefused answers AdmitSession: do not open the session.
 type SessionRefused struct {
 	Client wgproto.ClientID
+	Ticket uint32 // AdmitSession.Ticket
 	Reason string
 }
 
@@ -94,6 +101,8 @@ type SessionIdle struct {
 	Session SessionInfo
 	// Side says which direction was silent: "client" or "upstream".
 	Side string
+	// Handle is the supervisor's name for the session (session.Config).
+	Handle uint32
 }
 
 // Crash makes a session panic. Sent to the supervisor, it is forwarded to

@@ -64,6 +64,10 @@ type Reconfigure struct {
 	// Limits, if not nil, is the per-client rate limit every live session
 	// is held to from now on (the configured client_rate changed).
 	Limits *ApplyLimits
+	// Clients, if not nil, says which clients the relay serves from now
+	// on (zero_id, stamp_client_id, message_types changed). Live plain
+	// sessions end if plain clients are dropped now.
+	Clients *Clients
 }
 
 // Reconfigured answers Reconfigure.

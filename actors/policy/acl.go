@@ -24,10 +24,10 @@ func ClientIDs(allowed []wgproto.ClientID) Factory {
 			return
 		}
 		if _, ok := set[m.Client]; !ok {
-			ctx.Respond(&messages.SessionRefused{Client: m.Client, Reason: messages.RefusedClientNotAllowed})
+			ctx.Respond(m.Refuse(messages.RefusedClientNotAllowed))
 			return
 		}
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+		ctx.Respond(m.Admit())
 	})
 	return func() *actor.Props { return props }
 }
@@ -46,10 +46,10 @@ func Sources(allow, deny []netip.Prefix) Factory {
 			return
 		}
 		if reason := sourceVerdict(m.From.Addr(), allow, deny); reason != "" {
-			ctx.Respond(&messages.SessionRefused{Client: m.Client, Reason: reason})
+			ctx.Respond(m.Refuse(reason))
 			return
 		}
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+		ctx.Respond(m.Admit())
 	})
 	return func() *actor.Props { return props }
 }

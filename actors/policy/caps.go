@@ -50,16 +50,16 @@ func (p *capsPolicy) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.AdmitSession:
 		if p.admitted { // asked again: the place is already held
-			ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+			ctx.Respond(m.Admit())
 			return
 		}
 		reason, ok := p.caps.Admit(m.From.Addr(), time.Now())
 		if !ok {
-			ctx.Respond(&messages.SessionRefused{Client: m.Client, Reason: reason})
+			ctx.Respond(m.Refuse(reason))
 			return
 		}
 		p.admitted, p.from = true, m.From.Addr()
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+		ctx.Respond(m.Admit())
 	case *actor.Stopping, *actor.Restarting:
 		if p.admitted {
 			p.caps.Release(p.from)

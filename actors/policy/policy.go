@@ -4,7 +4,9 @@
 // For every client ID that would open a session, the supervisor spawns one
 // policy actor (from a Factory) and asks it once, with AdmitSession, whether
 // the session may open. The policy answers the sender with SessionAdmitted
-// or SessionRefused. It is never asked per datagram: a policy that limits
+// or SessionRefused, made by AdmitSession.Admit and Refuse so that they
+// carry the admission's Ticket (plain clients' admissions, which all have
+// the zero client ID, are told apart by it). It is never asked per datagram: a policy that limits
 // traffic pushes its decisions to the session instead. The supervisor stops
 // the policy actor when the session ends or is refused.
 //
@@ -46,7 +48,7 @@ type Factory func() *actor.Props
 func AllowAll() *actor.Props {
 	return actor.PropsFromFunc(func(ctx actor.Context) {
 		if m, ok := ctx.Message().(*messages.AdmitSession); ok {
-			ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+			ctx.Respond(m.Admit())
 		}
 	})
 }

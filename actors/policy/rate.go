@@ -34,7 +34,7 @@ func (p *ratePolicy) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *messages.AdmitSession:
 		p.client = m.Client
-		ctx.Respond(&messages.SessionAdmitted{Client: m.Client})
+		ctx.Respond(m.Admit())
 	case *messages.SessionStarted:
 		l, ok := p.per[p.client]
 		if !ok {

@@ -72,13 +72,13 @@ func handleDeadLetters(system *actor.ActorSystem, c *stats.Counters) {
 }
 
 func logEvent(l *zap.Logger, evt any, info messages.SessionInfo) {
-	fields := []zap.Field{
-		zap.Stringer("session", info.Session),
-		zap.Stringer("client", info.Client),
-		zap.String("client_b64", info.Client.Base64()),
-		addrField("client_addr", info.ClientAddr),
-		zap.Uint16("upstream_port", info.UpstreamLocal.Port()),
+	fields := []zap.Field{zap.Stringer("session", info.Session)}
+	if info.Client.IsZero() {
+		fields = append(fields, zap.String("client", "plain")) // a plain WireGuard client has no ID
+	} else {
+		fields = append(fields, zap.Stringer("client", info.Client), zap.String("client_b64", info.Client.Base64()))
 	}
+	fields = append(fields, addrField("client_addr", info.ClientAddr), zap.Uint16("upstream_port", info.UpstreamLocal.Port()))
 	switch e := evt.(type) {
 	case *messages.SessionOpened:
 		l.Info("session opened", append(fields, addrField("upstream", info.Upstream))...)

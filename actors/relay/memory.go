@@ -24,19 +24,23 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 //     and the parts of it it builds for sessions (a batch each);
 //   - the admissions in flight (supervisor.MaxAdmissions of
 //     supervisor.AdmissionBytes);
-//   - the replay table, the admission budget's table of sources and the
-//     Caps policy's rate limiters (--new-sessions-per-ip).
+//   - the replay table, the admission budget's table of sources, the
+//     Caps policy's rate limiters (--new-sessions-per-ip) and the sources
+//     the supervisor has warned about (supervisor.WarnBytes).
 //
 // The Go heap in use stays under it, less the memory the process had
 // before; its garbage collector lets the heap grow to about twice what is
 // in use before collecting (GOGC=100), so resident memory can be up to that
 // more. What live sessions need is outside it: about 13 KB an idle session,
-// and a busy one SessionBusyBytes more while its queue holds batches.
+// and a busy one SessionBusyBytes more while its queue holds batches (a
+// plain client's session, zero_id: track, also its entries in the
+// supervisor's index and address tables, a few hundred bytes).
 func MemoryBound(listeners int) int {
 	perListener := fullBatch + writer.QueueBytes + fullBatch
 	routing := supervisor.QueueBytes + fullBatch + udpio.MaxBatch*udpio.BatchSize
 	admissions := supervisor.MaxAdmissions * supervisor.AdmissionBytes
-	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes
+	tables := replay.Bytes(replay.Entries) + limits.AdmissionBytes(limits.AdmissionSources) + limits.CapsLimiterBytes +
+		supervisor.WarnBytes()
 	return listeners*perListener + routing + admissions + tables
 }
 

@@ -168,6 +168,12 @@ func (r *Relay) Snapshot(timeout time.Duration) ([]state.Session, error) {
 	places, wants := r.listenPlaces()
 	out := make([]state.Session, 0, len(l.Sessions))
 	for _, s := range l.Sessions {
+		if s.Client.IsZero() {
+			// A plain client's session is found by the supervisor's
+			// index and address tables, which are not saved: its client
+			// gets a new session with its next handshake.
+			continue
+		}
 		endpoint := s.Endpoint
 		if endpoint == "" {
 			endpoint = cfg.Upstream.String()

@@ -151,6 +151,7 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		msg.Socket = &messages.SocketSettings{ReadBuffer: cfg.ReadBuffer, WriteBuffer: cfg.WriteBuffer, NoGSO: cfg.NoGSO}
 	}
 	if wireguard {
+		msg.Clients = clientsChange(&old, &cfg)
 		r.securityChanges(msg, &old.Security, &cfg.Security)
 		// The upstreams: the resolvers of endpoints that leave stop before
 		// the supervisor hears of the new pool, so that no late answer

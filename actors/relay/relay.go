@@ -200,6 +200,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		Logger:        r.log,
 		Readers:       &r.readers,
 		Status:        &r.status,
+		Clients:       clientsOf(&cfg),
 	}
 	switch cfg.Mode {
 	case config.ModeForward:

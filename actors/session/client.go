@@ -25,14 +25,22 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 	for i := range b.Datagrams {
 		d := &b.Datagrams[i]
 		var h wgproto.Header
+		deviating := false
 		if !s.cfg.Forward {
-			h, _ = wgproto.Parse(d.Bytes()) // the supervisor has checked it
+			// The supervisor has checked it: anything but well-formed
+			// WireGuard (with or without an ID) came through message_types: any.
+			var v wgproto.Verdict
+			h, v = wgproto.Parse(d.Bytes())
+			deviating = v != wgproto.OK && v != wgproto.ZeroClient
 		}
 		// A forward has no client until its first datagram.
 		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
 			s.roamed(ctx, from)
 		}
 		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
+		if deviating && confirmed {
+			s.deviated()
+		}
 		// Only the client itself keeps the session alive: datagrams anyone
 		// can send with its ID do not.
 		heard = heard || confirmed
@@ -47,6 +55,9 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 				d.Buf = nil // held while the session asks to move (failover.go)
 				continue
 			}
+		}
+		if s.cfg.Tracked {
+			s.stamp(d)
 		}
 		b.Datagrams[i], b.Datagrams[k] = b.Datagrams[k], b.Datagrams[i]
 		k++

@@ -66,7 +66,7 @@ func (s *Session) initiation(ctx actor.Context, now time.Time, d *udpio.Datagram
 	st.held.Add(*d)
 	s.cfg.Logger.Debug("endpoint does not answer: asking to move", zap.String("endpoint", s.cfg.Info.Endpoint),
 		zap.Int("unanswered", st.unanswered))
-	ctx.Send(ctx.Parent(), &messages.MoveSession{Session: s.info(), Unanswered: st.unanswered})
+	ctx.Send(ctx.Parent(), &messages.MoveSession{Session: s.info(), Handle: s.cfg.Handle, Unanswered: st.unanswered})
 	return true
 }
 

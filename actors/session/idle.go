@@ -43,5 +43,5 @@ func (s *Session) checkIdle(ctx actor.Context) {
 		return
 	}
 	s.idleSent = true
-	ctx.Send(ctx.Parent(), &messages.SessionIdle{Session: s.info(), Side: side})
+	ctx.Send(ctx.Parent(), &messages.SessionIdle{Session: s.info(), Side: side, Handle: s.cfg.Handle})
 }

@@ -62,6 +62,9 @@ func (s *Session) roamed(ctx actor.Context, from netip.AddrPort) {
 		return
 	}
 	s.roamChanged = true
+	if s.cfg.Tracked {
+		s.confirmed(ctx, info.ClientAddr)
+	}
 	s.cfg.Counters.Count(stats.ClientRoamed)
 	s.cfg.Logger.Debug("client roamed", zap.Stringer("from", from), zap.Stringer("to", info.ClientAddr))
 	ctx.ActorSystem().EventStream.Publish(&messages.ClientRoamed{SessionInfo: info, From: from, Followed: s.peer.Following()})

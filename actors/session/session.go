@@ -8,7 +8,8 @@
 // the session as UpstreamDatagrams (reader.go); the session addresses them
 // to the client and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
-// ends for silence is idle.go's.
+// ends for silence is idle.go's; what a plain client's session tells the
+// supervisor, and the client ID it stamps, plain.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
@@ -34,11 +35,25 @@ import (
 	"github.com/udpfwd/udpfwd/internal/roam"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
+	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // Config is what a session needs. The session takes ownership of Conn.
 type Config struct {
 	Info messages.SessionInfo
+	// Handle is the supervisor's name for the session, which the session
+	// gives back in what it tells the supervisor (SessionIdle and, for a
+	// tracked plain client, IndexLearned and ClientConfirmed).
+	Handle uint32
+	// Tracked marks a plain WireGuard client's session (zero_id: track):
+	// the supervisor finds it by the indexes the upstream assigns and by
+	// its client's confirmed address, so the session tells it both
+	// (plain.go).
+	Tracked bool
+	// Stamp, if not zero, is the client ID a tracked session writes into
+	// bytes 1..3 of what it sends upstream, clearing them in what it sends
+	// back to the client (stamp_client_id).
+	Stamp wgproto.ClientID
 	// Conn is the session's upstream socket, connected to the upstream.
 	Conn *udpio.Conn
 	// Writers send replies to clients, one per listening socket of the

@@ -49,6 +49,9 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 		}
 		if h.Type == wgproto.TypeResponse || h.Type == wgproto.TypeInitiation {
 			s.roamChanged = true // a new index learned
+			if s.cfg.Tracked && !s.peer.Forward {
+				s.learned(ctx, h.Index) // before the reply that carries it leaves
+			}
 		}
 		if !ok || int(listener) >= len(s.cfg.Writers) || s.cfg.Writers[listener] == nil {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
@@ -70,6 +73,9 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 			out.Listener = listener
 		}
 		d.Addr = to
+		if s.cfg.Tracked {
+			s.unstamp(d)
+		}
 		outBytes += d.N
 		out.Add(*d)
 		d.Buf = nil

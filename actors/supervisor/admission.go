@@ -45,10 +45,12 @@ const AdmissionBytes = 12 << 10
 // first, all before anything is allocated or spawned for the client:
 //
 //  1. an upstream address to connect to (upstream_unresolved);
-//  2. no admission already waiting for this client ID (admission_pending);
+//  2. no admission already waiting for this client ID, or for a plain
+//     client, from this address (admission_pending);
 //  3. not a replay: the same initiation was not seen in the last
 //     replay.TTL under another client ID (replayed_initiation), so that a
-//     replay spends none of the budget below;
+//     replay spends none of the budget below; a plain client's, which has
+//     no client ID to tell a retransmission by, not at all;
 //  4. the budget (admission_overload): fewer than MaxAdmissions in flight,
 //     a token in the source's bucket and one in the relay-wide bucket
 //     (limits.Admission);
@@ -71,24 +73,34 @@ type pending struct {
 	since    time.Time
 }
 
-// admit asks a new policy actor whether client may open a session, and
-// keeps its initiation until the answer comes.
-func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.Datagram, listener uint8) {
+// admit asks a new policy actor whether client may open a session (k is
+// its key: the client ID's, or a plain client's own), and keeps its
+// initiation until the answer comes.
+func (s *Supervisor) admit(ctx routeContext, k key, client wgproto.ClientID, d *udpio.Datagram, listener uint8) {
 	if !s.upstream.IsValid() {
 		s.drops[stats.UpstreamUnresolved]++
 		return
 	}
 	now := s.now()
-	if p := s.pending[client]; p != nil {
+	if p := s.pending[k]; p != nil {
 		if now.Sub(p.since) < pendingTimeout {
 			s.drops[stats.AdmissionPending]++
 			return
 		}
-		s.cfg.Logger.Warn("policy did not answer; asking again", zap.Stringer("client", client))
-		s.dropAdmission(client, p, stats.PolicyRefused, ctx.Stop)
+		s.cfg.Logger.Warn("policy did not answer; asking again", clientField(client), addrField("from", d.Addr))
+		s.dropAdmission(k, p, stats.PolicyRefused, ctx.Stop)
 	}
-	key := s.replays.Key(d.Bytes())
-	if s.replays.Replayed(key, client, now) {
+	rk := s.replays.Key(d.Bytes())
+	// A plain client's initiation is new or a replay: its client re-sends
+	// from the address that has its admission or session, which never
+	// gets here, and every retry is a new initiation.
+	replayed := false
+	if k.isPlain() {
+		replayed = s.replays.Seen(rk, now)
+	} else {
+		replayed = s.replays.Replayed(rk, client, now)
+	}
+	if replayed {
 		s.drops[stats.ReplayedInitiation]++
 		return
 	}
@@ -96,22 +108,38 @@ func (s *Supervisor) admit(ctx routeContext, client wgproto.ClientID, d *udpio.D
 		s.drops[stats.AdmissionOverload]++
 		return
 	}
-	if !s.replays.Record(key, client, now) {
+	if !s.replays.Record(rk, client, now) {
 		s.drops[stats.ReplayedInitiation]++
 		return
 	}
 	p := &pending{first: *d, listener: listener}
 	d.Buf = nil // moved into the pending admission
-	s.ask(ctx, client, p.first.Addr, p)
+	if k.isPlain() {
+		s.plain.byAddr[p.first.Addr] = k
+	}
+	s.ask(ctx, k, client, p.first.Addr, p)
 }
 
 // ask spawns the client's policy actor and asks it whether a session may
-// open for the client at from; p waits for the answer.
-func (s *Supervisor) ask(ctx routeContext, client wgproto.ClientID, from netip.AddrPort, p *pending) {
+// open for the client at from; p waits for the answer, under k.
+func (s *Supervisor) ask(ctx routeContext, k key, client wgproto.ClientID, from netip.AddrPort, p *pending) {
 	p.since = s.now()
 	p.policy = ctx.Spawn(s.cfg.Policy())
-	s.pending[client] = p
-	ctx.Request(p.policy, &messages.AdmitSession{Client: client, From: from})
+	s.pending[k] = p
+	m := &messages.AdmitSession{Client: client, From: from}
+	if k.isPlain() {
+		m.Ticket = uint32(k)
+	}
+	ctx.Request(p.policy, m)
+}
+
+// answerKey is the key of the admission a policy's answer is about: its
+// ticket (a plain client's), else its client ID.
+func answerKey(client wgproto.ClientID, ticket uint32) key {
+	if ticket != 0 {
+		return key(ticket)
+	}
+	return idKey(client)
 }
 
 // dropAdmission is the one way an admission ends without a session: the
@@ -120,8 +148,11 @@ func (s *Supervisor) ask(ctx routeContext, client wgproto.ClientID, from netip.A
 // returns the held initiation's buffer (a restore holds none), stops the
 // policy actor (stop is nil where protoactor stops it anyway), and counts
 // the admission as one datagram dropped for reason.
-func (s *Supervisor) dropAdmission(client wgproto.ClientID, p *pending, reason stats.Reason, stop func(*actor.PID)) {
-	delete(s.pending, client)
+func (s *Supervisor) dropAdmission(k key, p *pending, reason stats.Reason, stop func(*actor.PID)) {
+	delete(s.pending, k)
+	if k.isPlain() {
+		s.plain.unadmit(p.first.Addr, k)
+	}
 	udpio.PutBuffer(p.first.Buf) // nil for a restore: PutBuffer ignores it
 	p.first.Buf = nil
 	if stop != nil {
@@ -132,7 +163,8 @@ func (s *Supervisor) dropAdmission(client wgproto.ClientID, p *pending, reason s
 
 // refused ends an admission its policy refused.
 func (s *Supervisor) refused(ctx actor.Context, m *messages.SessionRefused) {
-	p := s.pending[m.Client]
+	k := answerKey(m.Client, m.Ticket)
+	p := s.pending[k]
 	if p == nil {
 		return
 	}
@@ -140,9 +172,12 @@ func (s *Supervisor) refused(ctx actor.Context, m *messages.SessionRefused) {
 	if !ok {
 		reason = stats.PolicyRefused
 	}
-	s.cfg.Logger.Debug("session refused", zap.Stringer("client", m.Client), zap.String("reason", m.Reason),
+	s.cfg.Logger.Debug("session refused", clientField(m.Client), zap.String("reason", m.Reason),
 		zap.Bool("restored", p.restore != nil))
-	s.dropAdmission(m.Client, p, reason, ctx.Stop)
+	if p.restore == nil && warned(reason) {
+		s.warn.source(reason, p.first.Addr.Addr(), s.now)
+	}
+	s.dropAdmission(k, p, reason, ctx.Stop)
 }
 
 // refusalReason maps the relay's own policies' reasons to drop reasons.
@@ -158,24 +193,32 @@ var refusalReason = map[string]stats.Reason{
 // admitted opens the session its policy admitted: on a new upstream socket,
 // with the initiation that asked as its first datagram (or, for a restore,
 // on its old socket: reopen).
-func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
-	p := s.pending[client]
+func (s *Supervisor) admitted(ctx actor.Context, k key) {
+	p := s.pending[k]
 	if p == nil {
 		return
 	}
 	if p.restore != nil {
-		s.reopen(ctx, client, p)
+		s.reopen(ctx, k, p)
+		return
+	}
+	var client wgproto.ClientID // a plain client has none
+	if !k.isPlain() {
+		client = keyID(k)
+	} else if !s.cfg.Clients.TrackZeroID {
+		// A reload stopped tracking plain clients while it waited.
+		s.dropAdmission(k, p, stats.ZeroClientID, ctx.Stop)
 		return
 	}
 	endpoint, conn, err := s.dialNew()
 	if err != nil {
-		s.cfg.Logger.Warn("open upstream socket", zap.Stringer("client", client), zap.Error(err))
-		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
+		s.cfg.Logger.Warn("open upstream socket", clientField(client), zap.Error(err))
+		s.dropAdmission(k, p, stats.UpstreamBindFailed, ctx.Stop)
 		return
 	}
-	delete(s.pending, client)
+	delete(s.pending, k)
 	e := s.spawn(ctx, newSession{
-		client: client, from: p.first.Addr, listener: p.listener, conn: conn,
+		key: k, client: client, from: p.first.Addr, listener: p.listener, conn: conn,
 		idle: s.cfg.IdleTimeout, policy: p.policy, endpoint: endpoint,
 	})
 	b := udpio.GetBatch()
@@ -187,9 +230,9 @@ func (s *Supervisor) admitted(ctx actor.Context, client wgproto.ClientID) {
 // policyFailed ends the admissions whose policy actor failed; protoactor
 // has stopped it already (HandleFailure).
 func (s *Supervisor) policyFailed(child *actor.PID) {
-	for client, p := range s.pending {
+	for k, p := range s.pending {
 		if p.policy.Id == child.Id {
-			s.dropAdmission(client, p, stats.PolicyRefused, nil)
+			s.dropAdmission(k, p, stats.PolicyRefused, nil)
 		}
 	}
 }

@@ -201,14 +201,14 @@ func (h *fuzzHarness) step(t *testing.T, e []byte) {
 		}
 		client, p := h.pick(int(e[1]))
 		if e[2]%2 == 1 {
-			h.s.dropAdmission(client, p, stats.PolicyRefused, h.ctx.Stop)
+			h.s.dropAdmission(idKey(client), p, stats.PolicyRefused, h.ctx.Stop)
 			return
 		}
 		// Admitted: the session opens with the held initiation as its
 		// first datagram (admitted, without the socket and the actor).
-		delete(h.s.pending, client)
-		e := &entry{pid: actor.NewPID("fuzz", "session-"+client.String()), policy: p.policy, info: messages.SessionInfo{Client: client}}
-		h.s.sessions[client] = e
+		delete(h.s.pending, idKey(client))
+		e := &entry{key: idKey(client), pid: actor.NewPID("fuzz", "session-"+client.String()), policy: p.policy, info: messages.SessionInfo{Client: client}}
+		h.s.sessions[idKey(client)] = e
 		h.s.byPID[e.pid.Id] = e
 		udpio.PutBuffer(p.first.Buf)
 		h.ctx.routed++
@@ -217,13 +217,13 @@ func (h *fuzzHarness) step(t *testing.T, e []byte) {
 			return
 		}
 		ids := make([]wgproto.ClientID, 0, len(h.s.sessions))
-		for id := range h.s.sessions {
-			ids = append(ids, id)
+		for k := range h.s.sessions {
+			ids = append(ids, keyID(k))
 		}
 		sortIDs(ids)
 		id := ids[int(e[1])%len(ids)]
-		delete(h.s.byPID, h.s.sessions[id].pid.Id)
-		delete(h.s.sessions, id)
+		delete(h.s.byPID, h.s.sessions[idKey(id)].pid.Id)
+		delete(h.s.sessions, idKey(id))
 	}
 }
 
@@ -238,12 +238,12 @@ func sortIDs(ids []wgproto.ClientID) {
 // pick returns the i-th admission in flight, in client ID order.
 func (h *fuzzHarness) pick(i int) (wgproto.ClientID, *pending) {
 	var ids []wgproto.ClientID
-	for id := range h.s.pending {
-		ids = append(ids, id)
+	for k := range h.s.pending {
+		ids = append(ids, keyID(k))
 	}
 	sortIDs(ids)
 	id := ids[i%len(ids)]
-	return id, h.s.pending[id]
+	return id, h.s.pending[idKey(id)]
 }
 
 func (h *fuzzHarness) send(t *testing.T, src, id, shape byte) {

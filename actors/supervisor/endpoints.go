@@ -124,7 +124,7 @@ func (s *Supervisor) endpointHandshake(ctx actor.Context, m *messages.EndpointHa
 // endpoint that is up or due for a try, on a socket dialled here and handed
 // over; otherwise the session stays and asks again later.
 func (s *Supervisor) moveSession(ctx actor.Context, m *messages.MoveSession) {
-	e := s.sessions[m.Session.Client]
+	e := s.sessions[key(m.Handle)]
 	if e == nil || e.info.Session != m.Session.Session {
 		return // it ended meanwhile, and is stopping
 	}

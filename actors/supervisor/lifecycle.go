@@ -19,11 +19,12 @@ import (
 
 // newSession describes a session to spawn.
 type newSession struct {
-	client   wgproto.ClientID
-	from     netip.AddrPort // the client's address
-	listener uint8          // the index of the listening socket it came by
-	conn     *udpio.Conn    // its upstream socket, bound and connected
-	endpoint int            // the index of the upstream endpoint conn is connected to
+	key      key              // its place in sessions
+	client   wgproto.ClientID // zero for a plain client (and forward mode)
+	from     netip.AddrPort   // the client's address
+	listener uint8            // the index of the listening socket it came by
+	conn     *udpio.Conn      // its upstream socket, bound and connected
+	endpoint int              // the index of the upstream endpoint conn is connected to
 	idle     time.Duration
 	policy   *actor.PID                // the policy actor that admitted it; nil in forward mode
 	forward  bool                      // forward mode: no WireGuard parsing
@@ -35,7 +36,7 @@ type newSession struct {
 
 // openForward starts forward mode's one session on its pre-bound socket.
 func (s *Supervisor) openForward(ctx actor.Context) {
-	s.spawn(ctx, newSession{conn: s.cfg.ForwardConn, forward: true})
+	s.spawn(ctx, newSession{key: idKey(wgproto.ClientID{}), conn: s.cfg.ForwardConn, forward: true})
 }
 
 // spawn starts a session and enters it in the tables. The counters move
@@ -65,12 +66,12 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	st := stats.NewSession(n.created, now, from)
 	log := s.cfg.Logger
 	if !n.forward {
-		log = log.With(zap.String("session", info.Session.String()),
-			zap.Stringer("client", client), zap.String("client_b64", client.Base64()))
+		log = log.With(append([]zap.Field{zap.String("session", info.Session.String())}, clientFields(client)...)...)
 	}
-	pid := ctx.SpawnPrefix(session.Props(session.Config{
+	cfg := session.Config{
 		Stats:       st,
 		Info:        info,
+		Handle:      uint32(n.key),
 		Conn:        conn,
 		Writers:     s.cfg.Writers,
 		Listener:    n.listener,
@@ -82,10 +83,14 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
 		Logger:      log,
-	}), "session-"+client.String()+"-")
-	e := &entry{pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
-	s.sessions[client] = e
-	s.byPID[pid.Id] = e
+	}
+	name := "session-" + client.String() + "-"
+	if n.key.isPlain() {
+		cfg.Tracked, cfg.Stamp, name = true, s.cfg.Clients.Stamp, "session-plain-"
+	}
+	pid := ctx.SpawnPrefix(session.Props(cfg), name)
+	e := &entry{key: n.key, pid: pid, policy: n.policy, info: info, stats: st, forward: n.forward}
+	s.enter(e)
 	if e.forward {
 		return e // a forward is no session: no count, no event (the relay logs "forward started")
 	}
@@ -101,6 +106,17 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 	s.cfg.Counters.Count(stats.SessionOpened)
 	ctx.ActorSystem().EventStream.Publish(&messages.SessionOpened{SessionInfo: info})
 	return e
+}
+
+// enter enters a new session in the tables routing uses: by its key, by its
+// actor, and for a plain client by its address (plain.go).
+func (s *Supervisor) enter(e *entry) {
+	if e.key.isPlain() {
+		e.plain = &plainSession{}
+		s.plain.confirm(e, e.info.ClientAddr)
+	}
+	s.sessions[e.key] = e
+	s.byPID[e.pid.Id] = e
 }
 
 // ending is what ending a session needs from whoever ends it.
@@ -120,10 +136,13 @@ type ending struct {
 // if the session had ended already (an expiring session that then fails,
 // say). The entry stays in byPID until the actor has terminated.
 func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messages.SessionInfo) any) bool {
-	if s.sessions[e.info.Client] != e {
+	if s.sessions[e.key] != e {
 		return false
 	}
-	delete(s.sessions, e.info.Client)
+	delete(s.sessions, e.key)
+	if e.plain != nil {
+		s.plain.forget(e)
+	}
 	if !e.forward {
 		s.cfg.Counters.SetLive(len(s.sessions))
 		if i := s.pool.Index(e.info.Endpoint); i >= 0 {
@@ -154,7 +173,11 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 // means nothing more is routed to it; Poison lets it forward what is
 // already queued before it stops.
 func (s *Supervisor) idle(ctx actor.Context, m *messages.SessionIdle) {
-	e := s.sessions[m.Session.Client]
+	k := key(m.Handle)
+	if m.Handle == 0 {
+		k = idKey(m.Session.Client) // sent by hand, without a handle
+	}
+	e := s.sessions[k]
 	if e == nil || e.info.Session != m.Session.Session {
 		return
 	}
@@ -203,8 +226,8 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 // protoactor stops every child after this, sessions and policies alike:
 // stopping them here too would send a second Stop to a dead actor.
 func (s *Supervisor) stopping(ctx actor.Context) {
-	for client, p := range s.pending {
-		s.dropAdmission(client, p, stats.SessionGone, nil)
+	for k, p := range s.pending {
+		s.dropAdmission(k, p, stats.SessionGone, nil)
 	}
 	how := ending{events: ctx.ActorSystem().EventStream}
 	for _, e := range s.sessions {

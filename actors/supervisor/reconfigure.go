@@ -43,6 +43,9 @@ func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
 		}
 		s.setEndpoints(eps)
 	}
+	if m.Clients != nil {
+		s.cfg.Clients = *m.Clients
+	}
 
 	apply := &messages.ApplySettings{Writers: m.Writers, Socket: m.Socket, Limits: m.Limits}
 	if s.cfg.Mode == ModeWireGuard {
@@ -67,8 +70,8 @@ func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
 			}
 		}
 		if why != "" {
-			s.cfg.Logger.Info("reload: session ended", zap.Stringer("session", e.info.Session),
-				zap.Stringer("client", e.info.Client), zap.String("client_b64", e.info.Client.Base64()), zap.String("reason", why))
+			s.cfg.Logger.Info("reload: session ended", append([]zap.Field{zap.Stringer("session", e.info.Session)},
+				append(clientFields(e.info.Client), zap.String("reason", why))...)...)
 			if s.end(how, e, stats.SessionClosed, closed) {
 				ended++
 			}
@@ -96,6 +99,9 @@ func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
 func (s *Supervisor) refuses(m *messages.Reconfigure, e *entry) string {
 	if e.forward {
 		return "" // the relay restarts a forward whose upstream changed
+	}
+	if e.plain != nil && !s.cfg.Clients.TrackZeroID {
+		return "plain clients are not tracked any more (zero_id: drop)"
 	}
 	if m.Refuse != nil {
 		if reason := m.Refuse(e.info.Client, e.stats.ClientAddr().Addr()); reason != "" {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/stats"
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // restore re-opens saved sessions. Each is admitted again by its client's
@@ -20,34 +19,36 @@ func (s *Supervisor) restore(ctx actor.Context, saved []messages.RestoredSession
 	for i := range saved {
 		r := &saved[i]
 		info := r.Info
-		if _, taken := s.sessions[info.Client]; taken || info.Client.IsZero() || !info.Upstream.IsValid() {
+		k := idKey(info.Client)
+		if _, taken := s.sessions[k]; taken || info.Client.IsZero() || !info.Upstream.IsValid() {
 			continue
 		}
-		if _, taken := s.pending[info.Client]; taken {
+		if _, taken := s.pending[k]; taken {
 			continue
 		}
-		s.ask(ctx, info.Client, info.ClientAddr, &pending{restore: r})
+		s.ask(ctx, k, info.Client, info.ClientAddr, &pending{restore: r})
 	}
 }
 
 // reopen opens an admitted saved session on its old upstream port if it
 // can, and publishes SessionRestored instead of SessionOpened.
-func (s *Supervisor) reopen(ctx actor.Context, client wgproto.ClientID, p *pending) {
+func (s *Supervisor) reopen(ctx actor.Context, k key, p *pending) {
 	r := p.restore
 	info := r.Info
+	client := info.Client
 	conn, rebind, err := s.redial(info.UpstreamLocal, info.Upstream, r.Rebind)
 	if err != nil {
 		s.cfg.Logger.Warn("restore session: open upstream socket", zap.Stringer("client", client), zap.Error(err))
-		s.dropAdmission(client, p, stats.UpstreamBindFailed, ctx.Stop)
+		s.dropAdmission(k, p, stats.UpstreamBindFailed, ctx.Stop)
 		return
 	}
-	delete(s.pending, client)
+	delete(s.pending, k)
 	ev := &messages.SessionRestored{Wanted: info.UpstreamLocal}
 	if rebind != nil {
 		ev.Rebound, ev.Err = true, rebind.Error()
 	}
 	s.spawn(ctx, newSession{
-		client: client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout, policy: p.policy,
+		key: k, client: client, from: info.ClientAddr, conn: conn, idle: s.cfg.IdleTimeout, policy: p.policy,
 		id: info.Session, created: r.Created, roam: r.Roam, restore: ev, endpoint: s.restoredEndpoint(info),
 	})
 }

@@ -43,8 +43,8 @@ func routeFixture(n int) (*Supervisor, []*actor.PID, [][]byte) {
 	for i := 0; i < n; i++ {
 		id := wgproto.ClientID{1, byte((i + 1) >> 8), byte(i + 1)}
 		pid := actor.NewPID("test", id.String())
-		e := &entry{pid: pid, info: messages.SessionInfo{Client: id}}
-		s.sessions[id] = e
+		e := &entry{key: idKey(id), pid: pid, info: messages.SessionInfo{Client: id}}
+		s.sessions[idKey(id)] = e
 		s.byPID[pid.Id] = e
 		pids = append(pids, pid)
 	}

@@ -9,6 +9,9 @@
 //
 // The files, one idea each:
 //   - route.go: routing a read batch to sessions, and the drops on the way;
+//   - plain.go: finding plain WireGuard clients' sessions (zero_id:
+//     track) by the upstream's indexes and their confirmed addresses;
+//   - warn.go: saying, once per source, why a client gets nothing;
 //   - admission.go: the admission path (replays, the budget, admissions
 //     waiting for their policy's answer), and the one cleanup of an
 //     admission that opens no session;
@@ -106,6 +109,10 @@ type Config struct {
 	// weight, see QueueBytes); the relay gives it to its listeners, which
 	// wait while it is not zero (actors/listener).
 	Backlog *mailbox.Backlog
+	// Clients says which clients it serves beyond WARP clients with an ID
+	// in well-formed WireGuard: plain clients, stamping, any framing
+	// (plain.go, route.go).
+	Clients messages.Clients
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -175,6 +182,7 @@ const QueueBytes = 4 << 20
 
 // entry is the supervisor's record of one live session.
 type entry struct {
+	key     key // its place in sessions
 	pid     *actor.PID
 	policy  *actor.PID // nil in forward mode
 	forward bool       // forward mode's one session: no client, no session events
@@ -185,6 +193,7 @@ type entry struct {
 	// (SwapUpstream): closed when the session terminates if it never took
 	// it.
 	handover *messages.SwapUpstream
+	plain    *plainSession // a tracked plain client's addresses and indexes; nil for a client ID
 }
 
 // Supervisor is the actor. It implements actor.SupervisorStrategy itself,
@@ -194,13 +203,14 @@ type Supervisor struct {
 	upstream netip.AddrPort
 	// eps are the upstream endpoints and their health (endpoints.go).
 	eps
-	// sessions holds the live sessions by client ID: what routing sees. A
-	// session leaves it on the one "session ended" path (end).
-	sessions map[wgproto.ClientID]*entry
+	// sessions holds the live sessions by key (a client ID, or a plain
+	// client's number: plain.go): what routing sees. A session leaves it
+	// on the one "session ended" path (end).
+	sessions map[key]*entry
 	// byPID holds every session actor not yet terminated, live or ended,
 	// by pid.Id, for Terminated and failures.
 	byPID   map[string]*entry
-	pending map[wgproto.ClientID]*pending
+	pending map[key]*pending
 	touched []*entry
 	drops   [stats.NumReasons]int
 	mac1    *wgproto.MAC1Checker
@@ -209,6 +219,14 @@ type Supervisor struct {
 	budget  *limits.Admission
 	replays *replay.Table
 	now     func() time.Time
+	// batchNow is the clock read once for the batch being routed (clock),
+	// zero until read.
+	batchNow time.Time
+	// plain holds the tables that find plain clients' sessions (plain.go).
+	plain plainTable
+	// warn says once per source, and sampled, why a client gets nothing
+	// (warn.go).
+	warn warner
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -222,6 +240,7 @@ func newSupervisor(cfg Config) *Supervisor {
 	if cfg.Replays == nil {
 		cfg.Replays = replay.New(replay.Entries, replay.TTL, time.Now())
 	}
+	now := time.Now()
 	return &Supervisor{
 		mac1:     mac1,
 		budget:   cfg.Admission,
@@ -229,10 +248,12 @@ func newSupervisor(cfg Config) *Supervisor {
 		now:      time.Now,
 		cfg:      cfg,
 		upstream: cfg.Upstream,
-		sessions: make(map[wgproto.ClientID]*entry),
+		sessions: make(map[key]*entry),
 		byPID:    make(map[string]*entry),
-		pending:  make(map[wgproto.ClientID]*pending),
+		pending:  make(map[key]*pending),
 		eps:      newEndpoints(&cfg),
+		plain:    newPlainTable(now, MaxTrackedIndexes),
+		warn:     newWarner(cfg.Logger),
 	}
 }
 
@@ -242,11 +263,15 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.ClientDatagrams:
 		s.route(ctx, m.Batch())
 	case *messages.SessionAdmitted:
-		s.admitted(ctx, m.Client)
+		s.admitted(ctx, answerKey(m.Client, m.Ticket))
 	case *messages.SessionRefused:
 		s.refused(ctx, m)
 	case *messages.SessionIdle:
 		s.idle(ctx, m)
+	case *messages.IndexLearned:
+		s.indexLearned(m)
+	case *messages.ClientConfirmed:
+		s.clientConfirmed(m)
 	case *messages.UpstreamResolved:
 		s.resolved(m)
 	case *messages.RestoreSessions:
@@ -260,7 +285,7 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 	case *messages.MoveSession:
 		s.moveSession(ctx, m)
 	case *messages.Crash:
-		if e := s.sessions[m.Client]; e != nil {
+		if e := s.sessions[idKey(m.Client)]; e != nil {
 			ctx.Send(e.pid, m)
 		}
 	case *actor.Terminated:

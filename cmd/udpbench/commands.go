@@ -18,6 +18,7 @@ func cmdEcho(ctx context.Context, args []string, stdout, stderr io.Writer) (any,
 	duration := fs.Duration("duration", 0, "stop after this long (0: run until SIGINT/SIGTERM)")
 	batch := fs.Int("batch", 64, "max datagrams per recvmmsg/sendmmsg")
 	sockBuf := fs.Int("sockbuf", defaultSockBuf, "SO_RCVBUF/SO_SNDBUF bytes")
+	wg := fs.Bool("wg", false, "answer handshake initiations with handshake responses carrying a fresh sender index, as a WireGuard responder does (for a relay that tracks plain clients by it)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -27,7 +28,7 @@ func cmdEcho(ctx context.Context, args []string, stdout, stderr io.Writer) (any,
 	if err := checkAddr("--listen", *listen); err != nil {
 		return nil, err
 	}
-	e, err := startEcho(*listen, *sockBuf, *batch)
+	e, err := startEchoServer(*listen, *sockBuf, *batch, *wg)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +98,8 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) (any, 
 	mode := fs.String("mode", "throughput", "throughput, pingpong or both")
 	hsTimeout := fs.Duration("handshake-timeout", 5*time.Second, "max wait for each client's handshake-shaped datagram to come back")
 	pub := fs.String("public-key", "", "give handshake initiations a mac1 valid for this `BASE64` key (a relay's --upstream-public-key)")
+	plain := fs.Bool("plain", false, "send client ID zero, as plain WireGuard does (a relay with --zero-id track); transports carry the index the upstream's handshake response assigned")
+	wgEcho := fs.Bool("wg-echo", false, "the in-process echo server answers initiations with responses (echo --wg)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -123,7 +126,7 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) (any, 
 	rep := genReport{Mode: "gen", InProcessEcho: *target == ""}
 	var taddr *net.UDPAddr
 	if *target == "" {
-		e, err := startEcho("127.0.0.1:0", cfg.SockBuf, cfg.Batch)
+		e, err := startEchoServer("127.0.0.1:0", cfg.SockBuf, cfg.Batch, *wgEcho)
 		if err != nil {
 			return nil, err
 		}
@@ -142,6 +145,9 @@ func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) (any, 
 	}
 	defer cs.close()
 	cs.mac1 = mac1
+	if *plain {
+		cs.setPlain(*hsTimeout)
+	}
 	if err := cs.handshake(ctx, *hsTimeout); err != nil {
 		return rep, err
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +26,11 @@ type relaySpec struct {
 	// Its row is the most any relay could reach with this generator and
 	// echo server on this machine.
 	Direct bool
+	// Plain clients send client ID zero (clientSet.setPlain): the row of
+	// a relay that tracks plain WireGuard clients. With one in the run,
+	// the echo server answers initiations with responses (echo --wg), for
+	// every row alike.
+	Plain bool
 }
 
 // presetOptions are the binaries the presets run.
@@ -34,13 +40,18 @@ type presetOptions struct {
 
 // presetNames lists the built-in relays in the order `compare` runs them
 // by default (udpfwd first: ratios are against the first relay).
-var presetNames = []string{"udpfwd", "nginx", "socat", "direct", "naive"}
+var presetNames = []string{"udpfwd", "nginx", "socat", "direct", "naive", "udpfwd-plain"}
 
 // preset returns the built-in relay called name.
 func preset(name string, o presetOptions) (relaySpec, bool) {
 	switch name {
 	case "udpfwd":
 		return relaySpec{Name: name, Template: shellQuote(o.UdpfwdBin) + " -r 127.0.0.1:{listen_port} 127.0.0.1:{upstream_port}"}, true
+	case "udpfwd-plain":
+		// The same udpfwd, its clients plain WireGuard: what tracking a
+		// client by its indexes and address costs next to its client ID.
+		return relaySpec{Name: name, Plain: true,
+			Template: shellQuote(o.UdpfwdBin) + " -r 127.0.0.1:{listen_port} 127.0.0.1:{upstream_port} --zero-id track"}, true
 	case "nginx":
 		return relaySpec{
 			Name:     name,
@@ -316,7 +327,7 @@ func waitReady(ctx context.Context, addr *net.UDPAddr, p *childProc, timeout tim
 		case <-ctx.Done():
 		}
 	}()
-	err = c.handshake(ctx, time.Now().Add(timeout), nil)
+	err = c.handshake(ctx, time.Now().Add(timeout), nil, false)
 	if !p.running() {
 		return p.exitError()
 	}
@@ -400,7 +411,11 @@ func runCompare(ctx context.Context, cfg compareConfig) (compareReport, error) {
 		return rep, err
 	}
 	echoAddr := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: echoPort}
-	echo, err := startChild("echo", []string{cfg.Self, "echo", "--listen", echoAddr.String()}, filepath.Join(work, "echo.log"))
+	echoArgs := []string{cfg.Self, "echo", "--listen", echoAddr.String()}
+	if slices.ContainsFunc(cfg.Relays, func(r relaySpec) bool { return r.Plain }) {
+		echoArgs = append(echoArgs, "--wg")
+	}
+	echo, err := startChild("echo", echoArgs, filepath.Join(work, "echo.log"))
 	if err != nil {
 		return rep, err
 	}
@@ -512,6 +527,9 @@ func runSizes(ctx context.Context, cfg compareConfig, r relaySpec, target *net.U
 		return nil, err
 	}
 	defer cs.close()
+	if r.Plain {
+		cs.setPlain(cfg.ReadyTimeout)
+	}
 	if err := cs.handshake(ctx, cfg.ReadyTimeout); err != nil {
 		return nil, fmt.Errorf("%s: %w", r.Name, err)
 	}

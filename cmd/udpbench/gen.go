@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -85,6 +86,11 @@ type client struct {
 	mm    *mmsgConn
 	rbufs [][]byte
 	lens  []int
+	// index is what the client's transports carry as receiver index in a
+	// plain run (clientSet.setPlain): the sender index of the response
+	// to its latest handshake, or of its own initiation if it was echoed.
+	index uint32
+	hs    uint32 // handshakes made (plain runs: each has its own sender index)
 }
 
 // clientSet is the generator's clients, kept across runs so a relay sees the
@@ -97,6 +103,25 @@ type clientSet struct {
 	// mac1, if set, makes each client's handshake initiation carry a mac1
 	// valid for it (a relay with --upstream-public-key checks it).
 	mac1 *[blake2s.Size]byte
+	// plain clients send client ID zero (setPlain); they hand-shake again
+	// before every run after the first, within hsTimeout.
+	plain     bool
+	hsTimeout time.Duration
+	runs      int
+}
+
+// setPlain makes every client a plain WireGuard client: client ID zero, so
+// that a relay tracking plain clients (udpfwd --zero-id track) finds their
+// sessions by address and by the index the upstream assigned, which their
+// transports carry (in the place the run's epoch has otherwise). Every run
+// after the first starts with a new handshake, a rekey from the same
+// address, whose new index also tells the run's replies from an earlier
+// one's.
+func (cs *clientSet) setPlain(hsTimeout time.Duration) {
+	cs.plain, cs.hsTimeout = true, hsTimeout
+	for _, c := range cs.clients {
+		c.id = clientID{}
+	}
 }
 
 // openClients opens n connected sockets to target able to receive
@@ -158,17 +183,25 @@ func (cs *clientSet) handshake(ctx context.Context, timeout time.Duration) error
 	errs := make([]error, len(cs.clients))
 	var wg sync.WaitGroup
 	for i, c := range cs.clients {
-		wg.Go(func() { errs[i] = c.handshake(ctx, deadline, cs.mac1) })
+		wg.Go(func() { errs[i] = c.handshake(ctx, deadline, cs.mac1, cs.plain) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
 // handshake is one client's part of clientSet.handshake: it retries every
-// 100 ms until the echo arrives or deadline passes.
-func (c *client) handshake(ctx context.Context, deadline time.Time, mac1 *[blake2s.Size]byte) error {
+// 100 ms until the echo of its initiation, or a response to it, arrives or
+// deadline passes. A plain client's initiation has a sender index of its
+// own for each handshake (one a relay has not seen: every initiation of a
+// plain client is a new one), and it keeps the index its transports carry.
+func (c *client) handshake(ctx context.Context, deadline time.Time, mac1 *[blake2s.Size]byte, plain bool) error {
 	out := make([]byte, initiationSize)
-	putInitiation(out, c.id, uint32(c.idx))
+	sender := uint32(c.idx)
+	if plain {
+		c.hs++
+		sender = c.hs<<13 | uint32(c.idx) // idx <= maxClients = 4096
+	}
+	putInitiation(out, c.id, sender)
 	if mac1 != nil {
 		putMAC1(out, mac1)
 	}
@@ -196,7 +229,12 @@ func (c *client) handshake(ctx context.Context, deadline time.Time, mac1 *[blake
 				}
 				return fmt.Errorf("client %d (%s) handshake: %w", c.idx, c.id, err)
 			}
-			if isInitiationFrom(in[:n], c.id) {
+			if isInitiationFrom(in[:n], c.id) && binary.LittleEndian.Uint32(in[offSenderIndex:]) == sender {
+				c.index = sender
+				return nil
+			}
+			if index, ok := responseTo(in[:n], c.id, sender); ok {
+				c.index = index
 				return nil
 			}
 		}
@@ -283,15 +321,25 @@ type runResult struct {
 // run drives one run of mode ("throughput" or "pingpong") over cs.
 func (cs *clientSet) run(ctx context.Context, mode string, cfg genConfig, hooks runHooks) (runResult, error) {
 	cs.epoch++
+	if cs.plain && cs.runs > 0 {
+		if err := cs.handshake(ctx, cs.hsTimeout); err != nil {
+			return runResult{Mode: mode, Target: cs.target.String()}, err
+		}
+	}
+	cs.runs++
 	var phase atomic.Int32
 	stats := make([]clientStats, len(cs.clients))
 	var wg sync.WaitGroup
 	for i, c := range cs.clients {
+		epoch := cs.epoch
+		if cs.plain {
+			epoch = c.index
+		}
 		wg.Go(func() {
 			if mode == "pingpong" {
-				c.pingpong(cfg, cs.epoch, &phase, &stats[i])
+				c.pingpong(cfg, epoch, &phase, &stats[i])
 			} else {
-				c.throughput(cfg, cs.epoch, &phase, &stats[i])
+				c.throughput(cfg, epoch, &phase, &stats[i])
 			}
 		})
 	}
@@ -461,7 +509,7 @@ func (c *client) throughput(cfg genConfig, epoch uint32, phase *atomic.Int32, st
 				continue
 			}
 			b := c.rbufs[i][:l]
-			if isInitiationFrom(b, c.id) {
+			if isHandshakeFrom(b, c.id) {
 				st.stale++ // a late echo of a handshake retry
 				continue
 			}
@@ -573,7 +621,7 @@ func (c *client) pingpong(cfg genConfig, epoch uint32, phase *atomic.Int32, st *
 			}
 			r, ok := parseTransport(in[:n], cfg.Size)
 			switch {
-			case isInitiationFrom(in[:n], c.id):
+			case isHandshakeFrom(in[:n], c.id):
 				st.stale++ // a late echo of a handshake retry
 			case isForeign(in[:n], c.id):
 				st.foreign++

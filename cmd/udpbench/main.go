@@ -1,6 +1,8 @@
-// Command udpbench measures UDP relays for udpfwd: a batched echo server, a
-// load generator of WireGuard-shaped datagrams with per-client WARP client
-// IDs (throughput with a window in flight, or ping-pong latency), the
+// Command udpbench measures UDP relays for udpfwd: a batched echo server
+// (which can answer handshakes as a WireGuard responder does), a load
+// generator of WireGuard-shaped datagrams with per-client WARP client IDs,
+// or plain WireGuard's zero ID (throughput with a window in flight, or
+// ping-pong latency), the
 // kernel's own cost per datagram on this machine, a side-by-side
 // comparison of relays started from command templates, and a flood of
 // handshake initiations for a relay's admission path. Every run is
@@ -45,10 +47,10 @@ import (
 const usage = `udpbench: benchmark tool for UDP relays (udpfwd, nginx stream, socat, ...)
 
 Usage:
-  udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)]
+  udpbench echo    [--listen 127.0.0.1:0] [--duration 0 (until signalled)] [--wg (answer initiations)]
   udpbench gen     [--target HOST:PORT (default: in-process echo)] [--mode throughput|pingpong|both]
                    [--clients 8] [--window 64] [--size 64] [--duration 5s] [--warmup 1s] [--drain 1s]
-                   [--public-key BASE64 (mac1 of the handshakes)]
+                   [--public-key BASE64 (mac1 of the handshakes)] [--plain (client ID zero)]
   udpbench limit   [--size 64] [--batch 64] [--duration 2s] [--cpu -1 (every allowed CPU in turn)]
   udpbench compare [--relay NAME | --relay 'NAME=COMMAND TEMPLATE']... [--sizes 64,1392]
                    [--udpfwd-bin udpfwd] [--nginx-bin nginx] [--socat-bin socat] [--duration 5s]
@@ -56,7 +58,9 @@ Usage:
   udpbench flood   --target HOST:PORT [--kind initiation|fresh|junk] [--public-key BASE64]
                    [--duration 5s] [--rate 0 (as fast as possible)]   (hostile input for the admission path)
 
-Presets for --relay: udpfwd, nginx, socat, direct (no relay: the bound for any relay), naive.
+Presets for --relay: udpfwd, nginx, socat, direct (no relay: the bound for any relay), naive,
+udpfwd-plain (udpfwd --zero-id track, its clients plain WireGuard; the echo server then answers
+handshakes, for every relay of the run).
 Template placeholders: {listen} {listen_port}
 {upstream} {upstream_port} {dir} {self}. Run "udpbench COMMAND -h" for every flag.
 The last line of stdout is always one JSON object (with "error" set on failure).

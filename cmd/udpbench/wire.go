@@ -10,8 +10,10 @@ import (
 // WireGuard headers (type in byte 0, WARP client ID in bytes 1..3) expects.
 const (
 	msgInitiation   = 1
+	msgResponse     = 2
 	msgTransport    = 4
 	initiationSize  = 148
+	responseSize    = 92
 	minTransportLen = 32
 	// maxTransportLen is the largest multiple of 16 that fits in one IPv4
 	// UDP datagram (65507 bytes of payload).
@@ -69,6 +71,38 @@ func putInitiation(b []byte, id clientID, sender uint32) {
 // datagram from client id.
 func isInitiationFrom(b []byte, id clientID) bool {
 	return len(b) == initiationSize && b[0] == msgInitiation && b[1] == id[0] && b[2] == id[1] && b[3] == id[2]
+}
+
+// putResponse fills b (exactly 92 bytes) with a handshake-response shaped
+// datagram: bytes 1..3 as id, sender index sender (bytes 4..7), receiver
+// index receiver (bytes 8..11, the initiation's sender index), a filler
+// after them.
+func putResponse(b []byte, id clientID, sender, receiver uint32) {
+	if len(b) != responseSize {
+		panic("putResponse: buffer is not 92 bytes")
+	}
+	b[0] = msgResponse
+	copy(b[1:4], id[:])
+	binary.LittleEndian.PutUint32(b[4:], sender)
+	binary.LittleEndian.PutUint32(b[8:], receiver)
+	fill(b[12:], sender)
+}
+
+// responseTo returns the sender index of b if b is a handshake-response
+// shaped datagram from client id answering the initiation with sender
+// index sender.
+func responseTo(b []byte, id clientID, sender uint32) (index uint32, ok bool) {
+	if len(b) != responseSize || b[0] != msgResponse || b[1] != id[0] || b[2] != id[1] || b[3] != id[2] ||
+		binary.LittleEndian.Uint32(b[8:]) != sender {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint32(b[4:]), true
+}
+
+// isHandshakeFrom reports whether b is a handshake-initiation or -response
+// shaped datagram of client id: a late answer to a handshake retry.
+func isHandshakeFrom(b []byte, id clientID) bool {
+	return isInitiationFrom(b, id) || len(b) == responseSize && b[0] == msgResponse && b[1] == id[0] && b[2] == id[1] && b[3] == id[2]
 }
 
 // isForeign reports whether b looks like a WireGuard message (type 1..4)

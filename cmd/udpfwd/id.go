@@ -16,7 +16,7 @@ const idUsageText = `udpfwd id: show a WARP client ID in its three forms and as 
 Usage:
   udpfwd id ID...
 
-ID is any of the forms WARP tools print: base64 as wgcf's client_id (qBoV),
+ID is any of the forms WARP tools print: base64 as WARP's API gives client_id (qBoV),
 hex as udpfwd logs it (a81a15) or the decimal triple sing-box and Xray call
 "reserved" ([168, 26, 21] or 168,26,21; quote it, or it may be split by the
 shell — split pieces are joined again).

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -251,7 +252,7 @@ func printSessions(w io.Writer, sessions []admin.SessionRecord, forwards []admin
 				port = strconv.Itoa(int(ap.Port()))
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n",
-				s.Relay, s.ClientID, s.ClientIDBase64, plainAddr(s.ClientAddr), port,
+				s.Relay, s.ClientID, cmp.Or(s.ClientIDBase64, "-"), plainAddr(s.ClientAddr), port,
 				humanDuration(s.AgeSeconds), humanDuration(s.IdleClientSeconds), humanDuration(s.IdleUpstreamSeconds),
 				s.Datagrams.FromClient, s.Datagrams.FromUpstream,
 				humanBytes(s.Bytes.FromClient), humanBytes(s.Bytes.FromUpstream))

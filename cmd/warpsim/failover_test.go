@@ -20,7 +20,6 @@ func TestPoolFlagsRefused(t *testing.T) {
 		{"no endpoint", []string{"--endpoints", "0"}, "want 1..8"},
 		{"edge addresses for other endpoints", []string{"--endpoints", "2", "--edge", "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"}, "3 addresses for 2 endpoints"},
 		{"relay without every edge port", []string{"--endpoints", "2", "--relay", "127.0.0.1:4500", "--edge", "127.0.0.1:2408"}, "one per endpoint"},
-		{"plain through the in-process udpfwd", []string{"--plain"}, "--zero-id track"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -40,6 +39,23 @@ func TestDemoPlainDirect(t *testing.T) {
 	t.Logf("\n%s%s", out.String(), errOut.String())
 	if code != 0 || !strings.Contains(out.String(), "client ID         none (plain WireGuard)") || !strings.Contains(out.String(), "STALLED at") {
 		t.Fatalf("exit %d, want 0 and a plain client that stalled", code)
+	}
+}
+
+// A plain client (no client ID) through the in-process udpfwd, which tracks
+// it by its handshakes' indexes (--zero-id track), keeps one source port at
+// the edge across its port changes.
+func TestDemoPlainThroughRelay(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run([]string{"--plain", "--relay-only", "--size", "16MiB", "--stall", "10s"}, &out, &errOut)
+	t.Logf("\n%s%s", out.String(), errOut.String())
+	if code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	for _, want := range []string{"client ID         none (plain WireGuard)", "complete, every byte verified", "1 source port(s)", "1 of 3"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
 	}
 }
 

@@ -202,8 +202,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 				return o, errors.New("--relay needs --edge set to the ports the relay forwards to, one per endpoint")
 			}
 		}
-	} else if o.plain && !o.directOnly {
-		return o, errPlainRelay
 	}
 	return o, nil
 }

@@ -95,8 +95,8 @@ type SessionsReply struct {
 type SessionRecord struct {
 	Relay          string    `json:"relay"`
 	UUID           string    `json:"uuid"`
-	ClientID       string    `json:"client_id"`        // hex, as in logs: a81a15
-	ClientIDBase64 string    `json:"client_id_base64"` // as WARP tools show it: qBoV
+	ClientID       string    `json:"client_id"`        // hex, as in logs: a81a15; "plain" for a plain WireGuard client, which has none
+	ClientIDBase64 string    `json:"client_id_base64"` // as WARP tools show it: qBoV; empty for a plain client
 	ClientAddr     string    `json:"client_addr"`
 	UpstreamLocal  string    `json:"upstream_local"`
 	Upstream       string    `json:"upstream"`
@@ -197,8 +197,8 @@ func record(relay string, s Session) SessionRecord {
 	return SessionRecord{
 		Relay:            relay,
 		UUID:             s.ID.String(),
-		ClientID:         s.Client.String(),
-		ClientIDBase64:   s.Client.Base64(),
+		ClientID:         clientID(s.Client),
+		ClientIDBase64:   clientIDBase64(s.Client),
 		ClientAddr:       AddrString(s.ClientAddr),
 		UpstreamLocal:    AddrString(s.UpstreamLocal),
 		Upstream:         AddrString(s.Upstream),
@@ -208,6 +208,24 @@ func record(relay string, s Session) SessionRecord {
 		Datagrams:        directions(st.Datagrams),
 		Bytes:            directions(st.Bytes),
 	}
+}
+
+// clientID is a session's client ID in hex, or "plain" for a plain
+// WireGuard client's session (zero_id: track), which has none.
+func clientID(id wgproto.ClientID) string {
+	if id.IsZero() {
+		return "plain"
+	}
+	return id.String()
+}
+
+// clientIDBase64 is a session's client ID in base64, empty for a plain
+// client.
+func clientIDBase64(id wgproto.ClientID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.Base64()
 }
 
 // forwardRecord turns a relay's forward into its JSON form, without the

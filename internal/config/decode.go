@@ -21,7 +21,7 @@ var schema = map[string][]string{
 	"":    {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "relays"},
 	"log": {"level", "format"},
 	"relays[]": {"name", "mode", "listen", "upstream", "failover_after", "idle_timeout", "resolve_interval",
-		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "security"},
+		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "zero_id", "stamp_client_id", "message_types", "security"},
 	"relays[].security": {"upstream_public_key", "allow_clients", "allow_cidrs", "deny_cidrs",
 		"max_sessions", "max_sessions_per_ip", "new_sessions_per_ip", "new_sessions_per_ip_burst", "client_rate"},
 	"relays[].security.client_rate": {"datagrams_per_second", "bytes_per_second"},
@@ -294,6 +294,10 @@ func (d *decoder) relay(n *yaml.Node, at string, r *Relay) {
 			switch {
 			case key == "security" || key == "security.client_rate":
 				keys(v, path)
+			case key == "stamp_client_id" && v.Kind == yaml.SequenceNode:
+				// [168, 26, 21], as sing-box and Xray write "reserved".
+				d.set(&yaml.Node{Kind: yaml.ScalarNode, Line: v.Line, Value: joinScalars(v)}, path,
+					func(s string) error { return relayKeys[key](r, s) })
 			case key == "security.allow_clients":
 				d.list(v, path, func(v *yaml.Node, path string) { d.clientID(v, path, r) })
 			case key == "upstream" && v.Kind != yaml.SequenceNode:
@@ -334,6 +338,15 @@ func listLen(r *Relay, key string) int {
 		return len(r.Endpoints())
 	}
 	return 0
+}
+
+// joinScalars writes the items of a list as one comma-separated value.
+func joinScalars(n *yaml.Node) string {
+	parts := make([]string, 0, len(n.Content))
+	for _, b := range n.Content {
+		parts = append(parts, deref(b).Value)
+	}
+	return strings.Join(parts, ",")
 }
 
 // clientID reads one allowed client ID: a string in any form

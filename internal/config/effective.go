@@ -39,6 +39,9 @@ type outRelay struct {
 	ReadBuffer      any          `yaml:"read_buffer"`
 	WriteBuffer     any          `yaml:"write_buffer"`
 	GSO             bool         `yaml:"gso"`
+	ZeroID          *string      `yaml:"zero_id,omitempty"`
+	StampClientID   *string      `yaml:"stamp_client_id,omitempty"`
+	MessageTypes    *string      `yaml:"message_types,omitempty"`
 	Security        *outSecurity `yaml:"security,omitempty"`
 }
 
@@ -125,6 +128,11 @@ func outRelayOf(r *Relay) outRelay {
 	o.IdleTimeout, o.ResolveInterval, o.UpstreamPorts = &idle, &resolve, &ports
 	failover := r.FailoverAfter
 	o.FailoverAfter = &failover
+	zero, stamp, types := string(r.ZeroID), "", string(r.MessageTypes)
+	if !r.StampClientID.IsZero() {
+		stamp = r.StampClientID.String()
+	}
+	o.ZeroID, o.StampClientID, o.MessageTypes = &zero, &stamp, &types
 	s := &r.Security
 	sec := &outSecurity{
 		AllowClients:          make([]string, 0, len(s.AllowClients)),

@@ -155,6 +155,16 @@ type Relay struct {
 	// NoGSO sends every datagram as its own message, without UDP generic
 	// segmentation offload (the file's "gso: false").
 	NoGSO bool
+	// ZeroID says what becomes of plain WireGuard clients, which send the
+	// zero client ID (wireguard mode only; default ZeroIDDrop).
+	ZeroID ZeroID
+	// StampClientID, if not zero, is written into bytes 1..3 of what
+	// tracked plain clients send upstream, and cleared from what goes back
+	// to them (needs ZeroIDTrack).
+	StampClientID wgproto.ClientID
+	// MessageTypes says which datagrams are taken for a session (wireguard
+	// mode only; default MessageTypesStrict).
+	MessageTypes MessageTypes
 	// Security holds the relay's admission policies (wireguard mode only).
 	Security Security
 }
@@ -220,7 +230,8 @@ func (r *Relay) Equal(o *Relay) bool {
 		slices.Equal(r.MoreUpstreams, o.MoreUpstreams) && r.FailoverAfter == o.FailoverAfter &&
 		r.IdleTimeout == o.IdleTimeout && r.ResolveInterval == o.ResolveInterval && r.UpstreamBind == o.UpstreamBind &&
 		r.UpstreamPorts == o.UpstreamPorts && r.ReadBuffer == o.ReadBuffer && r.WriteBuffer == o.WriteBuffer &&
-		r.NoGSO == o.NoGSO && r.Security.Equal(&o.Security)
+		r.NoGSO == o.NoGSO && r.ZeroID == o.ZeroID && r.StampClientID == o.StampClientID &&
+		r.MessageTypes == o.MessageTypes && r.Security.Equal(&o.Security)
 }
 
 // Equal reports whether s and o set the same policies.
@@ -602,6 +613,7 @@ func (r *Relay) validate(p *problems, at string) {
 		p.add(at+".upstream_ports", nil, "%d-%d: want first..last within 1..65535", r.UpstreamPorts.First, r.UpstreamPorts.Last)
 	}
 	r.Security.validate(p, at+".security", r.UpstreamPorts)
+	r.validateClients(p, at)
 }
 
 // validateUpstreams checks the upstream endpoints: each a name or an
@@ -650,6 +662,9 @@ func (r *Relay) validateForward(p *problems, at string) {
 		{"resolve_interval", "a forward relay resolves its upstream once, at start", r.ResolveInterval != 0},
 		{"upstream_ports", "a forward relay has one outbound socket: give its port in upstream_bind", !r.UpstreamPorts.IsZero()},
 		{"failover_after", "a forward relay has one upstream", r.FailoverAfter != 0},
+		{"zero_id", notWireGuard, r.ZeroID != ""},
+		{"stamp_client_id", notWireGuard, !r.StampClientID.IsZero()},
+		{"message_types", notWireGuard, r.MessageTypes != ""},
 		{"security", noPolicies, !r.Security.IsZero()},
 	} {
 		if k.set {

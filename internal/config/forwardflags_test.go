@@ -30,6 +30,9 @@ func TestForwardFileRefusesFlags(t *testing.T) {
 		"client-rate":               "100",
 		"state-file":                "/var/lib/udpfwd/state.json",
 		"failover-after":            "3",
+		"zero-id":                   "track",
+		"stamp-client-id":           "qBoV",
+		"message-types":             "any",
 	}
 	for _, fl := range config.Flags() {
 		t.Run(fl.Name, func(t *testing.T) {

@@ -52,6 +52,9 @@ var relayKeys = map[string]func(r *Relay, s string) error{
 		r.NoGSO = !on
 		return err
 	},
+	"zero_id":         func(r *Relay, s string) (err error) { r.ZeroID, err = parseZeroID(s); return },
+	"stamp_client_id": func(r *Relay, s string) (err error) { r.StampClientID, err = parseStamp(s); return },
+	"message_types":   func(r *Relay, s string) (err error) { r.MessageTypes, err = parseMessageTypes(s); return },
 	"security.upstream_public_key": func(r *Relay, s string) (err error) {
 		r.Security.UpstreamPublicKey, err = parseKey(s)
 		return
@@ -152,8 +155,9 @@ type Flag struct {
 // Why the wireguard-mode flags do not apply to forward relays, as
 // validateForward says it of their keys.
 const (
-	noSessions = "a forward relay has no sessions to expire"
-	noPolicies = "the policies admit WireGuard sessions, which a forward relay does not have"
+	noSessions   = "a forward relay has no sessions to expire"
+	noPolicies   = "the policies admit WireGuard sessions, which a forward relay does not have"
+	notWireGuard = "a forward relay forwards any datagram and reads no WireGuard header"
 )
 
 // one returns a setter of relay key for a flag that is given once: the
@@ -221,6 +225,12 @@ func resetList(r *Relay, key string) {
 var flags = []Flag{
 	{Name: "idle-timeout", Usage: "end a session silent in either direction for `D`, e.g. 90s or 10m",
 		Default: FormatDuration(DefaultIdleTimeout), keys: []string{"idle_timeout"}, wireguardOnly: true, notForward: noSessions, setRelay: one("idle_timeout")},
+	{Name: "zero-id", Usage: "plain WireGuard clients (client ID zero): `MODE` drop, or track to serve them by their WireGuard indexes and address",
+		Default: string(ZeroIDDrop), keys: []string{"zero_id"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("zero_id")},
+	{Name: "stamp-client-id", Usage: "write client `ID` into what tracked plain clients send upstream (needs --zero-id track); qBoV, a81a15 or 168,26,21",
+		keys: []string{"stamp_client_id"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("stamp_client_id")},
+	{Name: "message-types", Usage: "`TYPES` strict (well-formed WireGuard only) or any (the seed's rule: any datagram of 32 bytes or more with a client ID)",
+		Default: string(MessageTypesStrict), keys: []string{"message_types"}, wireguardOnly: true, notForward: notWireGuard, setRelay: one("message_types")},
 	{Name: "log-level", Usage: "log from `LEVEL` up: debug, info, warn or error", Default: DefaultLogLevel,
 		keys: []string{"log.level"}, setFile: fileKeys["log.level"]},
 	{Name: "log-format", Usage: "log lines as `FORMAT`: console or json", Default: DefaultLogFormat,

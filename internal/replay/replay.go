@@ -129,6 +129,24 @@ func (t *Table) Replayed(k uint64, client wgproto.ClientID, now time.Time) bool 
 	return false
 }
 
+// Seen reports whether the initiation with key k was recorded in the last
+// TTL under any client ID, the zero one included. A plain client's
+// initiation (zero client ID) asks for a new session only from an address
+// that has none, so one already seen is a replay wherever it comes from.
+func (t *Table) Seen(k uint64, now time.Time) bool {
+	s, mu := t.set(k)
+	at := t.stamp(now)
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range s {
+		e := &s[i]
+		if e.at != 0 && e.key == k && t.live(e, at) {
+			return true
+		}
+	}
+	return false
+}
+
 // Record remembers that the initiation with key k asked for a session for
 // client at now, and reports whether it may: false if it is live in the
 // table under another client ID (another supervisor recorded it first). A

@@ -136,12 +136,13 @@ type pendingInit struct {
 //
 // A Peer is owned by one session actor and is not safe for concurrent use.
 type Peer struct {
-	// Forward marks a session of the relay's forward mode, whose datagrams
-	// need not be WireGuard: there are no headers to check, so the reply
-	// address follows every datagram's source, for the whole session (a
-	// WireGuard session does so only until the upstream's first handshake
-	// response; see the package documentation). It must stay false for
-	// WARP sessions.
+	// Forward marks a session whose datagrams need not be WireGuard: one
+	// of the relay's forward mode, or one that carried a datagram outside
+	// WireGuard's framing (message_types: any). There are no headers to
+	// check, so the reply address follows every datagram's source, for the
+	// whole session (a WireGuard session does so only until the upstream's
+	// first handshake response; see the package documentation). It must
+	// stay false for sessions of well-formed WireGuard.
 	Forward bool
 
 	cur      endpoint

@@ -40,6 +40,8 @@ const (
 	AdmissionOverload                  // a handshake initiation for a new client ID over the relay's admission budget (new sessions per source or in all, or admissions in flight)
 	ReplayedInitiation                 // a handshake initiation seen recently under another client ID: one initiation opens one session
 	QueueFull                          // an actor's queue was full (its mailbox's capacity): the batch it came in was dropped whole
+	WARPType                           // type byte 0xc1..0xc4, the official WARP client's own framing (nDPI), with --message-types strict
+	ZeroIDUnknownIndex                 // a plain client's datagram (zero client ID, --zero-id track) that no tracked session's index or address matches
 	numReasons
 )
 
@@ -73,6 +75,8 @@ var reasonNames = [NumReasons]string{
 	AdmissionOverload:    "admission_overload",
 	ReplayedInitiation:   "replayed_initiation",
 	QueueFull:            "queue_full",
+	WARPType:             "warp_type",
+	ZeroIDUnknownIndex:   "zero_id_unknown_index",
 }
 
 func (r Reason) String() string {

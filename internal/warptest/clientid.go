@@ -19,6 +19,15 @@ func stampID(b []byte, id ClientID) {
 	}
 }
 
+// peekID returns bytes 1..3 of a WireGuard datagram, leaving them.
+func peekID(b []byte) ClientID {
+	var id ClientID
+	if len(b) >= 4 {
+		copy(id[:], b[1:4])
+	}
+	return id
+}
+
 // takeID returns bytes 1..3 of a WireGuard datagram and zeroes them, so that
 // wireguard-go, which wants a little-endian type 1..4 in bytes 0..3, accepts it.
 func takeID(b []byte) ClientID {

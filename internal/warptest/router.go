@@ -17,6 +17,10 @@ type SourceStat struct {
 	Server int
 	// Datagrams is how many datagrams from the source the router passed on.
 	Datagrams uint64
+	// ID is the client ID (bytes 1..3) of the source's latest datagram, and
+	// Mixed reports that its datagrams did not all carry the same one.
+	ID    ClientID
+	Mixed bool
 }
 
 // Router is the edge's ECMP router: one loopback UDP socket in front of the
@@ -147,11 +151,14 @@ func (r *Router) run() {
 		i := r.ServerFor(p.src)
 		r.mu.Lock()
 		st := r.sources[p.src]
+		id := peekID(p.buf[:n])
 		if st == nil {
-			st = &SourceStat{Server: i}
+			st = &SourceStat{Server: i, ID: id}
 			r.sources[p.src] = st
 		}
 		st.Datagrams++
+		st.Mixed = st.Mixed || st.ID != id
+		st.ID = id
 		r.mu.Unlock()
 		if !r.servers[i].deliver(p) {
 			r.dropped.Add(1)

@@ -74,11 +74,23 @@ type Verdict uint8
 
 // Verdicts, in the order Parse checks them.
 const (
-	OK          Verdict = iota
-	BadType             // byte 0 is not 1..4 (or the datagram is shorter than 4 bytes)
-	BadSize             // the size is wrong for the type
-	ZeroClient          // the client ID in bytes 1..3 is zero
-	numVerdicts         // keep last
+	OK         Verdict = iota
+	BadType            // byte 0 is not 1..4 (or the datagram is shorter than 4 bytes)
+	BadSize            // the size is wrong for the type
+	ZeroClient         // the client ID in bytes 1..3 is zero
+	// WARPType: byte 0 is one of 0xc1..0xc4, which nDPI's Cloudflare WARP
+	// dissector reports for the official WARP client's own framing of the
+	// four messages (not verified here). It is not WireGuard, but an
+	// operator should be able to tell it from junk.
+	WARPType
+	numVerdicts // keep last
+)
+
+// The type bytes nDPI reports for the official WARP client's messages
+// (WARPType).
+const (
+	FirstWARPType = 0xc1
+	LastWARPType  = 0xc4
 )
 
 // NumVerdicts is the number of distinct verdicts, for sizing counter arrays.
@@ -89,6 +101,7 @@ var verdictNames = [...]string{
 	BadType:    "bad_type",
 	BadSize:    "bad_size",
 	ZeroClient: "zero_client_id",
+	WARPType:   "warp_type",
 }
 
 func (v Verdict) String() string {
@@ -100,7 +113,10 @@ func (v Verdict) String() string {
 
 // Parse reads the header of one WireGuard datagram in place. It checks the
 // type, the exact size for that type and the client ID, in that order, and
-// returns the first failure. It never modifies b and never allocates.
+// returns the first failure. A datagram refused only for its zero client ID
+// (plain WireGuard) comes with its whole header, indexes included, so that
+// a relay tracking plain clients can place it. It never modifies b and
+// never allocates.
 func Parse(b []byte) (Header, Verdict) {
 	if len(b) < 4 {
 		return Header{}, BadType
@@ -135,11 +151,42 @@ func Parse(b []byte) (Header, Verdict) {
 			return h, BadSize
 		}
 	default:
+		if t := word & 0xff; t >= FirstWARPType && t <= LastWARPType {
+			return h, WARPType
+		}
 		return h, BadType
 	}
+	h.Index = binary.LittleEndian.Uint32(b[4:8])
 	if word>>8 == 0 {
 		return h, ZeroClient
 	}
-	h.Index = binary.LittleEndian.Uint32(b[4:8])
 	return h, OK
+}
+
+// ReceiverIndex returns the index the upstream assigned that a datagram from a
+// client carries, by which a relay finds the session of a client that sends
+// no client ID: the receiver index of a transport message or a cookie
+// reply (bytes 4..7), or of a handshake response (bytes 8..11, answering an
+// initiation the upstream sent). ok is false for a handshake initiation,
+// which carries only the client's own sender index.
+func (h Header) ReceiverIndex() (index uint32, ok bool) {
+	switch h.Type {
+	case TypeTransport, TypeCookie:
+		return h.Index, true
+	case TypeResponse:
+		return h.Receiver, true
+	}
+	return 0, false
+}
+
+// SetClient writes id into bytes 1..3 of the WireGuard datagram b (if it
+// has them). A relay stamps a client ID this way into what a plain client
+// sends upstream: WARP computes mac1 with these bytes zero, so the
+// handshake stays valid. Writing the zero ID clears them, as plain
+// WireGuard peers (the Linux kernel, wireguard-go) require of what they
+// receive.
+func SetClient(b []byte, id ClientID) {
+	if len(b) >= 4 {
+		b[1], b[2], b[3] = id[0], id[1], id[2]
+	}
 }
