@@ -14,6 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/listener"
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
@@ -99,6 +100,12 @@ type Relay struct {
 	addrMu sync.Mutex
 	addrs  map[string]netip.AddrPort
 	drops  kernelDrops
+
+	// cluster, if set, is the process's cluster node (cluster.go);
+	// replier sends the replies other nodes return through this relay.
+	cluster      *cluster.Node
+	clusterOwner bool
+	replier      *actor.PID
 }
 
 // slot is one listening socket with its listener and writer. Its index in
@@ -237,6 +244,14 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		sl.writer = r.spawnWriter(sl.conn)
 	}
 	scfg.Writers = writerTable(slots)
+	if cfg.Mode == config.ModeWireGuard {
+		c, err := r.clusterConfig(slots)
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		scfg.Cluster = c
+	}
 	if err := scfg.Validate(); err != nil {
 		closeAll()
 		if scfg.ForwardConn != nil {
@@ -468,6 +483,9 @@ func (r *Relay) Close() error {
 	}
 	r.mu.RUnlock()
 	writers = append(writers, r.retired...)
+	if r.replier != nil {
+		writers = append(writers, r.replier)
+	}
 	r.stopAll(&errs, listeners...)
 	r.stopAll(&errs, r.supervisor)
 	// Every session has closed its socket; its reader ends at once.

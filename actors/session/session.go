@@ -28,6 +28,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/limits"
@@ -88,6 +89,10 @@ type Config struct {
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).
 	Status *metrics.Status
+	// Cluster, if set, makes the session a cluster's: it takes its
+	// client's datagrams forwarded from other nodes and replies through
+	// them (remote.go).
+	Cluster *Cluster
 }
 
 // Validate reports a missing dependency.
@@ -112,7 +117,7 @@ func (c *Config) Validate() error {
 // it while it writes leave together in its next sendmmsg.
 func Props(cfg Config) *actor.Props {
 	s := &Session{cfg: cfg}
-	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: weigh, Drop: s.dropQueued}
 	return actor.PropsFromProducer(func() actor.Actor { return s },
 		actor.WithMailbox(mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))), actor.WithDispatcher(mailbox.Inline()))
 }
@@ -159,6 +164,12 @@ type Session struct {
 	// reader read just before is released instead of sent to a stopped
 	// actor.
 	stopped atomic.Bool
+
+	// ingress are the other nodes' ways back to the client, by virtual
+	// listener index from RemoteListenerBase (remote.go); ingressNext is
+	// the one a new way replaces when they are all taken.
+	ingress     []ingressWay
+	ingressNext int
 }
 
 // Receive handles one message.
@@ -168,6 +179,8 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.fromClient(ctx, m.Batch())
 	case *messages.UpstreamDatagrams:
 		s.fromUpstream(ctx, m.Batch())
+	case *cluster.RemoteDatagrams:
+		s.fromRemote(ctx, m)
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
 	case *messages.ApplyLimits:

@@ -34,6 +34,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -113,6 +114,8 @@ type Config struct {
 	// in well-formed WireGuard: plain clients, stamping, any framing
 	// (plain.go, route.go).
 	Clients messages.Clients
+	// Cluster, if set, makes the supervisor a cluster node's (cluster.go).
+	Cluster *Cluster
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -227,6 +230,10 @@ type Supervisor struct {
 	// warn says once per source, and sampled, why a client gets nothing
 	// (warn.go).
 	warn warner
+	// self is the supervisor's PID, where asynchronous cluster answers go;
+	// cl its cluster tables (cluster.go), empty without a cluster.
+	self *actor.PID
+	cl   clusterState
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -254,6 +261,7 @@ func newSupervisor(cfg Config) *Supervisor {
 		eps:      newEndpoints(&cfg),
 		plain:    newPlainTable(now, MaxTrackedIndexes),
 		warn:     newWarner(cfg.Logger),
+		cl:       newClusterState(),
 	}
 }
 
@@ -288,9 +296,14 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		if e := s.sessions[idKey(m.Client)]; e != nil {
 			ctx.Send(e.pid, m)
 		}
+	case *cluster.Located:
+		s.located(ctx, m)
+	case *cluster.Registered:
+		s.registered(ctx, m)
 	case *actor.Terminated:
 		s.terminated(ctx, m.Who)
 	case *actor.Started:
+		s.self = ctx.Self()
 		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}

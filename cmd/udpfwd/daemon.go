@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/admin"
@@ -55,6 +57,12 @@ type daemon struct {
 
 	admin         *admin.Server
 	adminSettings adminSettings // what the running admin listener was started with
+
+	// cluster is this process's cluster node, if the config names a
+	// cluster (cluster.go); clusterOwner its reply mode.
+	cluster      *cluster.Node
+	clusterOwner bool
+	clusterSub   *eventstream.Subscription
 }
 
 // adminSettings are the admin listener's settings: a change of any of them
@@ -93,7 +101,7 @@ func newDaemon(log *zap.Logger, cfg *config.File) *daemon {
 // start starts a relay with the sessions the state file holds for it;
 // origin, if not empty, is where its forward rule was written.
 func (d *daemon) start(c config.Relay, origin string) (*relay.Relay, error) {
-	opts := []relay.Option{relay.WithSystem(d.system)}
+	opts := d.relayOptions()
 	if saved := d.saved.Relays[c.Name]; len(saved) > 0 {
 		opts = append(opts, relay.WithRestore(saved))
 	}
@@ -205,6 +213,7 @@ func (d *daemon) stop() {
 			d.log.Warn("stop relay", zap.String("relay", relays[i].Name()), zap.Error(err))
 		}
 	}
+	d.stopCluster()
 	d.system.Shutdown()
 }
 
@@ -273,6 +282,9 @@ func (d *daemon) healthy() error {
 		if err := r.Healthy(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if d.cluster != nil {
+		errs = append(errs, d.cluster.Health())
 	}
 	return errors.Join(errs...)
 }
@@ -405,9 +417,9 @@ func (d *daemon) restart(r *relay.Relay, c config.Relay) error {
 	d.remove(r)
 	// The upstream a session was saved for is this relay's old one; a
 	// session moves to the new configuration only if it is the same.
-	nr, err := relay.Start(c, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+	nr, err := relay.Start(c, d.log, append(d.relayOptions(), relay.WithRestore(saved))...)
 	if err != nil {
-		back, berr := relay.Start(old, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+		back, berr := relay.Start(old, d.log, append(d.relayOptions(), relay.WithRestore(saved))...)
 		if berr != nil {
 			return fmt.Errorf("%w; and the previous configuration did not start again: %v", err, berr)
 		}
