@@ -29,12 +29,9 @@ func (d *daemon) startCluster(c config.Cluster) error {
 	if err := cfg.Validate(); err != nil {
 		return usageError{err}
 	}
-	n, err := cluster.Start(d.system, cfg, d.log.Named("cluster"))
-	if err != nil {
-		return fmt.Errorf("start cluster %s: %w", c.Name, err)
-	}
-	d.cluster, d.clusterOwner = n, c.Reply != config.ClusterReplyIngress
 	log := d.log.With(zap.String("cluster", c.Name))
+	// Subscribed before the node starts: its first membership changes
+	// happen while it starts.
 	d.clusterSub = d.system.EventStream.Subscribe(func(evt any) {
 		switch m := evt.(type) {
 		case *cluster.MemberJoined:
@@ -44,6 +41,12 @@ func (d *daemon) startCluster(c config.Cluster) error {
 				zap.Stringer("member", m.Address), zap.String("member_id", m.ID))
 		}
 	})
+	n, err := cluster.Start(d.system, cfg, d.log.Named("cluster"))
+	if err != nil {
+		d.system.EventStream.Unsubscribe(d.clusterSub)
+		return fmt.Errorf("start cluster %s: %w", c.Name, err)
+	}
+	d.cluster, d.clusterOwner = n, c.Reply != config.ClusterReplyIngress
 	log.Info("cluster node started", zap.Stringer("bind", c.Bind), zap.String("reply", string(c.Reply)),
 		zap.Int("peers", len(c.Peers)), zap.Int("etcd", len(c.Etcd)))
 	return nil

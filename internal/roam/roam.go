@@ -121,6 +121,9 @@ type learnedIndex struct {
 	used  bool
 	index uint32
 	at    time.Time
+	// counter is the highest transport counter seen with this index
+	// (FromTransport), zero before any.
+	counter uint64
 }
 
 type pendingInit struct {
@@ -201,6 +204,45 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 		p.addPending(now, h.Index, ep)
 	}
 	return false
+}
+
+// FromTransport is FromClient for a transport message whose counter
+// (bytes 8..15) is counter. A transport from a new address moves the
+// session only if its counter is above every counter seen with its index:
+// WireGuard counts each keypair's messages up, so a lower one was sent
+// before a datagram already seen. This keeps a datagram that was overtaken
+// (sent from the client's old address before it moved, and delivered late,
+// as datagrams that another relay node forwards can be) from moving the
+// session back to an address the client has left.
+func (p *Peer) FromTransport(now time.Time, h wgproto.Header, counter uint64, from netip.AddrPort, listener uint8) (moved bool) {
+	if p.Forward || !p.answered || h.Type != wgproto.TypeTransport {
+		return p.FromClient(now, h, from, listener)
+	}
+	l := p.live(now, h.Index)
+	if l == nil {
+		return false
+	}
+	newer := counter >= l.counter
+	if newer {
+		l.counter = counter
+	}
+	ep := endpoint{from, listener}
+	if ep != p.cur && newer {
+		p.cur = ep
+		return true
+	}
+	return false
+}
+
+// live returns the live learned entry of index, or nil.
+func (p *Peer) live(now time.Time, index uint32) *learnedIndex {
+	for i := range p.indexes {
+		l := &p.indexes[i]
+		if l.used && l.index == index && now.Sub(l.at) < IndexMaxAge {
+			return l
+		}
+	}
+	return nil
 }
 
 // FromUpstream records a datagram from upstream with header h at now and

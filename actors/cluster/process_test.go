@@ -1,0 +1,337 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/udpfwd/udpfwd/internal/racecheck"
+	"github.com/udpfwd/udpfwd/internal/warptest"
+)
+
+// Process-level tests: udpfwd binaries on loopback, a cluster of three, a
+// fake WARP edge behind them and a real WireGuard client (internal/warptest)
+// in front. Each node listens on a port of its own; the client moves from
+// node to node by changing its source port and its endpoint, as a client
+// behind anycast does when its route changes.
+
+// processTimeout bounds every wait of these tests.
+const processTimeout = 60 * time.Second
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// udpfwdBinary builds cmd/udpfwd once for the package's tests.
+func udpfwdBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "udpfwd-cluster")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "udpfwd")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/udpfwd/udpfwd/cmd/udpfwd").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build udpfwd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// logBuffer collects a process's stderr and wakes waiters on each write.
+type logBuffer struct {
+	mu      sync.Mutex
+	b       bytes.Buffer
+	changed chan struct{}
+}
+
+func newLogBuffer() *logBuffer { return &logBuffer{changed: make(chan struct{})} }
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Write(p)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	return len(p), nil
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// waitFor waits until cond holds on the log, or fails the test.
+func (l *logBuffer) waitFor(t *testing.T, what string, cond func(log string) bool) {
+	t.Helper()
+	deadline := time.After(processTimeout)
+	for {
+		l.mu.Lock()
+		s, ch := l.b.String(), l.changed
+		l.mu.Unlock()
+		if cond(s) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%s did not happen; log:\n%s", what, s)
+		}
+	}
+}
+
+// proc is one udpfwd node.
+type proc struct {
+	name    string
+	listen  netip.AddrPort
+	cluster netip.AddrPort
+	admin   netip.AddrPort
+	cmd     *exec.Cmd
+	log     *logBuffer
+	done    chan struct{}
+}
+
+// freeUDP returns a loopback UDP port free now.
+func freeUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// freeTCP returns a loopback TCP port free now.
+func freeTCP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+// clusterProcs describes n nodes of cluster name in front of upstream.
+func clusterProcs(t *testing.T, n int) []*proc {
+	t.Helper()
+	ps := make([]*proc, n)
+	for i := range ps {
+		ps[i] = &proc{name: fmt.Sprintf("node%d", i+1), listen: freeUDP(t), cluster: freeBind(t), admin: freeTCP(t)}
+	}
+	return ps
+}
+
+// start runs p with the cluster flags membership gives.
+func (p *proc) start(t *testing.T, upstream netip.AddrPort, membership []string, extra ...string) {
+	t.Helper()
+	args := append([]string{"-r", p.listen.String(), upstream.String(), "--admin", p.admin.String(),
+		"--log-level", "debug", "--log-format", "json", "--cluster", "proc", "--cluster-bind", p.cluster.String()}, membership...)
+	args = append(args, extra...)
+	p.log = newLogBuffer()
+	p.done = make(chan struct{})
+	p.cmd = exec.Command(udpfwdBinary(t), args...)
+	p.cmd.Stderr = p.log
+	p.cmd.Stdout = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("%s (listen %s, cluster %s) log:\n%s", p.name, p.listen, p.cluster, ownLines(p.log.String()))
+		}
+	})
+}
+
+// ownLines are udpfwd's own lines of a log, without protoactor's.
+func ownLines(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if !strings.Contains(l, `"logger":"actor"`) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// stop ends p with SIGTERM (SIGKILL if it hangs).
+func (p *proc) stop(t *testing.T) {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("%s did not stop on SIGTERM", p.name)
+	}
+}
+
+// kill ends p with SIGKILL, as a crash would.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(processTimeout):
+		t.Fatalf("%s did not die", p.name)
+	}
+}
+
+// metric reads one sample of /metrics (the first line starting with
+// prefix), or -1 if there is none.
+func (p *proc) metric(t *testing.T, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin.String() + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+var joinedRE = regexp.MustCompile(`"msg":"cluster member joined"`)
+
+// waitMembers waits until every node has logged that the others joined.
+func waitJoined(t *testing.T, ps []*proc, others int) {
+	t.Helper()
+	for _, p := range ps {
+		p.log.waitFor(t, p.name+" sees its peers", func(s string) bool { return len(joinedRE.FindAllString(s, -1)) >= others })
+	}
+}
+
+// peersFlags are the static-membership flags of ps.
+func peersFlags(ps []*proc) []string {
+	var peers []string
+	for _, p := range ps {
+		peers = append(peers, p.cluster.String())
+	}
+	return []string{"--cluster-peers", strings.Join(peers, ",")}
+}
+
+// opened counts the sessions p opened, from its log.
+func opened(p *proc) int { return strings.Count(p.log.String(), `"msg":"session opened"`) }
+
+// roamTo moves c to node p: a new source port and p's address as its
+// endpoint, then a keepalive so the move is seen at once.
+func roamTo(t *testing.T, c *warptest.Client, p *proc) {
+	t.Helper()
+	if err := c.SetEndpoint(p.listen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Roam(nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestProcessRoamAcrossNodes: a WireGuard client downloading while it moves
+// 8 times across three udpfwd nodes (static peers, ingress replies) keeps
+// one session, on the node that admitted it, and so one upstream port; the
+// download completes, every byte verified.
+func TestProcessRoamAcrossNodes(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	roamAcross(t, "ingress", false)
+}
+
+// TestProcessRoamAcrossNodesEtcd is the same with membership through etcd.
+func TestProcessRoamAcrossNodesEtcd(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	roamAcross(t, "ingress", true)
+}
+
+func roamAcross(t *testing.T, reply string, etcd bool) {
+	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	ps := clusterProcs(t, 3)
+	membership := peersFlags(ps)
+	if etcd {
+		membership = []string{"--cluster-etcd", startEtcd(t)}
+	}
+	for _, p := range ps {
+		p.start(t, edge.Addr(), membership, "--cluster-reply", reply)
+	}
+	waitJoined(t, ps, 2)
+
+	c, err := edge.NewClient(warptest.ClientConfig{ID: warptest.ClientID{0xc1, 0x05, 0x7e}, Endpoint: ps[0].listen, KeepEndpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
+	defer cancel()
+	if err := c.WaitHandshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const size = 24 << 20
+	tr := c.Download(ctx, size, 7)
+	step := int64(size / 10)
+	for i := 1; i <= 8; i++ {
+		if err := tr.WaitBytes(ctx, int64(i)*step, 20*time.Second); err != nil {
+			t.Fatalf("before roam %d: %v", i, err)
+		}
+		roamTo(t, c, ps[i%3])
+	}
+	if _, err := tr.Wait(ctx, 20*time.Second); err != nil {
+		t.Fatalf("download: %v", err)
+	}
+	if n := opened(ps[0]); n != 1 {
+		t.Errorf("node1 opened %d sessions, want 1", n)
+	}
+	for _, p := range ps[1:] {
+		if n := opened(p); n != 0 {
+			t.Errorf("%s opened %d sessions, want 0 (the client's session stays on node1)", p.name, n)
+		}
+	}
+	if n := len(edge.Router().Sources()); n != 1 {
+		t.Errorf("the edge saw %d upstream source addresses, want 1: %v", n, edge.Router().Sources())
+	}
+}
