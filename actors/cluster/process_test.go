@@ -161,6 +161,9 @@ func (p *proc) start(t *testing.T, upstream netip.AddrPort, membership []string,
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s metrics:\n%s", p.name, p.nonZeroMetrics())
+		}
 		p.stop(t)
 		if t.Failed() {
 			t.Logf("%s (listen %s, cluster %s) log:\n%s", p.name, p.listen, p.cluster, ownLines(p.log.String()))
@@ -232,13 +235,34 @@ func (p *proc) metric(t *testing.T, prefix string) float64 {
 	return -1
 }
 
+// nonZeroMetrics lists p's udpfwd metrics that are not zero.
+func (p *proc) nonZeroMetrics() string {
+	resp, err := http.Get("http://" + p.admin.String() + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "udpfwd_") && !strings.HasSuffix(line, " 0") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 var joinedRE = regexp.MustCompile(`"msg":"cluster member joined"`)
 
-// waitMembers waits until every node has logged that the others joined.
+// waitJoined waits until every node of ps has logged that others joined
+// and that its relay started (it listens only after its cluster node has
+// started).
 func waitJoined(t *testing.T, ps []*proc, others int) {
 	t.Helper()
 	for _, p := range ps {
-		p.log.waitFor(t, p.name+" sees its peers", func(s string) bool { return len(joinedRE.FindAllString(s, -1)) >= others })
+		p.log.waitFor(t, p.name+" sees its peers and listens", func(s string) bool {
+			return len(joinedRE.FindAllString(s, -1)) > others && strings.Contains(s, `"msg":"relay started"`)
+		})
 	}
 }
 
@@ -333,5 +357,130 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 	}
 	if n := len(edge.Router().Sources()); n != 1 {
 		t.Errorf("the edge saw %d upstream source addresses, want 1: %v", n, edge.Router().Sources())
+	}
+}
+
+// startClient starts a WireGuard client of edge at p and waits for its
+// first handshake.
+func startClient(t *testing.T, ctx context.Context, edge *warptest.Edge, id warptest.ClientID, p *proc) *warptest.Client {
+	t.Helper()
+	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: p.listen, KeepEndpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.WaitHandshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// startCluster starts n static-peer nodes in front of a new edge and waits
+// until they see each other.
+func startCluster(t *testing.T, n int, extra ...string) (*warptest.Edge, []*proc) {
+	t.Helper()
+	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	ps := clusterProcs(t, n)
+	for _, p := range ps {
+		p.start(t, edge.Addr(), peersFlags(ps), extra...)
+	}
+	waitJoined(t, ps, n-1)
+	return edge, ps
+}
+
+// TestProcessNodeFailure: SIGKILL of a node that does not own a client's
+// session leaves its download, through a third node, intact; SIGKILL of the
+// owner ends the session, and the client works again after its next
+// handshake, on a new session (a new upstream port) at the node it now
+// reaches.
+func TestProcessNodeFailure(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	edge, ps := startCluster(t, 3, "--cluster-reply", "ingress")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
+	defer cancel()
+	c := startClient(t, ctx, edge, warptest.ClientID{0xfa, 0x11, 0x01}, ps[0])
+	const size = 16 << 20
+	tr := c.Download(ctx, size, 3)
+	if err := tr.WaitBytes(ctx, size/8, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	roamTo(t, c, ps[1]) // node2 forwards to node1, the owner
+	if err := tr.WaitBytes(ctx, size/4, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ps[2].kill(t) // neither the owner nor on the path
+	if _, err := tr.Wait(ctx, 20*time.Second); err != nil {
+		t.Fatalf("download after a non-owner's death: %v", err)
+	}
+	if n := len(edge.Router().Sources()); n != 1 {
+		t.Fatalf("the edge saw %d upstream source addresses, want 1", n)
+	}
+
+	ps[0].kill(t) // the owner
+	if err := c.Rehandshake(ctx); err != nil {
+		t.Fatalf("no handshake after the owner's death: %v", err)
+	}
+	if err := c.Echo(ctx, []byte("after the owner died")); err != nil {
+		t.Fatal(err)
+	}
+	if n := opened(ps[1]); n != 1 {
+		t.Errorf("node2 opened %d sessions, want 1 (the client's new one)", n)
+	}
+	if n := len(edge.Router().Sources()); n != 2 {
+		t.Errorf("the edge saw %d upstream source addresses, want 2 (the dead owner's, then node2's)", n)
+	}
+}
+
+// TestProcessJoinMovesNothing: a node that joins while a client downloads
+// through the cluster moves no session: the client roams onto it and back,
+// and keeps its one session and upstream port.
+func TestProcessJoinMovesNothing(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	ps := clusterProcs(t, 3)
+	for _, p := range ps[:2] {
+		p.start(t, edge.Addr(), peersFlags(ps), "--cluster-reply", "ingress")
+	}
+	waitJoined(t, ps[:2], 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
+	defer cancel()
+	c := startClient(t, ctx, edge, warptest.ClientID{0x10, 0x1e, 0xd0}, ps[1])
+	const size = 16 << 20
+	tr := c.Download(ctx, size, 5)
+	if err := tr.WaitBytes(ctx, size/8, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ps[2].start(t, edge.Addr(), peersFlags(ps), "--cluster-reply", "ingress")
+	waitJoined(t, ps[2:], 2)
+	roamTo(t, c, ps[2])
+	if err := tr.WaitBytes(ctx, size/2, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	roamTo(t, c, ps[0])
+	if _, err := tr.Wait(ctx, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := opened(ps[1]); n != 1 {
+		t.Errorf("node2 opened %d sessions, want 1", n)
+	}
+	for _, p := range []*proc{ps[0], ps[2]} {
+		if n := opened(p); n != 0 {
+			t.Errorf("%s opened %d sessions, want 0", p.name, n)
+		}
+	}
+	if n := len(edge.Router().Sources()); n != 1 {
+		t.Errorf("the edge saw %d upstream source addresses, want 1", n)
 	}
 }

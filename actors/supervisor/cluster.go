@@ -200,6 +200,9 @@ func (s *Supervisor) located(ctx actor.Context, m *cluster.Located) {
 	}
 	delete(s.cl.lookups, id)
 	held := l.held
+	if ce := s.cfg.Logger.Check(zap.DebugLevel, "cluster lookup"); ce != nil {
+		ce.Write(clientField(id), zap.Stringer("found", m.PID), zap.Int("held", len(held.Datagrams)))
+	}
 	s.batchNow = time.Time{}
 	switch {
 	case s.sessions[idKey(id)] != nil: // opened here meanwhile
