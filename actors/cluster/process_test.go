@@ -358,6 +358,15 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 	if n := len(edge.Router().Sources()); n != 1 {
 		t.Errorf("the edge saw %d upstream source addresses, want 1: %v", n, edge.Router().Sources())
 	}
+	if v := ps[0].metric(t, "udpfwd_cluster_received_datagrams_total"); v <= 0 {
+		t.Errorf("node1 reports %v datagrams received from other nodes, want some", v)
+	}
+	if v := ps[1].metric(t, "udpfwd_cluster_forwarded_datagrams_total{"); v <= 0 {
+		t.Errorf("node2 reports %v datagrams forwarded, want some", v)
+	}
+	if v := ps[1].metric(t, "udpfwd_cluster_members"); v != 3 {
+		t.Errorf("node2 reports %v members, want 3", v)
+	}
 }
 
 // startClient starts a WireGuard client of edge at p and waits for its

@@ -8,6 +8,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/metrics"
 )
 
 // clusterConfigOf turns the config's cluster block into the node's config.
@@ -60,6 +61,29 @@ func (d *daemon) stopCluster() {
 	d.system.EventStream.Unsubscribe(d.clusterSub)
 	d.cluster.Close()
 	d.cluster = nil
+}
+
+// clusterMetrics is the collector of the cluster node's metrics, nil
+// without a cluster.
+func (d *daemon) clusterMetrics() *metrics.Cluster {
+	n := d.cluster
+	if n == nil {
+		return nil
+	}
+	return metrics.NewCluster(func() metrics.ClusterStats {
+		st := n.Stats()
+		out := metrics.ClusterStats{
+			Members: st.Members, Healthy: st.Healthy, Received: st.Received,
+			DroppedGone: st.DroppedGone, DroppedMalformed: st.DroppedMalformed,
+			Lookups: st.Lookups, LookupMisses: st.LookupMisses,
+			RegisterConflicts: st.RegisterConflicts, Rejoins: st.Rejoins,
+		}
+		for _, p := range st.Peers {
+			out.Peers = append(out.Peers, metrics.ClusterPeer{Peer: p.Peer, Forwarded: p.Forwarded,
+				DroppedFull: p.DroppedFull, DroppedLeft: p.DroppedLeft, Unconfirmed: p.Unconfirmed})
+		}
+		return out
+	})
 }
 
 // relayOptions are the options every relay of the daemon starts with.

@@ -248,6 +248,7 @@ func (d *daemon) startAdmin(a adminSettings) error {
 		Token:        a.token,
 		AllowedHosts: a.hosts,
 		Reloads:      d.reloads,
+		Cluster:      d.clusterMetrics(),
 	})
 	if err != nil {
 		return err
