@@ -12,6 +12,7 @@ import (
 	"github.com/udpfwd/udpfwd/actors/session"
 	"github.com/udpfwd/udpfwd/actors/supervisor"
 	"github.com/udpfwd/udpfwd/internal/stats"
+	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
 // WithCluster makes the relay a node of the cluster node's (the process
@@ -23,6 +24,22 @@ import (
 // session's node), else ingress. Forward relays ignore it.
 func WithCluster(n *cluster.Node, owner bool) Option {
 	return func(r *Relay) { r.cluster, r.clusterOwner = n, owner }
+}
+
+// WithListener opens the relay's listening sockets with f instead of
+// udpio.Listen: for tests that run several nodes of a cluster in one
+// process on one shared port (udpio.ListenGroup with Shared), as separate
+// processes do with SO_REUSEPORT.
+func WithListener(f func(netip.AddrPort, udpio.Options) (*udpio.Conn, error)) Option {
+	return func(r *Relay) { r.listenFunc = f }
+}
+
+// listen opens a listening socket.
+func (r *Relay) listen(ap netip.AddrPort, o udpio.Options) (*udpio.Conn, error) {
+	if r.listenFunc != nil {
+		return r.listenFunc(ap, o)
+	}
+	return udpio.Listen(ap, o)
 }
 
 // clusterConfig is the supervisor's cluster part, with the actor that

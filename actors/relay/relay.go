@@ -106,6 +106,8 @@ type Relay struct {
 	cluster      *cluster.Node
 	clusterOwner bool
 	replier      *actor.PID
+	// listenFunc, if set, opens the listening sockets (WithListener).
+	listenFunc func(netip.AddrPort, udpio.Options) (*udpio.Conn, error)
 }
 
 // slot is one listening socket with its listener and writer. Its index in
@@ -182,7 +184,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		}
 	}
 	for _, ap := range cfg.Listen {
-		c, err := udpio.Listen(ap, sockOpts)
+		c, err := r.listen(ap, sockOpts)
 		if err != nil {
 			closeAll()
 			return nil, fmt.Errorf("listen on %s: %w", ap, unwrapSyscall(err))

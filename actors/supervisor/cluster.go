@@ -32,10 +32,12 @@ const (
 	// datagrams); an unknown ID's datagram beyond it is dropped, as
 	// unknown_client (or admission_overload for an initiation).
 	maxLookups = 256
-	// lookupHold bounds the datagrams held for one lookup: a client's
-	// first datagrams at a new node, a handshake and a few transport
-	// datagrams; later ones wait in the client's retransmissions.
-	lookupHold = 8
+	// lookupHold bounds the datagrams held for one lookup (a client's
+	// first datagrams at a new node: a read batch), and maxHeld those held
+	// for all lookups together (2 MiB of buffers). Beyond them datagrams
+	// are dropped as unknown_client while the lookup runs (about 200 µs).
+	lookupHold = udpio.MaxBatch
+	maxHeld    = 1024
 	// missTTL is how long an ID that no node has is known to be nobody's:
 	// its initiation is admitted here without asking, its other datagrams
 	// are dropped without asking. A session another node opens meanwhile
@@ -83,6 +85,7 @@ type clusterState struct {
 	lookups  map[wgproto.ClientID]*lookup
 	misses   map[wgproto.ClientID]time.Time
 	forwards []*remote // remotes that have datagrams in this batch
+	held     int       // datagrams the lookups hold
 }
 
 func newClusterState() clusterState {
@@ -133,9 +136,10 @@ func (s *Supervisor) elsewhere(h wgproto.Header, d *udpio.Datagram, listener uin
 		return true
 	}
 	if l := s.cl.lookups[h.Client]; l != nil {
-		if len(l.held.Datagrams) < lookupHold {
+		if len(l.held.Datagrams) < lookupHold && s.cl.held < maxHeld {
 			l.held.Add(*d)
 			d.Buf = nil
+			s.cl.held++
 		} else {
 			s.drops[stats.UnknownClient]++
 		}
@@ -149,7 +153,7 @@ func (s *Supervisor) elsewhere(h wgproto.Header, d *udpio.Datagram, listener uin
 		s.drops[stats.UnknownClient]++
 		return true
 	}
-	if len(s.cl.lookups) >= maxLookups {
+	if len(s.cl.lookups) >= maxLookups || s.cl.held >= maxHeld {
 		if initiation {
 			s.drops[stats.AdmissionOverload]++
 		} else {
@@ -160,6 +164,7 @@ func (s *Supervisor) elsewhere(h wgproto.Header, d *udpio.Datagram, listener uin
 	l := &lookup{held: udpio.GetBatch(), listener: listener}
 	l.held.Add(*d)
 	d.Buf = nil
+	s.cl.held++
 	s.cl.lookups[h.Client] = l
 	s.cfg.Cluster.Node.LookupAsync(s.clusterKey(h.Client), s.self)
 	return true
@@ -200,6 +205,7 @@ func (s *Supervisor) located(ctx actor.Context, m *cluster.Located) {
 	}
 	delete(s.cl.lookups, id)
 	held := l.held
+	s.cl.held -= len(held.Datagrams)
 	if ce := s.cfg.Logger.Check(zap.DebugLevel, "cluster lookup"); ce != nil {
 		ce.Write(clientField(id), zap.Stringer("found", m.PID), zap.Int("held", len(held.Datagrams)))
 	}

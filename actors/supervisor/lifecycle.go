@@ -230,6 +230,7 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 // stopping them here too would send a second Stop to a dead actor.
 func (s *Supervisor) stopping(ctx actor.Context) {
 	for id, l := range s.cl.lookups {
+		s.cl.held -= len(l.held.Datagrams)
 		l.held.Release()
 		delete(s.cl.lookups, id)
 	}
