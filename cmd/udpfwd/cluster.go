@@ -23,6 +23,7 @@ func clusterConfigOf(c config.Cluster) cluster.Config {
 // cluster, before any relay: the relays' sessions must be actors other
 // nodes can reach. Membership changes are logged.
 func (d *daemon) startCluster(c config.Cluster) error {
+	d.clusterConfig = c
 	if !c.Enabled() {
 		return nil
 	}

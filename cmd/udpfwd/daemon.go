@@ -63,6 +63,8 @@ type daemon struct {
 	cluster      *cluster.Node
 	clusterOwner bool
 	clusterSub   *eventstream.Subscription
+	// clusterConfig is the cluster block the process started with.
+	clusterConfig config.Cluster
 }
 
 // adminSettings are the admin listener's settings: a change of any of them
@@ -333,6 +335,9 @@ func (d *daemon) reload(o *options) {
 	}
 	if f.Log != d.logConfig {
 		d.log.Warn("reload: log settings apply at the next start")
+	}
+	if !f.Cluster.Equal(&d.clusterConfig) {
+		d.log.Warn("reload: cluster settings apply at the next start")
 	}
 
 	cfgs := f.Relays

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -46,6 +47,12 @@ const (
 
 // Enabled reports whether the config runs a cluster node.
 func (c *Cluster) Enabled() bool { return c.Name != "" }
+
+// Equal reports whether c and o are the same settings.
+func (c *Cluster) Equal(o *Cluster) bool {
+	return c.Name == o.Name && c.Bind == o.Bind && slices.Equal(c.Peers, o.Peers) && slices.Equal(c.Etcd, o.Etcd) &&
+		c.Reply == o.Reply && c.TLSCert == o.TLSCert && c.TLSKey == o.TLSKey && c.TLSCA == o.TLSCA && c.Insecure == o.Insecure
+}
 
 // clusterKeys are the cluster block's single-value keys, by path.
 var clusterKeys = map[string]func(c *Cluster, s string) error{
