@@ -367,6 +367,16 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 	if v := ps[1].metric(t, "udpfwd_cluster_members"); v != 3 {
 		t.Errorf("node2 reports %v members, want 3", v)
 	}
+	for _, p := range ps {
+		resp, err := http.Get("http://" + p.admin.String() + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s /healthz: %d, want 200", p.name, resp.StatusCode)
+		}
+	}
 }
 
 // startClient starts a WireGuard client of edge at p and waits for its

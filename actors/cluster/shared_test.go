@@ -347,3 +347,64 @@ func TestSharedPortBatchesLoseNothing(t *testing.T) {
 		t.Fatalf("sessions by node %v, want [1 0]", s)
 	}
 }
+
+// TestSharedPortForgedThroughOtherNode: datagrams forged with a client's ID
+// that reach a node other than its session's are forwarded to the session,
+// whose roaming rules refuse them as from any other address: the session's
+// replies stay with the client, whose download completes.
+func TestSharedPortForgedThroughOtherNode(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	shared, nodes := startShared(t, 2, edge.Addr(), true)
+	id := warptest.ClientID{0x0b, 0xad, 0x1d}
+	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: shared, KeepEndpoint: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*sharedTimeout)
+	defer cancel()
+	if err := c.WaitHandshake(ctx); err != nil {
+		t.Fatal(err)
+	}
+	owner := 0
+	if sessionsOn(t, nodes)[1] == 1 {
+		owner = 1
+	}
+	const size = 8 << 20
+	tr := c.Download(ctx, size, 13)
+	if err := tr.WaitBytes(ctx, size/4, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	attacker := clientSocket(t, shared, nodes, 1-owner)
+	refusedBefore := nodes[owner].relay.Counters().Dropped(stats.UnconfirmedTransport)
+	for i := range 200 {
+		d := make([]byte, 64)
+		d[0] = 4
+		copy(d[1:4], id[:])
+		d[4], d[5], d[6], d[7] = byte(i), byte(i>>8), 0x5a, 0xa5 // a guessed receiver index
+		d[8] = byte(i)
+		if _, err := attacker.WriteToUDPAddrPort(d, shared); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tr.Wait(ctx, 20*time.Second); err != nil {
+		t.Fatalf("download with forged datagrams coming through the other node: %v", err)
+	}
+	l, err := nodes[owner].relay.Sessions(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Sessions) != 1 || l.Sessions[0].ClientAddr != c.LocalAddr() {
+		t.Fatalf("sessions %+v, want one whose client address is the client's %v", l.Sessions, c.LocalAddr())
+	}
+	if got := nodes[owner].relay.Counters().Dropped(stats.UnconfirmedTransport) - refusedBefore; got == 0 {
+		t.Error("the owner refused none of the forged datagrams: they did not reach it")
+	}
+}
