@@ -16,6 +16,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
 	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -311,9 +312,24 @@ func (n *Node) Close() {
 		if n.inbox != nil {
 			_ = n.system.Root.StopFuture(n.inbox).Wait()
 		}
-		n.c.Remote.Shutdown(true)
+		shutdownRemote(n.c.Remote, n.log)
 		n.log.Info("cluster member left", zap.String("address", n.self))
 	})
+}
+
+// shutdownRemote stops protoactor remote gracefully. The pinned remote
+// panics ("send on closed channel") when a peer's connection ends while it
+// stops (it signals the connection's channel, which the connection's own
+// end has closed): seen when nodes close at once. The panic is on this
+// goroutine; the server is then stopped at once instead.
+func shutdownRemote(r *remote.Remote, log *zap.Logger) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Debug("protoactor remote panicked while stopping; stopping its server at once", zap.Any("panic", p))
+			r.Shutdown(false)
+		}
+	}()
+	r.Shutdown(true)
 }
 
 // onEvent runs on the publisher's goroutine (the membership provider's)
