@@ -47,6 +47,12 @@ const (
 	// maxMisses bounds the IDs remembered as nobody's; past it the memory
 	// is emptied (an ID costs a lookup again).
 	maxMisses = 4096
+	// maxRemotes bounds the other nodes' sessions remembered: an entry
+	// leaves when its node or session is known gone, but a session that
+	// ends quietly on its node is forgotten here only when a datagram
+	// finds it gone. Past the bound the table is emptied (each roamed
+	// client costs one lookup again).
+	maxRemotes = 1 << 16
 )
 
 // Cluster is what a supervisor needs to be a cluster node's.
@@ -220,6 +226,9 @@ func (s *Supervisor) located(ctx actor.Context, m *cluster.Located) {
 		// This node's own session, which routing does not know: one this
 		// supervisor lost (it ended), or another relay's. Treat it as none.
 	case m.PID != nil && m.PID.Address != s.cfg.Cluster.Node.Address():
+		if len(s.cl.remotes) >= maxRemotes {
+			clear(s.cl.remotes)
+		}
 		r := &remote{id: id, pid: m.PID, out: held}
 		s.cl.remotes[id] = r
 		s.forward(id, r, l.listener)
@@ -250,6 +259,7 @@ func (s *Supervisor) register(e *entry) {
 		return
 	}
 	delete(s.cl.misses, e.info.Client)
+	delete(s.cl.remotes, e.info.Client)
 	s.cfg.Cluster.Node.RegisterAsync(s.clusterKey(e.info.Client), e.pid, s.self)
 }
 
