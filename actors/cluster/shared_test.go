@@ -61,12 +61,19 @@ func freeClusterBind(t *testing.T) netip.AddrPort {
 // shared listening address, and waits until each counts n members.
 func startShared(t *testing.T, n int, upstream netip.AddrPort, owner bool) (netip.AddrPort, []*sharedNode) {
 	t.Helper()
-	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// The first node's socket is opened now, on a port the kernel picks,
+	// so that nothing else takes the port before the nodes start.
+	first, err := udpio.ListenGroup(netip.MustParseAddrPort("127.0.0.1:0"), udpio.GroupConfig{Sockets: 1, Shared: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared := probe.LocalAddr().(*net.UDPAddr).AddrPort()
-	probe.Close()
+	shared := first.LocalAddr()
+	firstConn := first.Conns()[0]
+	t.Cleanup(func() {
+		if firstConn != nil { // no relay took it
+			firstConn.Close()
+		}
+	})
 
 	binds := make([]netip.AddrPort, n)
 	for i := range binds {
@@ -80,6 +87,10 @@ func startShared(t *testing.T, n int, upstream netip.AddrPort, owner bool) (neti
 		t.Fatal(err)
 	}
 	listen := relay.WithListener(func(ap netip.AddrPort, o udpio.Options) (*udpio.Conn, error) {
+		if c := firstConn; c != nil {
+			firstConn = nil
+			return c, nil
+		}
 		g, err := udpio.ListenGroup(ap, udpio.GroupConfig{Sockets: 1, Shared: true, Options: o})
 		if err != nil {
 			return nil, err

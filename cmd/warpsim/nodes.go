@@ -199,12 +199,14 @@ func landsOn(c *net.UDPConn, shared netip.AddrPort, nodes []*demoNode) int {
 // startNodes starts n in-process nodes on one shared loopback port in front
 // of upstream: a cluster with static peers, or n independent relays.
 func startNodes(n int, upstream netip.AddrPort, clustered bool) (netip.AddrPort, []*demoNode, func(), error) {
-	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	// The first node's socket is opened now, on a port the kernel picks,
+	// so that nothing else takes the port before the nodes start.
+	first, err := udpio.ListenGroup(netip.MustParseAddrPort("127.0.0.1:0"), udpio.GroupConfig{Sockets: 1, Shared: true})
 	if err != nil {
 		return netip.AddrPort{}, nil, nil, err
 	}
-	shared := probe.LocalAddr().(*net.UDPAddr).AddrPort()
-	probe.Close()
+	shared := first.LocalAddr()
+	firstConn := first.Conns()[0]
 	f := &config.File{Relays: []config.Relay{{Name: "warpsim", Listen: []netip.AddrPort{shared}, Upstream: config.HostPortFrom(upstream)}}}
 	if _, err := f.Validate(); err != nil {
 		return netip.AddrPort{}, nil, nil, err
@@ -220,6 +222,10 @@ func startNodes(n int, upstream netip.AddrPort, clustered bool) (netip.AddrPort,
 		}
 	}
 	listen := relay.WithListener(func(ap netip.AddrPort, o udpio.Options) (*udpio.Conn, error) {
+		if c := firstConn; c != nil {
+			firstConn = nil
+			return c, nil
+		}
 		g, err := udpio.ListenGroup(ap, udpio.GroupConfig{Sockets: 1, Shared: true, Options: o})
 		if err != nil {
 			return nil, err
@@ -227,7 +233,11 @@ func startNodes(n int, upstream netip.AddrPort, clustered bool) (netip.AddrPort,
 		return g.Conns()[0], nil
 	})
 	var nodes []*demoNode
-	var stops []func()
+	stops := []func(){func() {
+		if firstConn != nil { // no relay took it
+			firstConn.Close()
+		}
+	}}
 	stop := func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
