@@ -9,7 +9,9 @@
 // to the client and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
 // ends for silence is idle.go's; what a plain client's session tells the
-// supervisor, and the client ID it stamps, plain.go's.
+// supervisor, and the client ID it stamps, plain.go's; in a cluster, the
+// client's datagrams that other nodes forward and the replies that go back
+// through them, remote.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,

@@ -22,7 +22,9 @@
 //   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
 //     what idle expiry, termination, failure and stopping do with it;
-//   - reconfigure.go: a reload's new settings, applied in place.
+//   - reconfigure.go: a reload's new settings, applied in place;
+//   - cluster.go: in a cluster, registering sessions, looking up clients
+//     whose session lives on another node, and forwarding to it.
 package supervisor
 
 import (
