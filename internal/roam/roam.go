@@ -16,7 +16,10 @@
 //     whoever sees the upstream's replies, knows them.
 //  2. A transport message (type 4) from a new address moves the session if
 //     its receiver index is a learned, live index. This is how a roaming
-//     client's next keepalive or data packet moves it.
+//     client's next keepalive or data packet moves it. Seen through
+//     FromTransport, it must also carry a higher counter than every
+//     transport seen with that index, so that one overtaken on its way
+//     (sent from the address the client has left) does not move it back.
 //  3. A handshake initiation (type 1) from a new address is remembered as
 //     pending. When the upstream's handshake response whose receiver index
 //     equals that initiation's sender index comes back, the response goes
