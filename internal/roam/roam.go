@@ -125,8 +125,9 @@ type learnedIndex struct {
 	index uint32
 	at    time.Time
 	// counter is the highest transport counter seen with this index
-	// (FromTransport), zero before any.
+	// (FromTransport), if seen.
 	counter uint64
+	seen    bool
 }
 
 type pendingInit struct {
@@ -225,9 +226,9 @@ func (p *Peer) FromTransport(now time.Time, h wgproto.Header, counter uint64, fr
 	if l == nil {
 		return false
 	}
-	newer := counter >= l.counter
+	newer := !l.seen || counter > l.counter
 	if newer {
-		l.counter = counter
+		l.counter, l.seen = counter, true
 	}
 	ep := endpoint{from, listener}
 	if ep != p.cur && newer {

@@ -603,7 +603,8 @@ func TestOvertakenTransport(t *testing.T) {
 		{B, 12, true, B},  // the client moved to B
 		{A, 11, false, B}, // overtaken: sent from A before the move
 		{B, 13, false, B},
-		{A, 14, true, A}, // the client moved back
+		{A, 13, false, B}, // a copy of the newest, from elsewhere
+		{A, 14, true, A},  // the client moved back
 	} {
 		e := eps[s.from]
 		if moved := p.FromTransport(t0, tr(77), s.counter, e.addr, e.listener); moved != s.moved {
