@@ -503,3 +503,46 @@ func TestProcessJoinMovesNothing(t *testing.T) {
 		t.Errorf("the edge saw %d upstream source addresses, want 1", n)
 	}
 }
+
+// TestProcessRestartKeepsSessions: a node restarted with its state file
+// takes its sessions back on the same upstream ports and registers them
+// again, so that a client that then moves to another node is forwarded to
+// its restored session: one upstream port all along.
+func TestProcessRestartKeepsSessions(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { edge.Close() })
+	ps := clusterProcs(t, 2)
+	state := []string{"--state-file", filepath.Join(t.TempDir(), "state.json"), "--cluster-reply", "ingress"}
+	ps[0].start(t, edge.Addr(), peersFlags(ps), state...)
+	ps[1].start(t, edge.Addr(), peersFlags(ps), "--cluster-reply", "ingress")
+	waitJoined(t, ps, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
+	defer cancel()
+	c := startClient(t, ctx, edge, warptest.ClientID{0x5e, 0x55, 0x10}, ps[0])
+	if err := c.Echo(ctx, []byte("before the restart")); err != nil {
+		t.Fatal(err)
+	}
+
+	ps[0].stop(t)
+	ps[0].start(t, edge.Addr(), peersFlags(ps), state...)
+	ps[0].log.waitFor(t, "node1 restores its session", func(s string) bool { return strings.Contains(s, `"msg":"session restored"`) })
+	waitJoined(t, ps[:1], 1)
+	ps[1].log.waitFor(t, "node2 sees node1 again", func(s string) bool { return len(joinedRE.FindAllString(s, -1)) >= 3 })
+
+	roamTo(t, c, ps[1])
+	if err := c.Echo(ctx, []byte("through node2 to the restored session")); err != nil {
+		t.Fatal(err)
+	}
+	if n := opened(ps[1]); n != 0 {
+		t.Errorf("node2 opened %d sessions, want 0", n)
+	}
+	if n := len(edge.Router().Sources()); n != 1 {
+		t.Errorf("the edge saw %d upstream source addresses, want 1 (the restored session kept its port)", n)
+	}
+}
