@@ -419,3 +419,46 @@ func TestSharedPortForgedThroughOtherNode(t *testing.T) {
 		t.Error("the owner refused none of the forged datagrams: they did not reach it")
 	}
 }
+
+// TestSharedPortFirstInitiationOnTwoNodes: clients whose first handshake
+// reaches two nodes at once (its retransmission took another path) end
+// with one session each: if both nodes opened one, the one registered
+// second ends and forwards to the first.
+func TestSharedPortFirstInitiationOnTwoNodes(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	shared, nodes := startShared(t, 2, echoServer(t), true)
+	a := clientSocket(t, shared, nodes, 0)
+	b := clientSocket(t, shared, nodes, 1)
+	const clients = 16
+	for i := range clients {
+		init := make([]byte, 148)
+		init[0] = 1
+		init[1], init[2], init[3] = 0xd0, 0x0b, byte(i+1)
+		init[4] = byte(i) // a sender index
+		for _, c := range []*net.UDPConn{a, b} {
+			if _, err := c.WriteToUDPAddrPort(init, shared); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(sharedTimeout)
+	for {
+		s := sessionsOn(t, nodes)
+		var conflicts uint64
+		for _, sn := range nodes {
+			conflicts += sn.node.Stats().RegisterConflicts
+		}
+		opened := nodes[0].relay.Counters().Events(stats.SessionOpened) + nodes[1].relay.Counters().Events(stats.SessionOpened)
+		closed := nodes[0].relay.Counters().Events(stats.SessionClosed) + nodes[1].relay.Counters().Events(stats.SessionClosed)
+		if s[0]+s[1] == clients && opened == clients+closed {
+			t.Logf("sessions by node %v; %d opened twice, %d conflicts seen by directories", s, closed, conflicts)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sessions by node %v for %d clients (%d opened, %d closed)", s, clients, opened, closed)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
