@@ -147,6 +147,22 @@ func (n *Node) Reply(to *actor.PID, key Key, listen netip.AddrPort, b *udpio.Bat
 	n.linkTo(to.Address).send(n.system, &outgoing{target: to.Id, key: key, listen: listen, batch: b, reply: true})
 }
 
+// coalesce moves what m carries into the newest queued batch of the same
+// stream (target, client, listening address, way back), as far as it has
+// room, so that a queue of small batches (one per client and read batch,
+// under load) holds more datagrams before it drops any; the datagrams of a
+// stream keep their order. It reports whether m is now empty.
+func (l *linkActor) coalesce(m *outgoing) bool {
+	for i := l.count - 1; i >= 0; i-- {
+		q := l.queue[(l.head+i)%linkQueue]
+		if q.target == m.target && q.key == m.key && q.listen == m.listen && q.replyTo == m.replyTo && q.reply == m.reply {
+			q.batch.Take(m.batch)
+			break
+		}
+	}
+	return len(m.batch.Datagrams) == 0
+}
+
 // outgoing is a batch on its way to a peer, not yet encoded.
 type outgoing struct {
 	target  string
@@ -239,6 +255,10 @@ func (l *linkActor) Receive(ctx actor.Context) {
 		l.stalled()
 		if l.count == 0 && l.sent-l.acked < linkWindow {
 			l.transmit(ctx, m)
+			return
+		}
+		if l.coalesce(m) {
+			m.batch.Release()
 			return
 		}
 		if l.count == linkQueue {

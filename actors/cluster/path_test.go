@@ -145,10 +145,11 @@ func TestDatagramPath(t *testing.T) {
 	t.Run("a full queue drops and counts", func(t *testing.T) {
 		// A peer that never acknowledges (nothing listens there): the link
 		// sends a window's worth, queues as many, and drops the rest.
-		id := clientID(6)
+		// Batches of as many clients, which the queue cannot coalesce.
 		nowhere := actor.NewPID(freeBind(t).String(), "session")
 		const batches, perBatch = linkWindow + linkQueue + 36, 3
-		for range batches {
+		for i := range batches {
+			id := clientID(600 + i)
 			b.Forward(nowhere, id, listen, nil, batchOf(client, transport(id, "x", 40), transport(id, "y", 40), transport(id, "z", 40)))
 		}
 		l := b.linkTo(nowhere.Address)
@@ -162,6 +163,33 @@ func TestDatagramPath(t *testing.T) {
 				ps, linkWindow, 36*perBatch, linkQueue*perBatch)
 		}
 	})
+}
+
+// TestQueueCoalesces: a client's small batches waiting behind a full window
+// are merged into full ones, so the queue holds many more of its datagrams
+// before it drops any.
+func TestQueueCoalesces(t *testing.T) {
+	nodes := startNodes(t, staticConfigs("coalesce", freeBind(t), freeBind(t))...)
+	b := nodes[1]
+	waitMembers(t, nodes, nodes...)
+	client := netip.MustParseAddrPort("192.0.2.7:5000")
+	listen := netip.MustParseAddrPort("203.0.113.1:2408")
+	id := clientID(7)
+	nowhere := actor.NewPID(freeBind(t).String(), "session")
+	const batches, perBatch = linkWindow + 2*linkQueue, 3
+	for range batches {
+		b.Forward(nowhere, id, listen, nil, batchOf(client, transport(id, "x", 40), transport(id, "y", 40), transport(id, "z", 40)))
+	}
+	l := b.linkTo(nowhere.Address)
+	if err := b.system.Root.PoisonFuture(l.pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ps := l.stats.snapshot(nowhere.Address)
+	b.dropLink(nowhere.Address)
+	if queued := 2 * linkQueue * perBatch; ps.Batches != linkWindow || ps.DroppedFull != 0 || ps.DroppedLeft != uint64(queued) {
+		t.Fatalf("stats %+v, want %d batches sent, none dropped full, %d dropped when stopped (queued in %d batches)",
+			ps, linkWindow, queued, (queued+63)/64)
+	}
 }
 
 // peerStats finds peer's entry.
