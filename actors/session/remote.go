@@ -25,9 +25,12 @@ import (
 // RemoteListenerBase is the first listener index that names another node's
 // way back to the client rather than a listener of this relay. A relay in a
 // cluster listens on at most RemoteListenerBase addresses; a session knows
-// at most 256 - RemoteListenerBase ingress nodes at once (the oldest is
-// forgotten for a new one).
+// at most maxIngress ingress nodes at once (the oldest is forgotten for a
+// new one). Index 255 is never one: the state file's "no listener".
 const RemoteListenerBase = 240
+
+// maxIngress is how many other nodes' ways back a session keeps.
+const maxIngress = 255 - RemoteListenerBase
 
 // Cluster is what a clustered session needs.
 type Cluster struct {
@@ -84,7 +87,7 @@ func (s *Session) wayBack(m *cluster.RemoteDatagrams) (uint8, bool) {
 		}
 	}
 	w := ingressWay{replyTo: m.ReplyTo, listen: m.Listen}
-	if len(s.ingress) < 256-RemoteListenerBase {
+	if len(s.ingress) < maxIngress {
 		s.ingress = append(s.ingress, w)
 		return uint8(RemoteListenerBase + len(s.ingress) - 1), true
 	}
