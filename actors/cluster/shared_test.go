@@ -462,3 +462,44 @@ func TestSharedPortFirstInitiationOnTwoNodes(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSharedPortJunkIDsCostFewLookups: datagrams of client IDs no node has
+// cost one lookup per ID, not one per datagram: an ID that missed is
+// remembered (for a second) and its datagrams are dropped without asking.
+func TestSharedPortJunkIDsCostFewLookups(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	shared, nodes := startShared(t, 2, echoServer(t), true)
+	junk := clientSocket(t, shared, nodes, 0)
+	const ids, rounds = 50, 20
+	before := nodes[0].node.Stats()
+	unknownBefore := nodes[0].relay.Counters().Dropped(stats.UnknownClient)
+	for r := range rounds {
+		for i := range ids {
+			d := make([]byte, 64)
+			d[0] = 4
+			d[1], d[2], d[3] = 0x7a, byte(i), 0x01
+			d[8] = byte(r)
+			if _, err := junk.WriteToUDPAddrPort(d, shared); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Millisecond) // rounds apart, as a flood's packets come
+	}
+	deadline := time.Now().Add(sharedTimeout)
+	for nodes[0].relay.Counters().Dropped(stats.UnknownClient)-unknownBefore < ids*rounds {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d junk datagrams counted as unknown_client", nodes[0].relay.Counters().Dropped(stats.UnknownClient)-unknownBefore, ids*rounds)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	after := nodes[0].node.Stats()
+	lookups, misses := after.Lookups-before.Lookups, after.LookupMisses-before.LookupMisses
+	if lookups < ids || lookups > 3*ids || misses != lookups {
+		t.Fatalf("%d lookups (%d misses) for %d datagrams of %d junk IDs, want one lookup per ID (at most one more per second each)", lookups, misses, ids*rounds, ids)
+	}
+	if s := sessionsOn(t, nodes); s[0]+s[1] != 0 {
+		t.Fatalf("junk transports opened sessions %v", s)
+	}
+}
