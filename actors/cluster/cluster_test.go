@@ -11,7 +11,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/udpfwd/udpfwd/actors/cluster/clusterpb"
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // sessionsOn spawns count stand-in sessions on n and registers them, client
@@ -58,12 +57,12 @@ func expectAlive(t *testing.T, n *testNode, pids []*actor.PID) {
 
 // expectNothingCreatedFor checks that no actor on any node has the
 // identity in its id, as an activating lookup (disthash) would spawn.
-func expectNothingCreatedFor(t *testing.T, nodes []*testNode, id wgproto.ClientID) {
+func expectNothingCreatedFor(t *testing.T, nodes []*testNode, key Key) {
 	t.Helper()
 	for _, n := range nodes {
 		for _, m := range n.system.ProcessRegistry.LocalPIDs.LocalPIDs {
 			for _, k := range m.Keys() {
-				if strings.Contains(k, id.String()) {
+				if strings.Contains(k, key.Client.String()) {
 					t.Fatalf("%s: actor %q exists for a client nobody registered", n.Address(), k)
 				}
 			}
@@ -156,7 +155,7 @@ func expectHealthOnBindIP(t *testing.T, bind netip.AddrPort, name string) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"cluster_name":"`+name+`"`) {
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"cluster":"`+name+`"`) {
 		t.Fatalf("health %s: %d %s", h, resp.StatusCode, body)
 	}
 	other, err := net.Listen("tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), h.Port()).String())

@@ -18,7 +18,7 @@ import (
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
-// HealthPortOffset places the automanaged provider's HTTP health port: a
+// HealthPortOffset places the static provider's HTTP health port: a
 // node's cluster address is Bind (protoactor remote's gRPC port) and its
 // health port is Bind's port + HealthPortOffset, on the same IP. Static peers
 // are listed by their cluster addresses; the health ports follow by this rule,
@@ -26,7 +26,7 @@ import (
 const HealthPortOffset = 1
 
 // SessionKind is the cluster kind of a session: a session's cluster identity
-// is its client ID in hex (wgproto.ClientID.String) with this kind.
+// is its Key (Key.String: relay name and client ID in hex) with this kind.
 const SessionKind = "session"
 
 // Sizes that keep one gRPC message of protoactor remote under the gRPC limit.
@@ -68,7 +68,7 @@ const (
 // than this leaves the cluster anyway; a new message starts a new writer.
 const remoteConnectTries = 2
 
-// staticPollInterval is how often the automanaged provider polls every
+// staticPollInterval is how often the static provider polls every
 // peer's health port. protoactor's default is 2 s; 1 s notices a dead node
 // in about a second (measured) at the price of one small HTTP request per
 // peer per second.
@@ -89,7 +89,7 @@ type Config struct {
 	// Bind's port + HealthPortOffset on the same IP.
 	Bind netip.AddrPort
 	// Peers lists every node's Bind address (this node's may be included)
-	// for static membership through protoactor's automanaged provider.
+	// for static membership (static.go).
 	Peers []netip.AddrPort
 	// Etcd lists etcd client URLs for membership through etcd.
 	Etcd []string
@@ -165,7 +165,7 @@ func checkAddr(what string, a netip.AddrPort) error {
 	return nil
 }
 
-// healthAddr is the automanaged health address of the node whose cluster
+// healthAddr is the static provider's health address of the node whose cluster
 // address is a.
 func healthAddr(a netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()+HealthPortOffset)

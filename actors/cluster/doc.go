@@ -2,7 +2,8 @@
 // a node that receives datagrams of a client whose session another node
 // owns hands them to that node (udpfwd issue 15). It builds on protoactor's
 // cluster and remote, not on a protocol of its own: membership comes from
-// the automanaged provider (static peers) or the etcd provider, and every
+// this package's static provider (static.go: fixed peers polled over
+// HTTP) or protoactor's etcd provider, and every
 // cross-node message is a protoactor remote message (protobuf, clusterpb).
 //
 // # Sessions stay where they were born
@@ -15,8 +16,8 @@
 // moves it when a node joins. So this package implements
 // cluster.IdentityLookup itself as a first-seen lookup:
 //
-//   - The session's cluster identity is its client ID in hex with kind
-//     SessionKind. The node that admitted it calls Node.Register: the
+//   - The session's cluster identity is its Key (relay name and client ID,
+//     "relay/hex") with kind SessionKind. The node that admitted it calls Node.Register: the
 //     entry goes to a directory on the key's rendezvous owners among the
 //     current members (the member protoactor's Rendezvous would pick, and
 //     the next one in the same ranking, so that one membership change never

@@ -10,7 +10,6 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/cluster/clusterpb"
 	"github.com/udpfwd/udpfwd/internal/udpio"
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // inboxName is the name of the actor on every node that receives datagram
@@ -23,8 +22,8 @@ const inboxName = "udpfwd-inbox"
 // Batch's datagram addresses are the client's source addresses; Batch.Listener is
 // zero (the datagrams did not arrive on one of this node's sockets).
 type RemoteDatagrams struct {
-	Batch  *udpio.Batch
-	Client wgproto.ClientID
+	Batch *udpio.Batch
+	Key   Key
 	// Listen is the shared listening address the datagrams arrived on, at
 	// the ingress node.
 	Listen netip.AddrPort
@@ -39,7 +38,7 @@ type RemoteDatagrams struct {
 // written from Listen to each datagram's address. The receiver owns Batch.
 type RemoteReplies struct {
 	Batch  *udpio.Batch
-	Client wgproto.ClientID
+	Key    Key
 	Listen netip.AddrPort
 }
 
@@ -83,16 +82,31 @@ type Stats struct {
 	DroppedGone uint64
 	// DroppedMalformed counts datagrams in batches whose fields disagreed.
 	DroppedMalformed uint64
+	// Lookups counts lookups that asked the directory (the PID cache did
+	// not have the session); LookupMisses those that found no session.
+	Lookups, LookupMisses uint64
+	// RegisterConflicts counts registrations of this node's sessions that
+	// lost to another node's session of the same key.
+	RegisterConflicts uint64
+	// Rejoins counts the times this node rejoined with a new member ID
+	// because its peers no longer counted it (static peers).
+	Rejoins uint64
 }
 
 // Stats returns the current counters.
 func (n *Node) Stats() Stats {
 	s := Stats{
-		Members:          int(n.members.Load()),
-		Healthy:          n.Health() == nil,
-		Received:         n.received.Load(),
-		DroppedGone:      n.droppedGone.Load(),
-		DroppedMalformed: n.droppedMalformed.Load(),
+		Members:           int(n.members.Load()),
+		Healthy:           n.Health() == nil,
+		Received:          n.received.Load(),
+		DroppedGone:       n.droppedGone.Load(),
+		DroppedMalformed:  n.droppedMalformed.Load(),
+		Lookups:           n.lookups.Load(),
+		LookupMisses:      n.lookupMisses.Load(),
+		RegisterConflicts: n.lookup.conflicts.Load(),
+	}
+	if n.static != nil {
+		s.Rejoins = n.static.rejoins.Load()
 	}
 	n.linksMu.Lock()
 	for peer, l := range n.links {
@@ -103,93 +117,56 @@ func (n *Node) Stats() Stats {
 	return s
 }
 
-// Forward sends b, datagrams of client id that this node received on its
-// listening address listen, to the client's session to (on another node),
-// as one message. It takes ownership of b (at most udpio.MaxBatch
+// Forward sends b, datagrams of the client of key that this node received
+// on its listening address listen, to the client's session to, as one
+// message: over remote to another node, or straight to an actor of this
+// one. It takes ownership of b (at most udpio.MaxBatch
 // datagrams) whatever happens. replyTo, if not nil, is the actor of this
 // node that sends replies from listen (ingress reply mode). When the peer's
 // queue is full the datagrams are dropped and counted. It does not block.
-func (n *Node) Forward(to *actor.PID, id wgproto.ClientID, listen netip.AddrPort, replyTo *actor.PID, b *udpio.Batch) {
+func (n *Node) Forward(to *actor.PID, key Key, listen netip.AddrPort, replyTo *actor.PID, b *udpio.Batch) {
 	if to.Address == n.self {
-		n.system.Root.Send(to, &RemoteDatagrams{Batch: b, Client: id, Listen: listen, ReplyTo: replyTo})
+		n.system.Root.Send(to, &RemoteDatagrams{Batch: b, Key: key, Listen: listen, ReplyTo: replyTo})
 		return
 	}
-	o := &outgoing{target: to.Id, client: id, listen: listen, batch: b}
+	o := &outgoing{target: to.Id, key: key, listen: listen, batch: b}
 	if replyTo != nil {
 		o.replyTo = replyTo.Id
 	}
 	n.linkTo(to.Address).send(n.system, o)
 }
 
-// Reply sends b, replies for client id, back through the ingress node whose
-// actor to sends them from listen (a RemoteDatagrams' ReplyTo and Listen).
-// It takes ownership of b and does not block.
-func (n *Node) Reply(to *actor.PID, id wgproto.ClientID, listen netip.AddrPort, b *udpio.Batch) {
+// Reply sends b, replies for the client of key, back through the ingress
+// node whose actor to sends them from listen (a RemoteDatagrams' ReplyTo and
+// Listen). It takes ownership of b and does not block.
+func (n *Node) Reply(to *actor.PID, key Key, listen netip.AddrPort, b *udpio.Batch) {
 	if to.Address == n.self {
-		n.system.Root.Send(to, &RemoteReplies{Batch: b, Client: id, Listen: listen})
+		n.system.Root.Send(to, &RemoteReplies{Batch: b, Key: key, Listen: listen})
 		return
 	}
-	n.linkTo(to.Address).send(n.system, &outgoing{target: to.Id, client: id, listen: listen, batch: b, reply: true})
+	n.linkTo(to.Address).send(n.system, &outgoing{target: to.Id, key: key, listen: listen, batch: b, reply: true})
 }
 
-// ForwardRead moves out of read every datagram whose client's session lives
-// on another node and sends them there, one message per client ID (the
-// datagrams of one read batch coalesced per destination). owner names a
-// client's session (nil when there is none); datagrams of local sessions,
-// of unknown clients and too short to carry a client ID stay in read, in
-// their order. It returns how many datagrams it moved.
-func (n *Node) ForwardRead(read *udpio.Batch, listen netip.AddrPort, replyTo *actor.PID, owner func(wgproto.ClientID) *actor.PID) int {
-	// One group per client ID of the batch; out is nil for clients that
-	// stay here, so owner is asked once per client ID.
-	type group struct {
-		id  wgproto.ClientID
-		to  *actor.PID
-		out *udpio.Batch
-	}
-	var groups [udpio.MaxBatch]group
-	ng, kept, moved := 0, 0, 0
-	for i := range read.Datagrams {
-		d := read.Datagrams[i]
-		if d.N >= 4 && !d.Truncated {
-			var id wgproto.ClientID
-			copy(id[:], d.Buf[1:4])
-			g := 0
-			for g < ng && groups[g].id != id {
-				g++
-			}
-			if g == ng {
-				groups[g].id = id
-				if pid := owner(id); pid != nil && pid.Address != n.self {
-					groups[g].to, groups[g].out = pid, udpio.GetBatch()
-				}
-				ng++
-			}
-			if groups[g].out != nil {
-				groups[g].out.Add(d)
-				read.Datagrams[i].Buf = nil
-				moved++
-				continue
-			}
-		}
-		read.Datagrams[kept] = d
-		if kept != i {
-			read.Datagrams[i] = udpio.Datagram{}
-		}
-		kept++
-	}
-	read.Datagrams = read.Datagrams[:kept]
-	for g := 0; g < ng; g++ {
-		if groups[g].out != nil {
-			n.Forward(groups[g].to, groups[g].id, listen, replyTo, groups[g].out)
+// coalesce moves what m carries into the newest queued batch of the same
+// stream (target, client, listening address, way back), as far as it has
+// room, so that a queue of small batches (one per client and read batch,
+// under load) holds more datagrams before it drops any; the datagrams of a
+// stream keep their order. It reports whether m is now empty.
+func (l *linkActor) coalesce(m *outgoing) bool {
+	for i := l.count - 1; i >= 0; i-- {
+		q := l.queue[(l.head+i)%linkQueue]
+		if q.target == m.target && q.key == m.key && q.listen == m.listen && q.replyTo == m.replyTo && q.reply == m.reply {
+			q.batch.Take(m.batch)
+			break
 		}
 	}
-	return moved
+	return len(m.batch.Datagrams) == 0
 }
 
 // outgoing is a batch on its way to a peer, not yet encoded.
 type outgoing struct {
 	target  string
-	client  wgproto.ClientID
+	key     Key
 	listen  netip.AddrPort
 	replyTo string
 	reply   bool
@@ -280,6 +257,10 @@ func (l *linkActor) Receive(ctx actor.Context) {
 			l.transmit(ctx, m)
 			return
 		}
+		if l.coalesce(m) {
+			m.batch.Release()
+			return
+		}
 		if l.count == linkQueue {
 			l.stats.droppedFull.Add(uint64(len(m.batch.Datagrams)))
 			m.batch.Release()
@@ -304,7 +285,8 @@ func (l *linkActor) Receive(ctx actor.Context) {
 		}
 	case *clusterpb.Gone:
 		pid := actor.NewPID(l.peer, m.Target)
-		l.n.c.PidCache.RemoveByValue(clientOf(m.Client).String(), SessionKind, pid)
+		l.n.c.PidCache.RemoveByValue(Key{Relay: m.Relay, Client: clientOf(m.Client)}.String(), SessionKind, pid)
+		l.n.epoch.Add(1)
 	case *actor.Stopping:
 		for l.count > 0 {
 			o := l.queue[l.head]
@@ -358,7 +340,7 @@ func (l *linkActor) transmit(ctx actor.Context, o *outgoing) {
 		l.progress = time.Now()
 	}
 	l.sent++
-	m := &clusterpb.Batch{Seq: l.sent, Target: o.target, Client: o.client[:], ReplyTo: o.replyTo, Reply: o.reply}
+	m := &clusterpb.Batch{Seq: l.sent, Target: o.target, Client: o.key.Client[:], Relay: o.key.Relay, ReplyTo: o.replyTo, Reply: o.reply}
 	m.Listen = make([]byte, addrSize)
 	putAddr(m.Listen, o.listen)
 	count := encodeBatch(m, o.batch)
@@ -390,7 +372,7 @@ func (in *inbox) Receive(ctx actor.Context) {
 	if _, ok := in.n.system.ProcessRegistry.GetLocal(m.Target); !ok {
 		in.n.droppedGone.Add(count)
 		if sender != nil {
-			ctx.Send(sender, &clusterpb.Gone{Client: m.Client, Target: m.Target})
+			ctx.Send(sender, &clusterpb.Gone{Client: m.Client, Target: m.Target, Relay: m.Relay})
 		}
 		return
 	}
@@ -401,13 +383,14 @@ func (in *inbox) Receive(ctx actor.Context) {
 	}
 	in.n.received.Add(uint64(len(b.Datagrams)))
 	target := actor.NewPID(in.n.self, m.Target)
+	key := Key{Relay: m.Relay, Client: clientOf(m.Client)}
 	if m.Reply {
-		ctx.Send(target, &RemoteReplies{Batch: b, Client: clientOf(m.Client), Listen: listenOf(m.Listen)})
+		ctx.Send(target, &RemoteReplies{Batch: b, Key: key, Listen: listenOf(m.Listen)})
 		return
 	}
 	var replyTo *actor.PID
 	if m.ReplyTo != "" && sender != nil {
 		replyTo = actor.NewPID(sender.Address, m.ReplyTo)
 	}
-	ctx.Send(target, &RemoteDatagrams{Batch: b, Client: clientOf(m.Client), Listen: listenOf(m.Listen), ReplyTo: replyTo})
+	ctx.Send(target, &RemoteDatagrams{Batch: b, Key: key, Listen: listenOf(m.Listen), ReplyTo: replyTo})
 }

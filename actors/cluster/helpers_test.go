@@ -176,7 +176,7 @@ func staticConfigs(name string, binds ...netip.AddrPort) []Config {
 // delivery is what a sink saw of one message.
 type delivery struct {
 	payloads []string
-	client   wgproto.ClientID
+	key      Key
 	listen   netip.AddrPort
 	replyTo  *actor.PID // RemoteDatagrams only
 	from     []netip.AddrPort
@@ -194,9 +194,9 @@ func (s *sink) Receive(ctx actor.Context) {
 	var d delivery
 	switch m := ctx.Message().(type) {
 	case *RemoteDatagrams:
-		b, d.client, d.listen, d.replyTo = m.Batch, m.Client, m.Listen, m.ReplyTo
+		b, d.key, d.listen, d.replyTo = m.Batch, m.Key, m.Listen, m.ReplyTo
 	case *RemoteReplies:
-		b, d.client, d.listen, d.reply = m.Batch, m.Client, m.Listen, true
+		b, d.key, d.listen, d.reply = m.Batch, m.Key, m.Listen, true
 	default:
 		return
 	}
@@ -215,17 +215,19 @@ func spawnSink(n *testNode, buffer int) (*actor.PID, chan delivery) {
 	return pid, ch
 }
 
-// clientID returns a distinct non-zero client ID for i.
-func clientID(i int) wgproto.ClientID {
-	return wgproto.ClientID{0xc0, byte(i >> 8), byte(i)}
+// clientID returns the key of a distinct non-zero client ID for i, on relay
+// "test".
+func clientID(i int) Key {
+	return Key{Relay: "test", Client: wgproto.ClientID{0xc0, byte(i >> 8), byte(i)}}
 }
 
-// transport returns a WireGuard-shaped datagram of size bytes for client
-// id, with tag written after the header so that each one is recognisable.
-func transport(id wgproto.ClientID, tag string, size int) []byte {
+// transport returns a WireGuard-shaped datagram of size bytes for the
+// client of key, with tag written after the header so that each one is
+// recognisable.
+func transport(key Key, tag string, size int) []byte {
 	b := make([]byte, size)
 	b[0] = 4
-	copy(b[1:4], id[:])
+	copy(b[1:4], key.Client[:])
 	copy(b[16:], tag)
 	return b
 }

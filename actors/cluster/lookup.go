@@ -37,13 +37,14 @@ type firstSeen struct {
 	mu  sync.Mutex
 	own map[string]*actor.PID // identity → this node's live session
 
-	conflicts atomic.Uint64 // registrations refused because another node's session came first
+	conflicts atomic.Uint64  // registrations refused because another node's session came first
+	epoch     *atomic.Uint64 // Node.Epoch, moved when a cached PID is dropped
 }
 
 var _ cluster.IdentityLookup = (*firstSeen)(nil)
 
-func newFirstSeen(system *actor.ActorSystem, log *zap.Logger) *firstSeen {
-	l := &firstSeen{log: log, system: system, own: map[string]*actor.PID{}}
+func newFirstSeen(system *actor.ActorSystem, log *zap.Logger, epoch *atomic.Uint64) *firstSeen {
+	l := &firstSeen{log: log, system: system, own: map[string]*actor.PID{}, epoch: epoch}
 	l.view.Store(&view{})
 	return l
 }
@@ -109,6 +110,13 @@ func (l *firstSeen) RemovePid(ci *cluster.ClusterIdentity, pid *actor.PID) {
 	if l.c != nil {
 		l.c.PidCache.RemoveByValue(ci.Identity, ci.Kind, pid)
 	}
+}
+
+// ownPID returns this node's own session for identity, or nil.
+func (l *firstSeen) ownPID(identity string) *actor.PID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.own[identity]
 }
 
 // register records this node's session for identity: in the node's own
@@ -227,6 +235,7 @@ func (d *directory) Receive(ctx actor.Context) {
 		if d.l.c != nil {
 			d.l.c.PidCache.RemoveByValue(m.Identity, SessionKind, toPID(m.Pid))
 		}
+		d.l.epoch.Add(1)
 	case *clusterpb.Lookup:
 		var pid *clusterpb.Pid
 		if e := d.entries[m.Identity]; e != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -15,15 +14,12 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/cluster/clusterproviders/automanaged"
 	"github.com/asynkron/protoactor-go/cluster/clusterproviders/etcd"
 	"github.com/asynkron/protoactor-go/eventstream"
-	"github.com/labstack/echo"
+	"github.com/asynkron/protoactor-go/remote"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/emptypb"
-
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // etcdBaseKey is the etcd key prefix under which nodes register, one key
@@ -63,11 +59,19 @@ type Node struct {
 	system *actor.ActorSystem
 	c      *cluster.Cluster
 	lookup *firstSeen
-	self   string // this node's cluster address as protoactor writes it
+	static *staticProvider // nil with etcd
+	self   string          // this node's cluster address as protoactor writes it
 	inbox  *actor.PID
 	sub    *eventstream.Subscription
 
 	members atomic.Int64
+	// epoch changes whenever a PID that lookups returned may have become
+	// invalid (Epoch).
+	epoch atomic.Uint64
+
+	async asyncQueue
+
+	lookups, lookupMisses atomic.Uint64
 
 	linksMu sync.Mutex
 	links   map[string]*link
@@ -100,16 +104,15 @@ func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error
 	_ = ln.Close()
 
 	n := &Node{log: log, system: system, links: map[string]*link{}}
-	n.lookup = newFirstSeen(system, log)
+	n.lookup = newFirstSeen(system, log, &n.epoch)
 
 	var provider cluster.ClusterProvider
-	var stopHealth func()
 	if len(cfg.Peers) > 0 {
-		p, stop, err := n.staticProvider(cfg)
+		p, err := newStaticProvider(cfg, log)
 		if err != nil {
 			return nil, err
 		}
-		provider, stopHealth = p, stop
+		provider, n.static = p, p
 	} else {
 		p, err := etcdProvider(cfg, clientTLS, log)
 		if err != nil {
@@ -124,8 +127,8 @@ func Start(system *actor.ActorSystem, cfg Config, log *zap.Logger) (*Node, error
 	n.sub = system.EventStream.Subscribe(n.onEvent)
 	if err := n.startMember(); err != nil {
 		system.EventStream.Unsubscribe(n.sub)
-		if stopHealth != nil {
-			stopHealth()
+		if n.static != nil {
+			n.static.closeListener()
 		}
 		if n.c.Remote != nil {
 			n.c.Remote.Shutdown(false)
@@ -151,33 +154,6 @@ func (n *Node) startMember() (err error) {
 	}()
 	n.c.StartMember()
 	return nil
-}
-
-// staticProvider builds the automanaged provider. Its own health server
-// listens on 0.0.0.0; its test hook takes a prepared echo server instead,
-// so the health server here listens on Bind's IP only, on a listener
-// opened now (a busy port is a start error, not a log line).
-func (n *Node) staticProvider(cfg Config) (*automanaged.AutoManagedProvider, func(), error) {
-	self := healthAddr(cfg.Bind)
-	ln, err := net.Listen("tcp", self.String())
-	if err != nil {
-		return nil, nil, fmt.Errorf("cluster health port (bind port + %d): %w", HealthPortOffset, err)
-	}
-	hosts := []string{self.String()}
-	for _, p := range cfg.Peers {
-		if h := healthAddr(p).String(); h != hosts[0] {
-			hosts = append(hosts, h)
-		}
-	}
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.Listener = ln
-	e.GET("/_health", func(ctx echo.Context) error {
-		return ctx.JSON(http.StatusOK, automanaged.NewNode(cfg.Name, n.system.ID,
-			cfg.Bind.Addr().Unmap().String(), int(cfg.Bind.Port()), int(self.Port()), n.c.GetClusterKinds()))
-	})
-	p := automanaged.NewWithTesting(staticPollInterval, int(self.Port()), e, hosts...)
-	return p, func() { _ = e.Close() }, nil
 }
 
 // etcdProvider builds the etcd provider after checking that etcd answers.
@@ -225,18 +201,24 @@ func (n *Node) Members() []string {
 }
 
 // Health reports nil while this node counts itself a member of the
-// cluster, else why not. It does not ask the providers' GetHealthStatus:
-// the automanaged one blocks for up to a poll interval behind a lock held
-// while it sleeps, and the etcd one reads a field its watcher writes
+// cluster and, with static peers, no peer leaves it out; else why not. A
+// node its peers left out rejoins by itself (static.go); until they count
+// it again, other nodes cannot reach its sessions. It does not ask the
+// etcd provider's GetHealthStatus, which reads a field its watcher writes
 // without synchronisation and never clears.
 func (n *Node) Health() error {
 	if !n.lookup.view.Load().has(n.self) {
-		return errors.New("cluster membership: this node is not a member yet")
+		return errors.New("cluster membership: this node is not in its own member view")
+	}
+	if n.static != nil {
+		if by := n.static.excludedBy(); len(by) > 0 {
+			return fmt.Errorf("cluster membership: peers %s do not count this node as a member; it is rejoining", strings.Join(by, ","))
+		}
 	}
 	return nil
 }
 
-// Register records pid, a session this node admitted for client id, in the
+// Register records pid, a session this node admitted for key, in the
 // cluster's directory, so that other nodes send the client's datagrams to
 // it. It waits for the directory (a remote request, about 200 µs) and
 // returns the PID the directory holds: pid, or the session of another node
@@ -244,41 +226,68 @@ func (n *Node) Health() error {
 // (the directory's node died unnoticed) the session is still kept and
 // re-registered after the next topology change. pid must be an actor of
 // this node.
-func (n *Node) Register(id wgproto.ClientID, pid *actor.PID) (*actor.PID, error) {
+func (n *Node) Register(key Key, pid *actor.PID) (*actor.PID, error) {
 	if pid == nil || pid.Address != n.self {
-		return nil, fmt.Errorf("register %s: PID %v is not on this node (%s); start the cluster before spawning sessions", id, pid, n.self)
+		return nil, fmt.Errorf("register %s: PID %v is not on this node (%s); start the cluster before spawning sessions", key, pid, n.self)
 	}
-	return n.lookup.register(id.String(), pid)
+	return n.lookup.register(key.String(), pid)
 }
 
-// Unregister removes this node's session pid for client id from the
-// directory. It does not wait.
-func (n *Node) Unregister(id wgproto.ClientID, pid *actor.PID) {
-	n.lookup.unregister(id.String(), pid)
+// Unregister removes this node's session pid for key from the directory.
+// It does not wait.
+func (n *Node) Unregister(key Key, pid *actor.PID) {
+	n.lookup.unregister(key.String(), pid)
+	n.epoch.Add(1)
 }
 
-// Lookup returns the session of client id wherever it lives, or nil: from
-// the cluster's PID cache, else from the directory (a remote request on a
+// Lookup returns the session of key wherever it lives, or nil: from the
+// cluster's PID cache, else from the directory (a remote request on a
 // miss, then cached). It never creates a session. A PID of a node that is
 // no longer a member is never returned. Misses are not cached, so every
 // lookup of an unknown client costs a round trip to its directory owners:
 // look up on handshake initiations (or rate-limit misses), not on every
-// datagram of an unknown client ID.
-func (n *Node) Lookup(id wgproto.ClientID) *actor.PID {
-	key := id.String()
-	v := n.lookup.view.Load()
-	if pid, ok := n.c.PidCache.Get(key, SessionKind); ok {
-		if v.has(pid.Address) {
-			return pid
-		}
-		n.c.PidCache.RemoveByValue(key, SessionKind, pid)
+// datagram of an unknown client ID. Lookups that ask the directory, and
+// those that find nothing, are counted (Stats).
+func (n *Node) Lookup(key Key) *actor.PID {
+	if pid := n.Cached(key); pid != nil {
+		return pid
 	}
-	pid := n.lookup.Get(cluster.NewClusterIdentity(key, SessionKind))
-	if pid != nil {
-		n.c.PidCache.Set(key, SessionKind, pid)
+	id := key.String()
+	n.lookups.Add(1)
+	pid := n.lookup.Get(cluster.NewClusterIdentity(id, SessionKind))
+	if pid == nil {
+		n.lookupMisses.Add(1)
+		return nil
 	}
+	n.c.PidCache.Set(id, SessionKind, pid)
 	return pid
 }
+
+// Cached returns the session of key if this node's PID cache holds it (a
+// lookup found it, or it is this node's own), without asking anyone; nil
+// otherwise. It never returns a PID of a node that is no longer a member.
+func (n *Node) Cached(key Key) *actor.PID {
+	id := key.String()
+	if pid := n.lookup.ownPID(id); pid != nil {
+		return pid
+	}
+	pid, ok := n.c.PidCache.Get(id, SessionKind)
+	if !ok {
+		return nil
+	}
+	if n.lookup.view.Load().has(pid.Address) {
+		return pid
+	}
+	n.c.PidCache.RemoveByValue(id, SessionKind, pid)
+	return nil
+}
+
+// Epoch changes whenever a PID that Lookup or Cached returned may have
+// become invalid: on every topology change, when a session's end is
+// announced, and when a peer answers that a session is gone. A caller that
+// keeps PIDs of its own (a supervisor's table of remote sessions) checks
+// them again with Cached when the epoch moved, an atomic load per check.
+func (n *Node) Epoch() uint64 { return n.epoch.Load() }
 
 // Close leaves the cluster: other members are told by gossip that this
 // node left gracefully and by the provider that it is gone, so they drop
@@ -286,6 +295,7 @@ func (n *Node) Lookup(id wgproto.ClientID) *actor.PID {
 // keeps running (protoactor's own Cluster.Shutdown would shut it down).
 func (n *Node) Close() {
 	n.closeOnce.Do(func() {
+		n.async.close()
 		n.c.Gossip.SetState(cluster.GracefullyLeftKey, &emptypb.Empty{})
 		if err := n.c.Config.ClusterProvider.Shutdown(true); err != nil {
 			n.log.Warn("cluster provider shutdown", zap.Error(err))
@@ -302,9 +312,24 @@ func (n *Node) Close() {
 		if n.inbox != nil {
 			_ = n.system.Root.StopFuture(n.inbox).Wait()
 		}
-		n.c.Remote.Shutdown(true)
+		shutdownRemote(n.c.Remote, n.log)
 		n.log.Info("cluster member left", zap.String("address", n.self))
 	})
+}
+
+// shutdownRemote stops protoactor remote gracefully. The pinned remote
+// panics ("send on closed channel") when a peer's connection ends while it
+// stops (it signals the connection's channel, which the connection's own
+// end has closed): seen when nodes close at once. The panic is on this
+// goroutine; the server is then stopped at once instead.
+func shutdownRemote(r *remote.Remote, log *zap.Logger) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Debug("protoactor remote panicked while stopping; stopping its server at once", zap.Any("panic", p))
+			r.Shutdown(false)
+		}
+	}()
+	r.Shutdown(true)
 }
 
 // onEvent runs on the publisher's goroutine (the membership provider's)
@@ -316,6 +341,7 @@ func (n *Node) onEvent(evt any) {
 	}
 	n.lookup.onTopology(t)
 	n.members.Store(int64(len(t.Members)))
+	n.epoch.Add(1)
 	for _, m := range t.Left {
 		n.dropLink(m.Address())
 		n.system.EventStream.Publish(&MemberLeft{Address: parseMember(m), ID: m.Id})

@@ -10,7 +10,6 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/cluster/clusterpb"
 	"github.com/udpfwd/udpfwd/internal/udpio"
-	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
 // TestDatagramPath runs the cross-node datagram path on two nodes: A owns
@@ -32,38 +31,25 @@ func TestDatagramPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		writer, _ := spawnSink(b, 1)
-		owner := func(c wgproto.ClientID) *actor.PID {
-			if c == id {
-				return b.Lookup(c)
-			}
-			return nil
+		owner := b.Lookup(id)
+		if !samePID(owner, session) {
+			t.Fatalf("B finds %v, want A's %v", owner, session)
 		}
 		const rounds, inFlight = 32, 8
 		before := b.Stats()
 		next := 0 // tag of the next datagram expected at the session
 		for r := range rounds {
 			for k := range inFlight {
-				// 63 datagrams of the remote client and, among them, one
-				// of a client that lives here (unknown to owner), which
-				// stays in the read batch.
 				var ps [][]byte
-				for i := range udpio.MaxBatch - 1 {
-					ps = append(ps, transport(id, fmt.Sprint((r*inFlight+k)*(udpio.MaxBatch-1)+i), 200))
+				for i := range udpio.MaxBatch {
+					ps = append(ps, transport(id, fmt.Sprint((r*inFlight+k)*udpio.MaxBatch+i), 200))
 				}
-				ps = append(ps[:10], append([][]byte{transport(clientID(2), "stays", 100)}, ps[10:]...)...)
-				read := batchOf(client, ps...)
-				if moved := b.ForwardRead(read, listen, writer, owner); moved != udpio.MaxBatch-1 {
-					t.Fatalf("ForwardRead moved %d datagrams, want %d", moved, udpio.MaxBatch-1)
-				}
-				if len(read.Datagrams) != 1 || tagOf(string(read.Datagrams[0].Bytes())) != "stays" {
-					t.Fatalf("read batch keeps %d datagrams, want the local one", len(read.Datagrams))
-				}
-				read.Release()
+				b.Forward(owner, id, listen, writer, batchOf(client, ps...))
 			}
 			for range inFlight {
 				d := recv(t, got)
-				if d.client != id || d.listen != listen || !samePID(d.replyTo, writer) || d.reply {
-					t.Fatalf("delivery for %s from %v via %v, want %s from %v via %v", d.client, d.listen, d.replyTo, id, listen, writer)
+				if d.key != id || d.listen != listen || !samePID(d.replyTo, writer) || d.reply {
+					t.Fatalf("delivery for %s from %v via %v, want %s from %v via %v", d.key, d.listen, d.replyTo, id, listen, writer)
 				}
 				for i, p := range d.payloads {
 					if len(p) != 200 || d.from[i] != client || tagOf(p) != fmt.Sprint(next) {
@@ -76,7 +62,7 @@ func TestDatagramPath(t *testing.T) {
 		after := b.Stats()
 		ps := peerStats(after, a.Address())
 		ps0 := peerStats(before, a.Address())
-		want := uint64(rounds * inFlight * (udpio.MaxBatch - 1))
+		want := uint64(rounds * inFlight * udpio.MaxBatch)
 		if ps.Forwarded-ps0.Forwarded != want || ps.DroppedFull != 0 || ps.DroppedLeft != 0 || ps.Unconfirmed != 0 {
 			t.Fatalf("B's stats for A: %+v, want %d forwarded and no drops", ps, want)
 		}
@@ -87,7 +73,7 @@ func TestDatagramPath(t *testing.T) {
 		writer, got := spawnSink(b, 4)
 		a.Reply(writer, id, listen, batchOf(client6, transport(id, "r1", 92), transport(id, "r2", 148)))
 		d := recv(t, got)
-		if !d.reply || d.client != id || d.listen != listen || len(d.payloads) != 2 ||
+		if !d.reply || d.key != id || d.listen != listen || len(d.payloads) != 2 ||
 			tagOf(d.payloads[0]) != "r1" || tagOf(d.payloads[1]) != "r2" || d.from[0] != client6 {
 			t.Fatalf("reply delivery %+v", d)
 		}
@@ -127,7 +113,7 @@ func TestDatagramPath(t *testing.T) {
 		}
 		inboxA := actor.NewPID(a.Address(), inboxName)
 		for range 64 {
-			m := &clusterpb.Batch{Target: session.Id, Client: id[:], Listen: make([]byte, addrSize)}
+			m := &clusterpb.Batch{Target: session.Id, Client: id.Client[:], Relay: id.Relay, Listen: make([]byte, addrSize)}
 			bb := batchOf(client, full...)
 			encodeBatch(m, bb)
 			bb.Release()
@@ -159,10 +145,11 @@ func TestDatagramPath(t *testing.T) {
 	t.Run("a full queue drops and counts", func(t *testing.T) {
 		// A peer that never acknowledges (nothing listens there): the link
 		// sends a window's worth, queues as many, and drops the rest.
-		id := clientID(6)
+		// Batches of as many clients, which the queue cannot coalesce.
 		nowhere := actor.NewPID(freeBind(t).String(), "session")
 		const batches, perBatch = linkWindow + linkQueue + 36, 3
-		for range batches {
+		for i := range batches {
+			id := clientID(600 + i)
 			b.Forward(nowhere, id, listen, nil, batchOf(client, transport(id, "x", 40), transport(id, "y", 40), transport(id, "z", 40)))
 		}
 		l := b.linkTo(nowhere.Address)
@@ -176,6 +163,33 @@ func TestDatagramPath(t *testing.T) {
 				ps, linkWindow, 36*perBatch, linkQueue*perBatch)
 		}
 	})
+}
+
+// TestQueueCoalesces: a client's small batches waiting behind a full window
+// are merged into full ones, so the queue holds many more of its datagrams
+// before it drops any.
+func TestQueueCoalesces(t *testing.T) {
+	nodes := startNodes(t, staticConfigs("coalesce", freeBind(t), freeBind(t))...)
+	b := nodes[1]
+	waitMembers(t, nodes, nodes...)
+	client := netip.MustParseAddrPort("192.0.2.7:5000")
+	listen := netip.MustParseAddrPort("203.0.113.1:2408")
+	id := clientID(7)
+	nowhere := actor.NewPID(freeBind(t).String(), "session")
+	const batches, perBatch = linkWindow + 2*linkQueue, 3
+	for range batches {
+		b.Forward(nowhere, id, listen, nil, batchOf(client, transport(id, "x", 40), transport(id, "y", 40), transport(id, "z", 40)))
+	}
+	l := b.linkTo(nowhere.Address)
+	if err := b.system.Root.PoisonFuture(l.pid).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ps := l.stats.snapshot(nowhere.Address)
+	b.dropLink(nowhere.Address)
+	if queued := 2 * linkQueue * perBatch; ps.Batches != linkWindow || ps.DroppedFull != 0 || ps.DroppedLeft != uint64(queued) {
+		t.Fatalf("stats %+v, want %d batches sent, none dropped full, %d dropped when stopped (queued in %d batches)",
+			ps, linkWindow, queued, (queued+63)/64)
+	}
 }
 
 // peerStats finds peer's entry.

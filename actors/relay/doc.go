@@ -84,6 +84,12 @@
 //     for ApplySettings and the writers for SocketSettings where they are
 //     idle; Close's caller runs the supervisor's Stopping, and the
 //     sessions' as protoactor stops them.
+//   - In a cluster (WithCluster, cluster.go): the node's goroutines run
+//     the supervisor inline for the answers to its lookups and
+//     registrations (cluster.Located, cluster.Registered); protoactor
+//     remote's delivers the datagrams other nodes forward to a session,
+//     which runs inline there, and the replies they send back through
+//     this relay to its replier, which hands them to a writer.
 //   - A scrape of /metrics reads the listening sockets' kernel drop
 //     counters on the scraper's goroutine (MetricsStatus); no actor runs.
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/listener"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -109,6 +110,14 @@ type Relay struct {
 	addrMu sync.Mutex
 	addrs  map[string]netip.AddrPort
 	drops  kernelDrops
+
+	// cluster, if set, is the process's cluster node (cluster.go);
+	// replier sends the replies other nodes return through this relay.
+	cluster      *cluster.Node
+	clusterOwner bool
+	replier      *actor.PID
+	// listenFunc, if set, opens the listening groups (WithListener).
+	listenFunc func(netip.AddrPort, udpio.GroupConfig) (*udpio.Group, error)
 }
 
 // slot is one listening address: its group of sockets, one per worker,
@@ -207,7 +216,7 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 		return nil, err
 	}
 	for _, ap := range cfg.Listen {
-		g, err := udpio.ListenGroup(ap, groupConfig(&cfg, n))
+		g, err := r.listen(ap, groupConfig(&cfg, n))
 		if err != nil {
 			return fail(fmt.Errorf("listen on %s: %w", ap, unwrapGroup(err)))
 		}
@@ -282,15 +291,30 @@ func Start(cfg config.Relay, l *zap.Logger, opts ...Option) (*Relay, error) {
 			sl.writers = append(sl.writers, r.spawnWriter(w, sl.conn(w.index)))
 		}
 	}
+	var clusterCfg *supervisor.Cluster
+	if cfg.Mode == config.ModeWireGuard {
+		c, err := r.clusterConfig(slots)
+		if err != nil {
+			r.stopAll(new([]error), writersOf(slots)...)
+			return fail(err)
+		}
+		clusterCfg = c
+	}
 	for _, w := range workers {
 		wcfg := scfg
 		wcfg.Counters, wcfg.Backlog, wcfg.Poller = w.counters, &w.backlog, w.poller
 		wcfg.Writers = writerTable(slots, w.index)
+		wcfg.Cluster = clusterCfg
 		if w.index > 0 {
 			wcfg.ForwardConn = nil // a forward relay has one worker; this is for clarity
 		}
 		if err := wcfg.Validate(); err != nil {
-			r.stopAll(new([]error), writersOf(slots)...)
+			for _, w := range workers {
+				if w.supervisor != nil {
+					r.stopAll(new([]error), w.supervisor)
+				}
+			}
+			r.stopAll(new([]error), append(writersOf(slots), r.replierPIDs()...)...)
 			return fail(err)
 		}
 		w.supervisor = r.root.Spawn(supervisor.Props(wcfg))
@@ -412,6 +436,15 @@ func listenersOf(slots []*slot) []*actor.PID {
 }
 
 // supervisors returns every worker's supervisor.
+// replierPIDs is the actor that sends the replies other nodes of a
+// cluster return through this relay, if there is one (cluster.go).
+func (r *Relay) replierPIDs() []*actor.PID {
+	if r.replier == nil {
+		return nil
+	}
+	return []*actor.PID{r.replier}
+}
+
 func (r *Relay) supervisors() []*actor.PID {
 	pids := make([]*actor.PID, len(r.workers))
 	for i, w := range r.workers {
@@ -596,7 +629,7 @@ func (r *Relay) Close() error {
 			errs = append(errs, fmt.Errorf("worker %d: %w", w.index, err))
 		}
 	}
-	r.stopAll(&errs, append(writersOf(slots), r.retired...)...)
+	r.stopAll(&errs, append(append(writersOf(slots), r.retired...), r.replierPIDs()...)...)
 	for _, sl := range slots {
 		if sl != nil {
 			sl.group.Close()

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -34,7 +35,7 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 			deviating = v != wgproto.OK && v != wgproto.ZeroClient
 		}
 		// A forward has no client until its first datagram.
-		if from := s.peer.Addr(); s.peer.FromClient(now, h, d.Addr, b.Listener) || !from.IsValid() {
+		if from := s.peer.Addr(); s.fromPeer(now, h, d, b.Listener) || !from.IsValid() {
 			s.roamed(ctx, from)
 		}
 		confirmed := s.cfg.Forward || s.peer.Confirmed(d.Addr, b.Listener)
@@ -88,6 +89,16 @@ func (s *Session) fromClient(ctx actor.Context, b *udpio.Batch) {
 		}
 	}
 	b.Release()
+}
+
+// fromPeer lets roam see a datagram from the client: a transport message
+// with its counter, so that one overtaken on its way cannot move the
+// session back to an address the client has left.
+func (s *Session) fromPeer(now time.Time, h wgproto.Header, d *udpio.Datagram, listener uint8) bool {
+	if h.Type == wgproto.TypeTransport && d.N >= wgproto.MinTransportSize {
+		return s.peer.FromTransport(now, h, binary.LittleEndian.Uint64(d.Buf[8:16]), d.Addr, listener)
+	}
+	return s.peer.FromClient(now, h, d.Addr, listener)
 }
 
 // flush writes the staged datagrams upstream with one sendmmsg. They are

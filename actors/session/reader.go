@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"net"
 	"sync/atomic"
 
@@ -111,6 +112,9 @@ func (s *Session) dropQueued(m any) {
 		b = m.Batch()
 		s.cfg.Counters.Move(stats.FromUpstream, len(b.Datagrams), size(b))
 		s.cfg.Stats.Move(stats.FromUpstream, len(b.Datagrams), size(b))
+	case *cluster.RemoteDatagrams:
+		b = m.Batch
+		s.cfg.Stats.Move(stats.FromClient, len(b.Datagrams), size(b))
 	default:
 		return
 	}

@@ -10,7 +10,9 @@
 // and hands them to the writer as ClientReplies (upstream.go).
 // Where replies go is internal/roam's decision (roam.go); when the session
 // ends for silence is idle.go's; what a plain client's session tells the
-// supervisor, and the client ID it stamps, plain.go's.
+// supervisor, and the client ID it stamps, plain.go's; in a cluster, the
+// client's datagrams that other nodes forward and the replies that go back
+// through them, remote.go's.
 //
 // The session runs inline (actors/mailbox.Inline) on whichever goroutine
 // sends to it while it is idle: the listener's reader for client datagrams,
@@ -27,6 +29,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/limits"
@@ -96,6 +99,10 @@ type Config struct {
 	// handshakes it forwards and answers, their round trip, and its own
 	// lifetime when it ends (handshakes.go).
 	Status *metrics.Status
+	// Cluster, if set, makes the session a cluster's: it takes its
+	// client's datagrams forwarded from other nodes and replies through
+	// them (remote.go).
+	Cluster *Cluster
 }
 
 // Validate reports a missing dependency.
@@ -129,7 +136,7 @@ func Props(cfg Config) *actor.Props {
 // mailbox returns a new mailbox for s: bounded by QueueBytes, dropping what
 // does not fit (dropQueued), flushing what s staged when it runs dry.
 func (s *Session) mailbox() actor.Mailbox {
-	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: messages.Footprint, Drop: s.dropQueued}
+	bound := mailbox.Bound{Capacity: QueueBytes, Weigh: weigh, Drop: s.dropQueued}
 	return mailbox.Bounded(bound, mailbox.OnEmpty(s.flush))()
 }
 
@@ -217,6 +224,10 @@ type Session struct {
 	// polled its token.
 	reader Reader
 	polled udpio.PollToken
+
+	// ingress are the other nodes' ways back to the client (remote.go),
+	// nil until another node forwards a datagram.
+	ingress *ingressWays
 }
 
 // Receive handles one message.
@@ -226,6 +237,8 @@ func (s *Session) Receive(ctx actor.Context) {
 		s.fromClient(ctx, m.Batch())
 	case *messages.UpstreamDatagrams:
 		s.fromUpstream(ctx, m.Batch())
+	case *cluster.RemoteDatagrams:
+		s.fromRemote(ctx, m)
 	case *messages.CheckIdle:
 		s.checkIdle(ctx)
 	case *messages.ApplyLimits:

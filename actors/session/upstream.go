@@ -53,7 +53,7 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 				s.learned(ctx, h.Index) // before the reply that carries it leaves
 			}
 		}
-		if !ok || int(listener) >= len(s.cfg.Writers) || s.cfg.Writers[listener] == nil {
+		if !ok || !s.canReply(listener) {
 			s.cfg.Counters.Drop(stats.NoPeer, 1)
 			continue // the buffer stays in b and is released with it
 		}
@@ -97,6 +97,10 @@ func (s *Session) fromUpstream(ctx actor.Context, b *udpio.Batch) {
 func (s *Session) reply(ctx actor.Context, out *udpio.Batch, bytes int) {
 	s.cfg.Counters.Move(stats.ToClient, len(out.Datagrams), bytes)
 	s.cfg.Stats.Move(stats.ToClient, len(out.Datagrams), bytes)
+	if out.Listener >= RemoteListenerBase {
+		s.replyRemote(out)
+		return
+	}
 	ctx.Send(s.cfg.Writers[out.Listener], (*messages.ClientReplies)(out))
 }
 

@@ -88,6 +88,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		Counters:    s.cfg.Counters,
 		Status:      s.cfg.Status,
 		Logger:      s.cfg.Logger, // the session adds its fields itself, line by line
+		Cluster:     s.sessionCluster(client, n.key.isPlain(), n.forward),
 	}
 	name := "session-" + client.String() + "-"
 	if n.key.isPlain() {
@@ -100,6 +101,7 @@ func (s *Supervisor) spawn(ctx actor.Context, n newSession) *entry {
 		return e // a forward is no session: no count, no event (the relay logs "forward started")
 	}
 	s.cfg.Counters.SetLive(len(s.sessions))
+	s.register(e)
 	if e.policy != nil {
 		ctx.Send(e.policy, &messages.SessionStarted{Session: e.pid})
 	}
@@ -146,6 +148,7 @@ func (s *Supervisor) end(how ending, e *entry, why stats.Event, event func(messa
 		return false
 	}
 	delete(s.sessions, e.key)
+	s.unregister(e)
 	if e.plain != nil {
 		s.plain.forget(e)
 	}
@@ -237,6 +240,11 @@ func (s *Supervisor) HandleFailure(system *actor.ActorSystem, sup actor.Supervis
 // stopping them here too would send a second Stop to a dead actor.
 func (s *Supervisor) stopping(ctx actor.Context) {
 	s.closeSpares()
+	for id, l := range s.cl.lookups {
+		s.cl.held -= len(l.held.Datagrams)
+		l.held.Release()
+		delete(s.cl.lookups, id)
+	}
 	for k, p := range s.pending {
 		s.dropAdmission(k, p, stats.SessionGone, nil)
 	}

@@ -27,6 +27,9 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 		return
 	}
 	s.batchNow = time.Time{}
+	if s.cfg.Cluster != nil {
+		s.checkRemotes()
+	}
 	for i := range in.Datagrams {
 		d := &in.Datagrams[i]
 		if d.Truncated {
@@ -60,6 +63,9 @@ func (s *Supervisor) route(ctx routeContext, in *udpio.Batch) {
 		}
 	}
 	s.flushDrops() // before the datagrams move on, so counts are never behind them
+	if s.cfg.Cluster != nil {
+		s.flushForwards(in.Listener)
+	}
 	for _, e := range s.touched {
 		if e.out != nil {
 			ctx.Send(e.pid, (*messages.ClientDatagrams)(e.out))
@@ -91,6 +97,9 @@ func (s *Supervisor) byClient(ctx routeContext, h wgproto.Header, d *udpio.Datag
 	k := idKey(h.Client)
 	if e := s.sessions[k]; e != nil {
 		return e
+	}
+	if s.cfg.Cluster != nil && s.pending[k] == nil && s.elsewhere(h, d, listener) {
+		return nil
 	}
 	if h.Type != wgproto.TypeInitiation && !s.cfg.Clients.AnyTypes {
 		s.drop(stats.UnknownClient, d)

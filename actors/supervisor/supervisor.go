@@ -22,7 +22,9 @@
 //   - list.go: listing the live sessions, off the supervisor's turn;
 //   - lifecycle.go: spawning a session, the one "session ended" path, and
 //     what idle expiry, termination, failure and stopping do with it;
-//   - reconfigure.go: a reload's new settings, applied in place.
+//   - reconfigure.go: a reload's new settings, applied in place;
+//   - cluster.go: in a cluster, registering sessions, looking up clients
+//     whose session lives on another node, and forwarding to it.
 package supervisor
 
 import (
@@ -33,6 +35,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/mailbox"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
@@ -125,6 +128,8 @@ type Config struct {
 	// in well-formed WireGuard: plain clients, stamping, any framing
 	// (plain.go, route.go).
 	Clients messages.Clients
+	// Cluster, if set, makes the supervisor a cluster node's (cluster.go).
+	Cluster *Cluster
 }
 
 // Validate reports a configuration the supervisor cannot run with.
@@ -252,6 +257,10 @@ type Supervisor struct {
 	ownSpares bool
 	// spawner spawns the sessions, all with one set of props.
 	spawner *session.Spawner
+	// self is the supervisor's PID, where asynchronous cluster answers go;
+	// cl its cluster tables (cluster.go), empty without a cluster.
+	self *actor.PID
+	cl   clusterState
 }
 
 func newSupervisor(cfg Config) *Supervisor {
@@ -287,6 +296,7 @@ func newSupervisor(cfg Config) *Supervisor {
 
 		spares:    spares,
 		ownSpares: ownSpares,
+		cl:        newClusterState(),
 	}
 }
 
@@ -321,9 +331,14 @@ func (s *Supervisor) Receive(ctx actor.Context) {
 		if e := s.sessions[idKey(m.Client)]; e != nil {
 			ctx.Send(e.pid, m)
 		}
+	case *cluster.Located:
+		s.located(ctx, m)
+	case *cluster.Registered:
+		s.registered(ctx, m)
 	case *actor.Terminated:
 		s.terminated(ctx, m.Who)
 	case *actor.Started:
+		s.self = ctx.Self()
 		if s.cfg.Mode == ModeForward {
 			s.openForward(ctx)
 		}

@@ -194,6 +194,12 @@ func TestFlagAndKeyAgree(t *testing.T) {
 		{"admin token file a directory", "--admin-token-file=/etc/udpfwd/", []kv{{"/admin_token_file", "/etc/udpfwd/"}}, false, "", "want a file, not a directory", false},
 		{"admin allowed host", "--admin-allow-host=relay1.example.net", []kv{{"/admin_allow_hosts", "relay1.example.net"}}, true, "set, but the admin listener is off", "", true},
 		{"admin allows any host", "--admin-allow-host=*", []kv{{"/admin_allow_hosts", "*"}}, true, "set, but the admin listener is off", "", true},
+		{"cluster reply bad", "--cluster-reply=both", []kv{{"/cluster.reply", "both"}}, false, "", `"both": want owner or ingress`, false},
+		{"cluster bind without a name", "--cluster-bind=127.0.0.1:7000", []kv{{"/cluster.bind", "127.0.0.1:7000"}}, false, "", "cluster settings without a cluster name", false},
+		{"cluster bind IPv6", "--cluster-bind=[::1]:7000", []kv{{"/cluster.bind", "[::1]:7000"}}, false, "", "want an IPv4 address", false},
+		{"cluster bind last port", "--cluster-bind=127.0.0.1:65535", []kv{{"/cluster.bind", "127.0.0.1:65535"}}, false, "", "port + 1 is the health port", false},
+		{"cluster name bad", "--cluster=Edge", []kv{{"/cluster.name", "Edge"}}, false, "", `"Edge": want [a-z0-9_-]+`, false},
+		{"cluster without a bind", "--cluster=edge", []kv{{"/cluster.name", "edge"}}, false, "", "a cluster needs this node's address", false},
 		{"admin allowed host with a port", "--admin-allow-host=relay1.example.net:9090", []kv{{"/admin_allow_hosts", "relay1.example.net:9090"}}, false, "", "without a port", false},
 	}
 	dir := t.TempDir()

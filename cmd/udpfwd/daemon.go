@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/relay"
 	"github.com/udpfwd/udpfwd/internal/admin"
@@ -55,6 +57,14 @@ type daemon struct {
 
 	admin         *admin.Server
 	adminSettings adminSettings // what the running admin listener was started with
+
+	// cluster is this process's cluster node, if the config names a
+	// cluster (cluster.go); clusterOwner its reply mode.
+	cluster      *cluster.Node
+	clusterOwner bool
+	clusterSub   *eventstream.Subscription
+	// clusterConfig is the cluster block the process started with.
+	clusterConfig config.Cluster
 }
 
 // adminSettings are the admin listener's settings: a change of any of them
@@ -93,7 +103,7 @@ func newDaemon(log *zap.Logger, cfg *config.File) *daemon {
 // start starts a relay with the sessions the state file holds for it;
 // origin, if not empty, is where its forward rule was written.
 func (d *daemon) start(c config.Relay, origin string) (*relay.Relay, error) {
-	opts := []relay.Option{relay.WithSystem(d.system)}
+	opts := d.relayOptions()
 	if saved := d.saved.Relays[c.Name]; len(saved) > 0 {
 		opts = append(opts, relay.WithRestore(saved))
 	}
@@ -205,6 +215,7 @@ func (d *daemon) stop() {
 			d.log.Warn("stop relay", zap.String("relay", relays[i].Name()), zap.Error(err))
 		}
 	}
+	d.stopCluster()
 	d.system.Shutdown()
 }
 
@@ -239,6 +250,7 @@ func (d *daemon) startAdmin(a adminSettings) error {
 		Token:        a.token,
 		AllowedHosts: a.hosts,
 		Reloads:      d.reloads,
+		Cluster:      d.clusterMetrics(),
 	})
 	if err != nil {
 		return err
@@ -273,6 +285,9 @@ func (d *daemon) healthy() error {
 		if err := r.Healthy(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if d.cluster != nil {
+		errs = append(errs, d.cluster.Health())
 	}
 	return errors.Join(errs...)
 }
@@ -320,6 +335,9 @@ func (d *daemon) reload(o *options) {
 	}
 	if f.Log != d.logConfig {
 		d.log.Warn("reload: log settings apply at the next start")
+	}
+	if !f.Cluster.Equal(&d.clusterConfig) {
+		d.log.Warn("reload: cluster settings apply at the next start")
 	}
 
 	cfgs := f.Relays
@@ -405,9 +423,9 @@ func (d *daemon) restart(r *relay.Relay, c config.Relay) error {
 	d.remove(r)
 	// The upstream a session was saved for is this relay's old one; a
 	// session moves to the new configuration only if it is the same.
-	nr, err := relay.Start(c, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+	nr, err := relay.Start(c, d.log, append(d.relayOptions(), relay.WithRestore(saved))...)
 	if err != nil {
-		back, berr := relay.Start(old, d.log, relay.WithSystem(d.system), relay.WithRestore(saved))
+		back, berr := relay.Start(old, d.log, append(d.relayOptions(), relay.WithRestore(saved))...)
 		if berr != nil {
 			return fmt.Errorf("%w; and the previous configuration did not start again: %v", err, berr)
 		}

@@ -286,6 +286,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := d.openState(stateSizeLimit(cfg.Relays)); err != nil {
 			return err
 		}
+		if err := d.startCluster(cfg.Cluster); err != nil {
+			d.stop()
+			return err
+		}
 		err := d.startAll(cfg, func(i int, err error) error {
 			if o.forwardFile != "" {
 				return fmt.Errorf("%s: %w", cfg.Origin(i), err)

@@ -112,6 +112,8 @@ func TestBadInput(t *testing.T) {
 		msg  string // a part of the one line on stderr
 	}{
 		{"unknown flag", []string{"--bogus"}, 2, "bogus"},
+		{"cluster off loopback without TLS", []string{"-r", "127.0.0.1:0", "127.0.0.1:2408", "--cluster", "edge",
+			"--cluster-bind", "192.0.2.1:7000", "--cluster-peers", "192.0.2.1:7000,192.0.2.2:7000"}, 2, "192.0.2.1:7000 is not loopback"},
 		{"-r without arguments", []string{"-r"}, 2, "LISTEN and UPSTREAM"},
 		{"-r with one argument", []string{"-r", "127.0.0.1:0"}, 2, "LISTEN and UPSTREAM"},
 		{"-r with three arguments", []string{"-r", "127.0.0.1:0", "127.0.0.1:1", "x"}, 2, "LISTEN and UPSTREAM"},

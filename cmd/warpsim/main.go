@@ -24,6 +24,12 @@
 //
 //	warpsim [--servers 3] [--roams 3] [--size 64MiB] [--relay-only | --direct-only]
 //	        [--plain] [--endpoints N [--kill-endpoint]] [--relay ADDR --edge ADDR[,ADDR...]]
+//	        [--nodes 3]
+//
+// With --nodes N, N udpfwd nodes share one UDP port (as behind anycast or
+// ECMP) and the client moves from node to node: as a cluster the tunnel
+// stays on one session, one upstream port and one server; the same nodes
+// without --cluster break it (nodes.go).
 package main
 
 import (
@@ -67,6 +73,7 @@ type options struct {
 	plain      bool // the client sends no client ID
 	endpoints  int  // the edge's endpoint addresses
 	kill       bool // an endpoint goes dark mid-download
+	nodes      int  // udpfwd nodes sharing one port (nodes.go); 0 is the usual demo
 }
 
 func main() {
@@ -97,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if opts.kill {
 		return runFailoverDemo(ctx, opts, stdout, logf)
+	}
+	if opts.nodes > 0 {
+		return runNodesDemo(ctx, opts, stdout, logf)
 	}
 	fmt.Fprintf(stdout, "warpsim: %d WireGuard servers sharing one key behind an ECMP router; a client downloads %s and changes its UDP port %d times\n\n",
 		opts.servers, formatSize(opts.size), opts.roams)
@@ -139,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.plain, "plain", false, "the client sends no client ID, as plain WireGuard does (through udpfwd: its --zero-id track)")
 	fs.IntVar(&o.endpoints, "endpoints", 1, "endpoint addresses of the edge (routers in front of the same servers); udpfwd gets them all as a pool")
 	fs.BoolVar(&o.kill, "kill-endpoint", false, "make the endpoint the client's session uses go dark mid-download, through udpfwd (needs --endpoints 2 or more)")
+	fs.IntVar(&o.nodes, "nodes", 0, "run `N` udpfwd nodes sharing one UDP port, with and without --cluster, and move the client across them")
 	fs.IntVar(&o.servers, "servers", warptest.DefaultServers, "WireGuard servers behind the edge's ECMP router, at least 2")
 	fs.IntVar(&o.roams, "roams", 3, "times the client changes its local UDP port during the download, at least 1")
 	fs.StringVar(&size, "size", "64MiB", "size of the download, e.g. 16MiB, 1GiB or 1000000")
@@ -175,6 +186,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("--endpoints %d: want 1..%d", o.endpoints, maxEndpoints)
 	case o.kill && o.endpoints < 2:
 		return o, errors.New("--kill-endpoint needs --endpoints 2 or more: a client whose only endpoint dies has nowhere to go")
+	case o.nodes != 0 && (o.nodes < 2 || o.nodes > 8):
+		return o, fmt.Errorf("--nodes %d: want 2..8", o.nodes)
+	case o.nodes != 0 && (o.kill || o.plain || o.relay.IsValid() || o.directOnly || o.relayOnly):
+		return o, errors.New("--nodes runs its own nodes with a WARP client: it excludes --kill-endpoint, --plain, --relay, --direct-only and --relay-only")
 	case o.kill && o.directOnly:
 		return o, errors.New("--kill-endpoint runs through udpfwd: it excludes --direct-only")
 	}

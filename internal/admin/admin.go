@@ -133,6 +133,8 @@ type Options struct {
 	// Reloads holds the config-reload metrics; nil means the Server keeps
 	// its own, marked as one successful load at Start.
 	Reloads *metrics.Reloads
+	// Cluster, if set, exports the process's cluster node (udpfwd_cluster_*).
+	Cluster *metrics.Cluster
 }
 
 // Validate reports options out of range.
@@ -210,6 +212,9 @@ func Start(addr string, relays []Relay, opts Options) (*Server, error) {
 	}
 	s.registry = metrics.NewRegistry(s.collector, opts.Version)
 	s.registry.MustRegister(opts.Reloads)
+	if opts.Cluster != nil {
+		s.registry.MustRegister(opts.Cluster)
+	}
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -85,7 +85,10 @@ func TestReadmeMetricTable(t *testing.T) {
 	r := &statusRelay{fakeRelay: fakeRelay{name: "warp"}}
 	r.status.SetUpstream(netip.MustParseAddrPort("162.159.192.1:2408"))
 	r.status.SetEndpoints([]metrics.EndpointStatus{{Endpoint: "162.159.192.1:2408", Up: true}})
-	s, _ := start(t, []admin.Relay{r}, admin.Options{})
+	cl := metrics.NewCluster(func() metrics.ClusterStats {
+		return metrics.ClusterStats{Members: 3, Peers: []metrics.ClusterPeer{{Peer: "10.0.0.2:7000"}}}
+	})
+	s, _ := start(t, []admin.Relay{r}, admin.Options{Cluster: cl})
 	mfs, err := s.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -18,8 +18,9 @@ import (
 // with list indexes written "[]". It drives the unknown-key check and its
 // hints, and the test that the example config shows every key.
 var schema = map[string][]string{
-	"":    {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "relays"},
-	"log": {"level", "format"},
+	"":        {"log", "admin", "admin_token_file", "admin_allow_hosts", "state_file", "cluster", "relays"},
+	"log":     {"level", "format"},
+	"cluster": {"name", "bind", "peers", "etcd", "reply", "tls_cert", "tls_key", "tls_ca", "insecure"},
 	"relays[]": {"name", "mode", "listen", "upstream", "failover_after", "idle_timeout", "resolve_interval",
 		"upstream_bind", "upstream_ports", "read_buffer", "write_buffer", "gso", "workers", "reuse_port",
 		"zero_id", "stamp_client_id", "message_types", "security"},
@@ -274,6 +275,16 @@ func (d *decoder) file(n *yaml.Node, f *File) {
 		case "admin_allow_hosts":
 			d.list(v, path, func(v *yaml.Node, p string) {
 				d.set(v, p, func(s string) error { return fileLists[path](f, s) })
+			})
+		case "cluster":
+			d.mapping(v, path, func(_ string, v *yaml.Node, path string) {
+				if add := fileLists[path]; add != nil {
+					d.list(v, path, func(v *yaml.Node, p string) {
+						d.set(v, p, func(s string) error { return add(f, s) })
+					})
+					return
+				}
+				d.set(v, path, func(s string) error { return fileKeys[path](f, s) })
 			})
 		default:
 			d.set(v, path, func(s string) error { return fileKeys[path](f, s) })

@@ -18,6 +18,7 @@ type outFile struct {
 	AdminTokenFile  string     `yaml:"admin_token_file"`
 	AdminAllowHosts []string   `yaml:"admin_allow_hosts"`
 	StateFile       string     `yaml:"state_file"`
+	Cluster         outCluster `yaml:"cluster"`
 	Relays          []outRelay `yaml:"relays"`
 }
 
@@ -77,6 +78,7 @@ func (f *File) Effective() ([]byte, error) {
 		AdminTokenFile:  f.AdminTokenFile,
 		AdminAllowHosts: append([]string{}, f.AdminAllowHosts...),
 		StateFile:       f.StateFile,
+		Cluster:         outClusterOf(&f.Cluster),
 	}
 	for i := range f.Relays {
 		out.Relays = append(out.Relays, outRelayOf(&f.Relays[i]))

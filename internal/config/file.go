@@ -96,6 +96,8 @@ type File struct {
 	// StateFile is where sessions are saved so that they survive a
 	// restart; empty turns saving off. It is an absolute path.
 	StateFile string
+	// Cluster, if named, makes this process a node of a cluster (cluster.go).
+	Cluster Cluster
 	// Relays are the relays to run, at least one.
 	Relays []Relay
 
@@ -539,6 +541,7 @@ func (f *File) Validate() (warnings []*Error, err error) {
 	if f.Admin == "" && len(f.AdminAllowHosts) > 0 {
 		p.warn("admin_allow_hosts", "set, but the admin listener is off (no admin address)")
 	}
+	f.Cluster.validate(p)
 	if len(f.Relays) == 0 {
 		p.add("relays", nil, "no relays: at least one is needed")
 	}

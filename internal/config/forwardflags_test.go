@@ -34,6 +34,15 @@ func TestForwardFileRefusesFlags(t *testing.T) {
 		"zero-id":                   "track",
 		"stamp-client-id":           "qBoV",
 		"message-types":             "any",
+		"cluster":                   "edge",
+		"cluster-bind":              "127.0.0.1:7000",
+		"cluster-peers":             "127.0.0.1:7000",
+		"cluster-etcd":              "http://127.0.0.1:2379",
+		"cluster-reply":             "ingress",
+		"cluster-tls-cert":          "/etc/udpfwd/node.pem",
+		"cluster-tls-key":           "/etc/udpfwd/node.key",
+		"cluster-tls-ca":            "/etc/udpfwd/ca.pem",
+		"cluster-insecure":          "true",
 	}
 	for _, fl := range config.Flags() {
 		t.Run(fl.Name, func(t *testing.T) {

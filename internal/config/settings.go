@@ -161,6 +161,7 @@ const (
 	noPolicies   = "the policies admit WireGuard sessions, which a forward relay does not have"
 	oneWorker    = "a forward relay has one outbound socket: it runs one worker"
 	notWireGuard = "a forward relay forwards any datagram and reads no WireGuard header"
+	noCluster    = "a forward relay has no sessions for a cluster to share"
 )
 
 // one returns a setter of relay key for a flag that is given once: the
@@ -198,6 +199,10 @@ func fileList(key string) func(f *File, values []string) error {
 		switch key {
 		case "admin_allow_hosts":
 			f.AdminAllowHosts = nil
+		case "cluster.peers":
+			f.Cluster.Peers = nil
+		case "cluster.etcd":
+			f.Cluster.Etcd = nil
 		}
 		for _, v := range values {
 			for _, p := range strings.Split(v, ",") {
@@ -268,6 +273,24 @@ var flags = []Flag{
 		keys: []string{"admin_token_file"}, setFile: fileKeys["admin_token_file"]},
 	{Name: "admin-allow-host", Usage: "let the admin listener answer requests for `HOST` too (a name it is reached by); repeatable or comma-separated; * for any",
 		keys: []string{"admin_allow_hosts"}, setFileList: fileList("admin_allow_hosts")},
+	{Name: "cluster", Usage: "run as a node of cluster `NAME`: sessions stay on the node that admitted their client, and datagrams that reach another node are forwarded to it",
+		keys: []string{"cluster.name"}, notForward: noCluster, setFile: clusterKey("cluster.name")},
+	{Name: "cluster-bind", Usage: "this node's cluster address `IP:PORT`, reachable by the other nodes (static peers poll its health at PORT+1)",
+		keys: []string{"cluster.bind"}, notForward: noCluster, setFile: clusterKey("cluster.bind")},
+	{Name: "cluster-peers", Usage: "static membership: every node's cluster address `IP:PORT,...` (this node's may be among them)",
+		keys: []string{"cluster.peers"}, notForward: noCluster, setFileList: fileList("cluster.peers")},
+	{Name: "cluster-etcd", Usage: "membership through etcd at `URL,...`",
+		keys: []string{"cluster.etcd"}, notForward: noCluster, setFileList: fileList("cluster.etcd")},
+	{Name: "cluster-reply", Usage: "`MODE` owner (the session's node sends replies from the shared address) or ingress (the node that got the client's latest datagram does)",
+		Default: string(ClusterReplyOwner), keys: []string{"cluster.reply"}, notForward: noCluster, setFile: clusterKey("cluster.reply")},
+	{Name: "cluster-tls-cert", Usage: "this node's certificate `FILE` (PEM, an IP SAN for its cluster address) for mutual TLS between nodes",
+		keys: []string{"cluster.tls_cert"}, notForward: noCluster, setFile: clusterKey("cluster.tls_cert")},
+	{Name: "cluster-tls-key", Usage: "the key `FILE` of --cluster-tls-cert",
+		keys: []string{"cluster.tls_key"}, notForward: noCluster, setFile: clusterKey("cluster.tls_key")},
+	{Name: "cluster-tls-ca", Usage: "the CA `FILE` that signed every node's certificate",
+		keys: []string{"cluster.tls_ca"}, notForward: noCluster, setFile: clusterKey("cluster.tls_ca")},
+	{Name: "cluster-insecure", Usage: "allow a non-loopback cluster address without TLS (client datagrams cross the network in clear)",
+		Switch: true, keys: []string{"cluster.insecure"}, notForward: noCluster, setFile: clusterKey("cluster.insecure")},
 	{Name: "upstream-public-key", Usage: "open sessions only for handshakes whose mac1 is valid for this `BASE64` key (WARP's: bmXOC+F1FxEMF9dyiK2H5/1SUtzH0JuVo51h2wPfgyo=)",
 		keys: []string{"security.upstream_public_key"}, wireguardOnly: true, notForward: noPolicies, setRelay: one("security.upstream_public_key")},
 	{Name: "allow-client", Usage: "only client `ID` may open sessions; repeatable; qBoV, a81a15 or 168,26,21",
@@ -296,6 +319,12 @@ var flags = []Flag{
 			}
 			return relayKeys["security.client_rate.bytes_per_second"](r, strings.TrimSpace(bps))
 		}},
+}
+
+// clusterKey returns the setter of a cluster key for its flag. (The flag
+// table is built before the cluster keys join fileKeys.)
+func clusterKey(key string) func(f *File, s string) error {
+	return func(f *File, s string) error { return clusterKeys[key](&f.Cluster, s) }
 }
 
 // Flags lists udpfwd's flags that set keys of the config, in the order of

@@ -16,7 +16,10 @@
 //     whoever sees the upstream's replies, knows them.
 //  2. A transport message (type 4) from a new address moves the session if
 //     its receiver index is a learned, live index. This is how a roaming
-//     client's next keepalive or data packet moves it.
+//     client's next keepalive or data packet moves it. Seen through
+//     FromTransport, it must also carry a higher counter than every
+//     transport seen with that index, so that one overtaken on its way
+//     (sent from the address the client has left) does not move it back.
 //  3. A handshake initiation (type 1) from a new address is remembered as
 //     pending. When the upstream's handshake response whose receiver index
 //     equals that initiation's sender index comes back, the response goes
@@ -129,7 +132,11 @@ type endpoint struct {
 type learnedIndex struct {
 	index uint32
 	used  bool
-	at    int64
+	// seen says counter is set: the highest transport counter seen with
+	// this index (FromTransport).
+	seen    bool
+	at      int64
+	counter uint64
 }
 
 type pendingInit struct {
@@ -226,6 +233,45 @@ func (p *Peer) FromClient(now time.Time, h wgproto.Header, from netip.AddrPort, 
 	return false
 }
 
+// FromTransport is FromClient for a transport message whose counter
+// (bytes 8..15) is counter. A transport from a new address moves the
+// session only if its counter is above every counter seen with its index:
+// WireGuard counts each keypair's messages up, so a lower one was sent
+// before a datagram already seen. This keeps a datagram that was overtaken
+// (sent from the client's old address before it moved, and delivered late,
+// as datagrams that another relay node forwards can be) from moving the
+// session back to an address the client has left.
+func (p *Peer) FromTransport(now time.Time, h wgproto.Header, counter uint64, from netip.AddrPort, listener uint8) (moved bool) {
+	if p.Forward || !p.answered || h.Type != wgproto.TypeTransport {
+		return p.FromClient(now, h, from, listener)
+	}
+	l := p.live(now.UnixNano(), h.Index)
+	if l == nil {
+		return false
+	}
+	newer := !l.seen || counter > l.counter
+	if newer {
+		l.counter, l.seen = counter, true
+	}
+	ep := endpoint{from, listener}
+	if ep != p.cur && newer {
+		p.cur = ep
+		return true
+	}
+	return false
+}
+
+// live returns the live learned entry of index, or nil.
+func (p *Peer) live(now int64, index uint32) *learnedIndex {
+	for i := range p.indexes {
+		l := &p.indexes[i]
+		if l.used && l.index == index && now-l.at < int64(IndexMaxAge) {
+			return l
+		}
+	}
+	return nil
+}
+
 // FromUpstream records a datagram from upstream with header h at now and
 // returns the address to send it to and the index of the listening socket
 // to send it by. moved reports that this datagram confirmed a new address (a handshake
@@ -300,13 +346,7 @@ func (p *Peer) dropMore() {
 
 // knows reports whether index is a live learned index.
 func (p *Peer) knows(now int64, index uint32) bool {
-	for i := range p.indexes {
-		l := &p.indexes[i]
-		if l.used && l.index == index && now-l.at < int64(IndexMaxAge) {
-			return true
-		}
-	}
-	return false
+	return p.live(now, index) != nil
 }
 
 // learn adds index (or refreshes it), in a free slot or else in place of

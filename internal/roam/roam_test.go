@@ -584,3 +584,34 @@ func ExamplePeer() {
 	// true
 	// 192.0.2.1:2000
 }
+
+// TestOvertakenTransport: a transport datagram the client sent from its old
+// address before it moved, delivered after the datagrams from its new one
+// (another relay node forwarded it late), does not move the session back;
+// a newer one from the old address (the client moved back) does.
+func TestOvertakenTransport(t *testing.T) {
+	eps := endpoints(0)
+	var p roam.Peer
+	run(t, &p, eps, []step{c(A, ini(1), false), u(resp(77, 1), A, false)})
+	for i, s := range []struct {
+		from    int
+		counter uint64
+		moved   bool
+		at      int // where replies go after it
+	}{
+		{A, 10, false, A},
+		{B, 12, true, B},  // the client moved to B
+		{A, 11, false, B}, // overtaken: sent from A before the move
+		{B, 13, false, B},
+		{A, 13, false, B}, // a copy of the newest, from elsewhere
+		{A, 14, true, A},  // the client moved back
+	} {
+		e := eps[s.from]
+		if moved := p.FromTransport(t0, tr(77), s.counter, e.addr, e.listener); moved != s.moved {
+			t.Fatalf("datagram %d (counter %d from %v): moved %v, want %v", i, s.counter, e.addr, moved, s.moved)
+		}
+		if got := p.Addr(); got != eps[s.at].addr {
+			t.Fatalf("datagram %d: replies go to %v, want %v", i, got, eps[s.at].addr)
+		}
+	}
+}

@@ -10,9 +10,11 @@ import (
 )
 
 // A Peer is part of every session, idle ones included: it stays small.
+// (232 bytes, and 64 more for the highest transport counter of each
+// learned index, FromTransport's rule.)
 func TestPeerSize(t *testing.T) {
-	if size := unsafe.Sizeof(Peer{}); size > 232 {
-		t.Errorf("a Peer takes %d bytes, want at most 232", size)
+	if size := unsafe.Sizeof(Peer{}); size > 296 {
+		t.Errorf("a Peer takes %d bytes, want at most 296", size)
 	}
 }
 

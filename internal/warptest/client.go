@@ -139,6 +139,17 @@ func (c *Client) Roam(accept func(netip.AddrPort) bool) (netip.AddrPort, error) 
 	return addr, nil
 }
 
+// RoamProbe is Roam choosing the new port with StampBind.RoamProbe.
+func (c *Client) RoamProbe(probe func(*net.UDPConn) bool) (netip.AddrPort, error) {
+	addr, err := c.bind.RoamProbe(probe)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	c.roams.Add(1)
+	c.peer.SendKeepalive()
+	return addr, nil
+}
+
 // SetEndpoint makes the client send to ep from now on, in the middle of
 // whatever it is doing, as a client does that moves to another port of a
 // relay (one that a network blocks, say): its session, keys and

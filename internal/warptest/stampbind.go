@@ -230,13 +230,22 @@ func (b *StampBind) sendOne(buf []byte, dst netip.AddrPort) error {
 // any) takes one's address, switches to it and closes the old socket. The
 // device and its sessions are untouched. It returns the new local address.
 func (b *StampBind) Roam(accept func(netip.AddrPort) bool) (netip.AddrPort, error) {
+	return b.RoamProbe(func(c *net.UDPConn) bool { return accept == nil || accept(localAddrPort(c)) })
+}
+
+// RoamProbe is Roam choosing by probe, which gets each candidate socket
+// before the client moves to it and may send from it (say, to learn which
+// of several processes sharing a port the kernel hands its datagrams to);
+// it accepts the socket by returning true. What probe sends the client
+// never sees.
+func (b *StampBind) RoamProbe(probe func(*net.UDPConn) bool) (netip.AddrPort, error) {
 	for range maxRoamTries {
 		c, err := listenLoopback(0)
 		if err != nil {
 			return netip.AddrPort{}, err
 		}
 		addr := localAddrPort(c)
-		if accept != nil && !accept(addr) {
+		if !probe(c) {
 			c.Close()
 			continue
 		}

@@ -457,7 +457,10 @@ type Batch struct {
 	// addrs holds each datagram's client address record.
 	Addrs []byte `protobuf:"bytes,8,opt,name=addrs,proto3" json:"addrs,omitempty"`
 	// payloads holds the datagrams back to back.
-	Payloads      []byte `protobuf:"bytes,9,opt,name=payloads,proto3" json:"payloads,omitempty"`
+	Payloads []byte `protobuf:"bytes,9,opt,name=payloads,proto3" json:"payloads,omitempty"`
+	// relay names the relay of the client's session (with client, its
+	// cluster identity).
+	Relay         string `protobuf:"bytes,10,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +558,13 @@ func (x *Batch) GetPayloads() []byte {
 	return nil
 }
 
+func (x *Batch) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
 // Ack acknowledges every Batch of a link up to and including seq.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -606,6 +616,7 @@ type Gone struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Client        []byte                 `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
 	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Relay         string                 `protobuf:"bytes,3,opt,name=relay,proto3" json:"relay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -654,6 +665,13 @@ func (x *Gone) GetTarget() string {
 	return ""
 }
 
+func (x *Gone) GetRelay() string {
+	if x != nil {
+		return x.Relay
+	}
+	return ""
+}
+
 var File_udpfwd_cluster_proto protoreflect.FileDescriptor
 
 const file_udpfwd_cluster_proto_rawDesc = "" +
@@ -681,7 +699,7 @@ const file_udpfwd_cluster_proto_rawDesc = "" +
 	"\x06Lookup\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\".\n" +
 	"\x05Found\x12%\n" +
-	"\x03pid\x18\x01 \x01(\v2\x13.udpfwd.cluster.PidR\x03pid\"\xd8\x01\n" +
+	"\x03pid\x18\x01 \x01(\v2\x13.udpfwd.cluster.PidR\x03pid\"\xee\x01\n" +
 	"\x05Batch\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
@@ -691,12 +709,15 @@ const file_udpfwd_cluster_proto_rawDesc = "" +
 	"\x05reply\x18\x06 \x01(\bR\x05reply\x12\x12\n" +
 	"\x04lens\x18\a \x01(\fR\x04lens\x12\x14\n" +
 	"\x05addrs\x18\b \x01(\fR\x05addrs\x12\x1a\n" +
-	"\bpayloads\x18\t \x01(\fR\bpayloads\"\x17\n" +
+	"\bpayloads\x18\t \x01(\fR\bpayloads\x12\x14\n" +
+	"\x05relay\x18\n" +
+	" \x01(\tR\x05relay\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"6\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"L\n" +
 	"\x04Gone\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\fR\x06client\x12\x16\n" +
-	"\x06target\x18\x02 \x01(\tR\x06targetB3Z1github.com/udpfwd/udpfwd/actors/cluster/clusterpbb\x06proto3"
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x14\n" +
+	"\x05relay\x18\x03 \x01(\tR\x05relayB3Z1github.com/udpfwd/udpfwd/actors/cluster/clusterpbb\x06proto3"
 
 var (
 	file_udpfwd_cluster_proto_rawDescOnce sync.Once

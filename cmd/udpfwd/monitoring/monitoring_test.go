@@ -35,7 +35,10 @@ func served(t *testing.T) map[string]string {
 	r := &relay{}
 	r.status.SetUpstream(netip.MustParseAddrPort("162.159.192.1:2408"))
 	r.status.SetEndpoints([]metrics.EndpointStatus{{Endpoint: "162.159.192.1:2408", Up: true}})
-	s, err := admin.Start("127.0.0.1:0", []admin.Relay{r}, admin.Options{})
+	cl := metrics.NewCluster(func() metrics.ClusterStats {
+		return metrics.ClusterStats{Members: 2, Peers: []metrics.ClusterPeer{{Peer: "10.0.0.2:7000"}}}
+	})
+	s, err := admin.Start("127.0.0.1:0", []admin.Relay{r}, admin.Options{Cluster: cl})
 	if err != nil {
 		t.Fatal(err)
 	}
