@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -508,5 +509,27 @@ func TestSharedPortJunkIDsCostFewLookups(t *testing.T) {
 	}
 	if s := sessionsOn(t, nodes); s[0]+s[1] != 0 {
 		t.Fatalf("junk transports opened sessions %v", s)
+	}
+}
+
+// TestReloadListenRestartsClusteredRelay: a clustered relay's listening
+// addresses are part of how its sessions answer clients other nodes
+// forward, so a reload that changes them starts the relay anew
+// (relay.ErrRestart) instead of changing them in place; any other reload
+// still applies in place.
+func TestReloadListenRestartsClusteredRelay(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	_, nodes := startShared(t, 1, echoServer(t), true)
+	r := nodes[0].relay
+	cfg := r.Config()
+	cfg.IdleTimeout = 7 * time.Minute
+	if err := r.Reconfigure(cfg); err != nil {
+		t.Fatalf("a new idle timeout: %v, want it applied in place", err)
+	}
+	cfg.Listen = append(cfg.Listen, netip.MustParseAddrPort("127.0.0.1:0"))
+	if err := r.Reconfigure(cfg); !errors.Is(err, relay.ErrRestart) {
+		t.Fatalf("a new listening address: %v, want relay.ErrRestart", err)
 	}
 }

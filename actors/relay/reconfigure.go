@@ -83,6 +83,10 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		return fmt.Errorf("relay %s: %d workers to %d, each listening group is built anew: %w", r.name, len(r.workers), workerCount(&cfg), ErrRestart)
 	case cfg.ReusePort != old.ReusePort:
 		return fmt.Errorf("relay %s: reuse_port changes, each listening group is built anew: %w", r.name, ErrRestart)
+	case r.cluster != nil && !slices.Equal(cfg.Listen, old.Listen):
+		// Its sessions find the way back to clients that other nodes
+		// forward by these addresses (supervisor.Cluster.Listens).
+		return fmt.Errorf("relay %s: a clustered relay's listening addresses change: %w", r.name, ErrRestart)
 	}
 	wireguard := cfg.Mode == config.ModeWireGuard
 	sockOpts := socketOptions(&cfg)
