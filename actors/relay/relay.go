@@ -435,7 +435,6 @@ func listenersOf(slots []*slot) []*actor.PID {
 	return pids
 }
 
-// supervisors returns every worker's supervisor.
 // replierPIDs is the actor that sends the replies other nodes of a
 // cluster return through this relay, if there is one (cluster.go).
 func (r *Relay) replierPIDs() []*actor.PID {
@@ -445,6 +444,7 @@ func (r *Relay) replierPIDs() []*actor.PID {
 	return []*actor.PID{r.replier}
 }
 
+// supervisors returns every worker's supervisor.
 func (r *Relay) supervisors() []*actor.PID {
 	pids := make([]*actor.PID, len(r.workers))
 	for i, w := range r.workers {
