@@ -34,9 +34,10 @@ const fullBatch = udpio.BatchSize + udpio.MaxBatch*udpio.BufferSize
 //     (supervisor.WarnBytes).
 //
 // The Go heap in use stays under it, less the memory the process had
-// before; its garbage collector lets the heap grow to about twice what is
-// in use before collecting (GOGC=100), so resident memory can be up to that
-// more. What live sessions need is outside it: about 10-11 KB resident an
+// before; its garbage collector lets the heap grow by a quarter of what is
+// in use before collecting (the daemon's GC percent, 25, unless GOGC is
+// set; Go's default 100 lets it double), so resident memory can be up to
+// that more. What live sessions need is outside it: about 5 KB resident an
 // idle session (README Performance, udpbench sessions), and a busy one
 // SessionBusyBytes more while its queue holds batches (a plain client's
 // session, zero_id: track, also its entries in the supervisor's index and

@@ -230,6 +230,7 @@ func versionFrom(v string, bi *debug.BuildInfo) string {
 }
 
 func main() {
+	setGCPercent(os.Getenv)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -23,9 +23,9 @@ const (
 	// is (Go raises the soft limit to the hard one, often 1 048 576). Each
 	// session binds one upstream port, and Linux's default ephemeral range
 	// (32768-60999) has 28 232 ports per local address; an idle session
-	// costs about 10-11 KB resident (actors, socket, reader goroutine), so
-	// the default stays under 200 MB. Operators who want more say
-	// --max-sessions.
+	// costs about 5 KB resident (its actors, socket, record and timer;
+	// README Performance), so the default stays under 100 MB. Operators
+	// who want more say --max-sessions.
 	MaxDefaultSessions = 16384
 )
 
