@@ -1,0 +1,162 @@
+package cluster_test
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/udpfwd/udpfwd/actors/cluster"
+	"github.com/udpfwd/udpfwd/actors/relay"
+	"github.com/udpfwd/udpfwd/actors/session"
+	"github.com/udpfwd/udpfwd/internal/config"
+	"github.com/udpfwd/udpfwd/internal/racecheck"
+)
+
+// startOwnPorts starts n nodes (static peers), each relay on a loopback
+// port of its own, in front of upstream, and waits until each counts n
+// members.
+func startOwnPorts(t *testing.T, n int, upstream netip.AddrPort, owner bool) []*sharedNode {
+	t.Helper()
+	binds := make([]netip.AddrPort, n)
+	for i := range binds {
+		binds[i] = freeClusterBind(t)
+	}
+	nodes := make([]*sharedNode, n)
+	for i := range nodes {
+		f, err := config.FromArgs("127.0.0.1:0", upstream.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		log := zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel)).With(zap.Int("node", i+1))
+		system := relay.NewSystem(log)
+		node, err := cluster.Start(system, cluster.Config{Name: "reload", Bind: binds[i], Peers: binds}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := relay.Start(f.Relays[0], log, relay.WithSystem(system), relay.WithCluster(node, owner))
+		if err != nil {
+			node.Close()
+			t.Fatal(err)
+		}
+		nodes[i] = &sharedNode{node: node, relay: r}
+		t.Cleanup(func() {
+			_ = r.Close()
+			node.Close()
+			system.Shutdown()
+		})
+	}
+	deadline := time.Now().Add(sharedTimeout)
+	for _, sn := range nodes {
+		for len(sn.node.Members()) != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s sees %v, want %d members", sn.node.Address(), sn.node.Members(), n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// TestClusterReloadAddsListenAddress: a listening address a reload adds to
+// a node's relay works for clients whose session lives on another node: a
+// client that moves to it is forwarded to its session, and the replies
+// come back through it (ingress) or, in owner mode, from the owner's own
+// listener of that address if it has one, else through it too.
+func TestClusterReloadAddsListenAddress(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	for _, mode := range []struct {
+		name  string
+		owner bool
+	}{{"owner", true}, {"ingress", false}} {
+		t.Run(mode.name, func(t *testing.T) {
+			nodes := startOwnPorts(t, 2, echoServer(t), mode.owner)
+			id := [3]byte{0x4e, 0x10, 0xad}
+			buf := make([]byte, 2048)
+			roundTrip := func(c *net.UDPConn, to netip.AddrPort, d []byte, what string) {
+				t.Helper()
+				if _, err := c.WriteToUDPAddrPort(d, to); err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				n, from, err := c.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					t.Fatalf("no echo of %s: %v", what, err)
+				}
+				if n != len(d) || from != to {
+					t.Fatalf("echo of %s: %d bytes from %v, want %d from %v", what, n, from, len(d), to)
+				}
+			}
+			first := loopbackSocket(t)
+			init := make([]byte, 148)
+			init[0] = 1
+			copy(init[1:4], id[:])
+			roundTrip(first, nodes[0].relay.ListenAddrs()[0], init, "the initiation through node 1")
+
+			// Node 2 gets a second listening address.
+			r := nodes[1].relay
+			cfg := r.Config()
+			cfg.Listen = append(slices.Clone(cfg.Listen), netip.MustParseAddrPort("127.0.0.1:0"))
+			if err := r.Reconfigure(cfg); err != nil {
+				t.Fatal(err)
+			}
+			addrs := r.ListenAddrs()
+			if len(addrs) != 2 {
+				t.Fatalf("node 2 listens on %v after the reload, want two addresses", addrs)
+			}
+			moved := loopbackSocket(t)
+			warm := make([]byte, 200)
+			warm[0] = 4
+			copy(warm[1:4], id[:])
+			warm[18] = 1
+			roundTrip(moved, addrs[1], warm, "a transport through node 2's new address")
+			if s := sessionsOn(t, nodes); s[0] != 1 || s[1] != 0 {
+				t.Fatalf("sessions by node %v, want [1 0]", s)
+			}
+		})
+	}
+}
+
+// loopbackSocket is a client socket on loopback, closed when the test ends.
+func loopbackSocket(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestClusterReloadKeepsListenerIndexesBelowRemoteBase: a reload of a
+// clustered relay that would use listener indexes from
+// session.RemoteListenerBase (those name ways back through other nodes)
+// asks for a restart instead, which refuses that many addresses.
+func TestClusterReloadKeepsListenerIndexesBelowRemoteBase(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	r := startOwnPorts(t, 1, echoServer(t), true)[0].relay
+	cfg := r.Config()
+	for len(cfg.Listen) <= session.RemoteListenerBase {
+		cfg.Listen = append(cfg.Listen, netip.MustParseAddrPort("127.0.0.1:0"))
+	}
+	err := r.Reconfigure(cfg)
+	if !errors.Is(err, relay.ErrRestart) {
+		t.Fatalf("reload to %d listening addresses: %v, want ErrRestart", len(cfg.Listen), err)
+	}
+	if n := len(r.ListenAddrs()); n != 1 {
+		t.Fatalf("the relay listens on %d addresses after the refused reload, want 1", n)
+	}
+}
