@@ -43,14 +43,18 @@ func startOwnPorts(t *testing.T, n int, upstream netip.AddrPort, owner bool) []*
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := relay.Start(f.Relays[0], log, relay.WithSystem(system), relay.WithCluster(node, owner))
+		start := func(cfg config.Relay, opts ...relay.Option) (*relay.Relay, error) {
+			return relay.Start(cfg, log, append([]relay.Option{relay.WithSystem(system), relay.WithCluster(node, owner)}, opts...)...)
+		}
+		r, err := start(f.Relays[0])
 		if err != nil {
 			node.Close()
 			t.Fatal(err)
 		}
-		nodes[i] = &sharedNode{node: node, relay: r}
+		sn := &sharedNode{node: node, relay: r, start: start}
+		nodes[i] = sn
 		t.Cleanup(func() {
-			_ = r.Close()
+			_ = sn.relay.Close()
 			node.Close()
 			system.Shutdown()
 		})
@@ -158,5 +162,88 @@ func TestClusterReloadKeepsListenerIndexesBelowRemoteBase(t *testing.T) {
 	}
 	if n := len(r.ListenAddrs()); n != 1 {
 		t.Fatalf("the relay listens on %d addresses after the refused reload, want 1", n)
+	}
+}
+
+// TestClusterRestartWithWorkers: a clustered relay started anew with
+// another number of workers (as a reload that changes workers does)
+// takes its sessions back on their upstream ports, each on the worker its
+// client ID now steers to, and registers them again: a client that then
+// moves to another node is forwarded to its restored session.
+func TestClusterRestartWithWorkers(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip("protoactor-go's cluster has data races of its own; run without -race: go test ./actors/cluster/")
+	}
+	nodes := startOwnPorts(t, 2, echoServer(t), false)
+	id := [3]byte{0x3e, 0x57, 0xa1} // odd: worker 1 of 2
+	buf := make([]byte, 2048)
+	roundTrip := func(c *net.UDPConn, to netip.AddrPort, d []byte, what string) {
+		t.Helper()
+		if _, err := c.WriteToUDPAddrPort(d, to); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := c.ReadFromUDPAddrPort(buf); err != nil {
+			t.Fatalf("no echo of %s: %v", what, err)
+		}
+	}
+	init := make([]byte, 148)
+	init[0] = 1
+	copy(init[1:4], id[:])
+	roundTrip(loopbackSocket(t), nodes[0].relay.ListenAddrs()[0], init, "the initiation through node 1")
+	before, err := nodes[0].relay.Sessions(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before.Sessions) != 1 {
+		t.Fatalf("node 1 holds %d sessions, want 1", len(before.Sessions))
+	}
+
+	old := nodes[0].relay
+	saved, err := old.Snapshot(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := old.Config()
+	cfg.Listen = old.ListenAddrs() // the port it had
+	cfg.Workers = 2
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := nodes[0].start(cfg, relay.WithRestore(saved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].relay = r
+
+	warm := make([]byte, 200)
+	warm[0] = 4
+	copy(warm[1:4], id[:])
+	warm[18] = 1
+	// The restored session registers again asynchronously: until then a
+	// lookup misses and the transport is dropped, so ask again.
+	moved := loopbackSocket(t)
+	deadline := time.Now().Add(sharedTimeout)
+	for {
+		if _, err := moved.WriteToUDPAddrPort(warm, nodes[1].relay.ListenAddrs()[0]); err != nil {
+			t.Fatal(err)
+		}
+		_ = moved.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := moved.ReadFromUDPAddrPort(buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no echo through node 2 to the restored session")
+		}
+	}
+	after, err := r.Sessions(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Sessions) != 1 || after.Sessions[0].UpstreamLocal != before.Sessions[0].UpstreamLocal {
+		t.Fatalf("sessions after the restart %+v, want the one of before on its upstream socket %v", after.Sessions, before.Sessions[0].UpstreamLocal)
+	}
+	if s := sessionsOn(t, nodes); s[1] != 0 {
+		t.Fatalf("sessions by node %v: node 2 opened one", s)
 	}
 }

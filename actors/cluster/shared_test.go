@@ -34,6 +34,9 @@ const sharedTimeout = 60 * time.Second
 type sharedNode struct {
 	node  *cluster.Node
 	relay *relay.Relay
+	// start, if set, starts another relay of this node (its actor system
+	// and cluster node), as a restart does.
+	start func(cfg config.Relay, opts ...relay.Option) (*relay.Relay, error)
 }
 
 // freeClusterBind is a loopback port free now whose next port (the health
