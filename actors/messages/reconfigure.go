@@ -42,12 +42,6 @@ type Reconfigure struct {
 	// changes its socket, so the index that batches and saved roaming
 	// states carry never sends a reply by another socket.
 	Writers []*actor.PID
-	// Listens, if not nil (a relay in a cluster whose listening sockets
-	// changed), are the relay's listening addresses by the same index as
-	// Writers, the zero value where a socket was removed: forwarded
-	// datagrams name the address their client wrote to, and replies
-	// leave by it.
-	Listens []netip.AddrPort
 	// UpstreamChanged says the configured upstream changed. Upstream is
 	// its address (new sessions connect to it), or the zero value until a
 	// name resolves. A live session stays only if its own upstream address
@@ -100,9 +94,6 @@ type ApplySettings struct {
 	// Writers are the relay's writers by listening socket index, as in
 	// Reconfigure.
 	Writers []*actor.PID
-	// Listens are the relay's listening addresses by the same index, as
-	// in Reconfigure.
-	Listens []netip.AddrPort
 	// Socket are the upstream socket's new settings.
 	Socket *SocketSettings
 	// Limits is the client's new rate limit.

@@ -53,22 +53,13 @@ func (r *Relay) clusterConfig(slots []*slot) (*supervisor.Cluster, error) {
 	if len(slots) > session.RemoteListenerBase {
 		return nil, fmt.Errorf("relay %q: a relay in a cluster listens on at most %d addresses, not %d", r.name, session.RemoteListenerBase, len(slots))
 	}
-	listens := listenTable(slots)
+	listens := make([]netip.AddrPort, len(slots))
+	for i, sl := range slots {
+		listens[i] = sl.addr
+	}
 	replier := r.system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &replier{r: r} }))
 	r.replier = replier
 	return &supervisor.Cluster{Node: r.cluster, Owner: r.clusterOwner, ReplyTo: replier, Listens: listens}, nil
-}
-
-// listenTable is the relay's listening addresses by listener index, the
-// zero value for an empty slot (a socket a reload removed).
-func listenTable(slots []*slot) []netip.AddrPort {
-	listens := make([]netip.AddrPort, len(slots))
-	for i, sl := range slots {
-		if sl != nil {
-			listens[i] = sl.addr
-		}
-	}
-	return listens
 }
 
 // replier sends the replies other nodes return through this relay

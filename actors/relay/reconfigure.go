@@ -13,7 +13,6 @@ import (
 
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/actors/policy"
-	"github.com/udpfwd/udpfwd/actors/session"
 	"github.com/udpfwd/udpfwd/internal/config"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
@@ -22,8 +21,7 @@ import (
 // make in place: the relay's mode, a forward relay's upstream or outbound
 // address (its one outbound socket is the forward), its number of workers
 // or reuse_port (every listening group is built anew), or more new listen
-// addresses than listener indexes are left (fewer in a cluster, whose
-// indexes from session.RemoteListenerBase name ways through other nodes). Nothing was changed; the
+// addresses than listener indexes are left. Nothing was changed; the
 // caller starts the relay anew instead, carrying its sessions over with
 // Snapshot and WithRestore.
 var ErrRestart = errors.New("the change needs the relay started anew")
@@ -122,13 +120,7 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 			added = append(added, a)
 		}
 	}
-	limit := config.MaxListen
-	if r.cluster != nil && wireguard {
-		// The indexes from RemoteListenerBase name ways back through
-		// other nodes.
-		limit = session.RemoteListenerBase
-	}
-	if nslots+len(added) > limit {
+	if nslots+len(added) > config.MaxListen {
 		return fmt.Errorf("relay %s: %d listener indexes used since it started, %d more asked for: %w",
 			r.name, nslots, len(added), ErrRestart)
 	}
@@ -231,10 +223,6 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 	for _, w := range r.workers {
 		tables[w.index] = writerTable(r.slots, w.index)
 	}
-	var listens []netip.AddrPort
-	if r.cluster != nil {
-		listens = listenTable(r.slots)
-	}
 	live := make([]*slot, 0, len(r.slots))
 	for _, sl := range r.slots {
 		if sl != nil {
@@ -251,9 +239,6 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 		for _, w := range r.workers {
 			sl.writers = append(sl.writers, r.spawnWriter(w, sl.conn(w.index)))
 			tables[w.index] = append(tables[w.index], sl.writers[w.index])
-		}
-		if listens != nil {
-			listens = append(listens, sl.addr)
 		}
 		fresh = append(fresh, sl)
 	}
@@ -275,7 +260,7 @@ func (r *Relay) Reconfigure(cfg config.Relay) error {
 	for _, w := range r.workers {
 		m := *msg
 		if len(added) > 0 || len(removed) > 0 {
-			m.Writers, m.Listens = tables[w.index], listens
+			m.Writers = tables[w.index]
 		}
 		futures[w.index] = r.system.Root.RequestFuture(w.supervisor, &m, reconfigureTimeout)
 	}

@@ -45,11 +45,6 @@ func (s *Session) applySettings(m *messages.ApplySettings) {
 	if m.Writers != nil {
 		s.cfg.Writers = m.Writers
 	}
-	if m.Listens != nil && s.cfg.Cluster != nil {
-		c := *s.cfg.Cluster
-		c.Listens = m.Listens
-		s.cfg.Cluster = &c
-	}
 	if m.Socket != nil {
 		if err := s.cfg.Conn.SetBuffers(m.Socket.ReadBuffer, m.Socket.WriteBuffer); err != nil {
 			s.logger().Warn("reload: set the upstream socket's buffers", zap.Error(err))

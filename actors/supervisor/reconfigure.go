@@ -36,11 +36,6 @@ func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
 	if m.Writers != nil {
 		s.cfg.Writers = m.Writers
 	}
-	if m.Listens != nil && s.cfg.Cluster != nil {
-		c := *s.cfg.Cluster // shared with the other workers' supervisors
-		c.Listens = m.Listens
-		s.cfg.Cluster = &c
-	}
 	eps := m.Endpoints
 	if m.UpstreamChanged {
 		if len(eps) == 0 {
@@ -52,7 +47,7 @@ func (s *Supervisor) reconfigure(ctx actor.Context, m *messages.Reconfigure) {
 		s.cfg.Clients = *m.Clients
 	}
 
-	apply := &messages.ApplySettings{Writers: m.Writers, Listens: m.Listens, Socket: m.Socket, Limits: m.Limits}
+	apply := &messages.ApplySettings{Writers: m.Writers, Socket: m.Socket, Limits: m.Limits}
 	if s.cfg.Mode == ModeWireGuard {
 		apply.IdleTimeout = s.cfg.IdleTimeout
 	}
