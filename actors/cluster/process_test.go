@@ -298,7 +298,7 @@ func TestProcessRoamAcrossNodes(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip(raceSkip)
 	}
-	roamAcross(t, "ingress", false)
+	roamAcross(t, "ingress", false, warptest.ClientID{0xc1, 0x05, 0x7e})
 }
 
 // TestProcessRoamAcrossNodesEtcd is the same with membership through etcd.
@@ -306,10 +306,31 @@ func TestProcessRoamAcrossNodesEtcd(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip(raceSkip)
 	}
-	roamAcross(t, "ingress", true)
+	roamAcross(t, "ingress", true, warptest.ClientID{0xc1, 0x05, 0x7e})
 }
 
-func roamAcross(t *testing.T, reply string, etcd bool) {
+// TestProcessRoamAcrossNodesWorkers is TestProcessRoamAcrossNodes with two
+// workers per node (a private listening group each, steered by client ID):
+// the client's datagrams land on the same worker index on every node, the
+// other nodes' workers forward them to the owner's session, and its
+// replies leave through the node the client wrote to. The client's ID is
+// odd, so that it is worker 1's, not the first worker's.
+func TestProcessRoamAcrossNodesWorkers(t *testing.T) {
+	if racecheck.Enabled {
+		t.Skip(raceSkip)
+	}
+	ps := roamAcross(t, "ingress", false, warptest.ClientID{0xc1, 0x05, 0x7f}, "--workers", "2")
+	for _, p := range ps {
+		if !strings.Contains(p.log.String(), `"workers":2`) {
+			t.Errorf("%s did not start two workers", p.name)
+		}
+	}
+}
+
+// roamAcross runs the roaming download through three nodes started with
+// reply mode reply, membership through etcd or static peers, and extra
+// flags; it returns the nodes.
+func roamAcross(t *testing.T, reply string, etcd bool, id warptest.ClientID, extra ...string) []*proc {
 	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -321,11 +342,11 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 		membership = []string{"--cluster-etcd", startEtcd(t)}
 	}
 	for _, p := range ps {
-		p.start(t, edge.Addr(), membership, "--cluster-reply", reply)
+		p.start(t, edge.Addr(), membership, append([]string{"--cluster-reply", reply}, extra...)...)
 	}
 	waitJoined(t, ps, 2)
 
-	c, err := edge.NewClient(warptest.ClientConfig{ID: warptest.ClientID{0xc1, 0x05, 0x7e}, Endpoint: ps[0].listen, KeepEndpoint: true})
+	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: ps[0].listen, KeepEndpoint: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,8 +382,10 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 	if v := ps[0].metric(t, "udpfwd_cluster_received_datagrams_total"); v <= 0 {
 		t.Errorf("node1 reports %v datagrams received from other nodes, want some", v)
 	}
-	if v := ps[1].metric(t, "udpfwd_cluster_forwarded_datagrams_total{"); v <= 0 {
-		t.Errorf("node2 reports %v datagrams forwarded, want some", v)
+	for _, p := range ps[1:] {
+		if v := p.metricSum(t, "udpfwd_cluster_forwarded_datagrams_total{"); v <= 0 {
+			t.Errorf("%s reports %v datagrams forwarded, want some", p.name, v)
+		}
 	}
 	if v := ps[1].metric(t, "udpfwd_cluster_members"); v != 3 {
 		t.Errorf("node2 reports %v members, want 3", v)
@@ -377,6 +400,7 @@ func roamAcross(t *testing.T, reply string, etcd bool) {
 			t.Errorf("%s /healthz: %d, want 200", p.name, resp.StatusCode)
 		}
 	}
+	return ps
 }
 
 // startClient starts a WireGuard client of edge at p and waits for its
