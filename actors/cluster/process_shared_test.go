@@ -149,12 +149,14 @@ func TestProcessSharedPortRoam(t *testing.T) {
 }
 
 // TestProcessSharedPortRoamEtcd is the same with membership through etcd,
-// owner replies.
+// in both reply modes.
 func TestProcessSharedPortRoamEtcd(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip(raceSkip)
 	}
-	sharedRoam(t, "owner", true)
+	for _, reply := range []string{"owner", "ingress"} {
+		t.Run(reply, func(t *testing.T) { sharedRoam(t, reply, true) })
+	}
 }
 
 func sharedRoam(t *testing.T, reply string, etcd bool) {
