@@ -2,13 +2,13 @@ package session
 
 import (
 	"errors"
-	"github.com/udpfwd/udpfwd/actors/cluster"
 	"net"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"go.uber.org/zap"
 
+	"github.com/udpfwd/udpfwd/actors/cluster"
 	"github.com/udpfwd/udpfwd/actors/messages"
 	"github.com/udpfwd/udpfwd/internal/stats"
 	"github.com/udpfwd/udpfwd/internal/udpio"
@@ -38,11 +38,11 @@ func NewPoller(root *actor.RootContext, cfg udpio.PollerConfig) (*Poller, error)
 // poller's loop needs to hand the session its replies. It is the card's
 // reader (reader → session → writer) without a goroutine of its own. Its
 // fields are set before the socket is registered and never change, but
-// stopped.
+// stopped; the loop reads only the session's Counters and Logger, which
+// never change either.
 type Reader struct {
-	self     *actor.PID
-	counters *stats.Counters
-	log      *zap.Logger
+	self    *actor.PID
+	session *Session
 	// stopped is set by the session's Stopping before it removes its
 	// registration: a batch the loop read just before is counted as
 	// session_gone and released, not sent to a stopped actor.
@@ -53,12 +53,12 @@ type Reader struct {
 // loop's goroutine.
 func (rd *Reader) deliver(root *actor.RootContext, r *udpio.Ready[*Reader]) {
 	if r.Foreign > 0 {
-		rd.counters.Drop(stats.ForeignSource, r.Foreign)
+		rd.session.cfg.Counters.Drop(stats.ForeignSource, r.Foreign)
 	}
 	if err := r.Err; err != nil && !errors.Is(err, net.ErrClosed) && !udpio.IsTransient(err) {
 		// Not expected from a UDP socket; the poller has dropped it, and
 		// the session gets no more replies (it expires as silent).
-		rd.log.Warn("read upstream", zap.Error(err))
+		rd.session.cfg.Logger.Warn("read upstream", zap.Error(err))
 	}
 	b := r.Batch
 	if b == nil {
@@ -66,7 +66,7 @@ func (rd *Reader) deliver(root *actor.RootContext, r *udpio.Ready[*Reader]) {
 	}
 	b.Trim() // a batch waiting in the session's queue holds only what it carries
 	if rd.stopped.Load() {
-		rd.counters.Drop(stats.SessionGone, len(b.Datagrams))
+		rd.session.cfg.Counters.Drop(stats.SessionGone, len(b.Datagrams))
 		b.Release()
 		return
 	}
@@ -79,7 +79,7 @@ func (rd *Reader) deliver(root *actor.RootContext, r *udpio.Ready[*Reader]) {
 // start, its stop and a move to another endpoint (SwapUpstream). A failure
 // to register (the poller closed: the relay is closing) fails the session.
 func (s *Session) startReading(ctx actor.Context, c *udpio.Conn) {
-	s.reader.self, s.reader.counters, s.reader.log = ctx.Self(), s.cfg.Counters, s.cfg.Logger
+	s.reader.self, s.reader.session = ctx.Self(), s
 	tok, err := s.cfg.Poller.Add(c, &s.reader)
 	if err != nil {
 		panic("session: read the upstream socket: " + err.Error())
