@@ -160,11 +160,7 @@ func TestProcessSharedPortRoamEtcd(t *testing.T) {
 }
 
 func sharedRoam(t *testing.T, reply string, etcd bool) {
-	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { edge.Close() })
+	edge := newEdge(t)
 	shared, release := holdSharedPort(t)
 	ps := sharedProcs(t, 3, shared)
 	membership := peersFlags(ps)

@@ -331,11 +331,7 @@ func TestProcessRoamAcrossNodesWorkers(t *testing.T) {
 // reply mode reply, membership through etcd or static peers, and extra
 // flags; it returns the nodes.
 func roamAcross(t *testing.T, reply string, etcd bool, id warptest.ClientID, extra ...string) []*proc {
-	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { edge.Close() })
+	edge := newEdge(t)
 	ps := clusterProcs(t, 3)
 	membership := peersFlags(ps)
 	if etcd {
@@ -418,15 +414,22 @@ func startClient(t *testing.T, ctx context.Context, edge *warptest.Edge, id warp
 	return c
 }
 
-// startCluster starts n static-peer nodes in front of a new edge and waits
-// until they see each other.
-func startCluster(t *testing.T, n int, extra ...string) (*warptest.Edge, []*proc) {
+// newEdge starts a fake WARP edge of two servers for t.
+func newEdge(t *testing.T) *warptest.Edge {
 	t.Helper()
 	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { edge.Close() })
+	return edge
+}
+
+// startCluster starts n static-peer nodes in front of a new edge and waits
+// until they see each other.
+func startCluster(t *testing.T, n int, extra ...string) (*warptest.Edge, []*proc) {
+	t.Helper()
+	edge := newEdge(t)
 	ps := clusterProcs(t, n)
 	for _, p := range ps {
 		p.start(t, edge.Addr(), peersFlags(ps), extra...)
@@ -487,11 +490,7 @@ func TestProcessJoinMovesNothing(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip(raceSkip)
 	}
-	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { edge.Close() })
+	edge := newEdge(t)
 	ps := clusterProcs(t, 3)
 	for _, p := range ps[:2] {
 		p.start(t, edge.Addr(), peersFlags(ps), "--cluster-reply", "ingress")
@@ -536,11 +535,7 @@ func TestProcessRestartKeepsSessions(t *testing.T) {
 	if racecheck.Enabled {
 		t.Skip(raceSkip)
 	}
-	edge, err := warptest.NewEdge(warptest.EdgeConfig{Servers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { edge.Close() })
+	edge := newEdge(t)
 	ps := clusterProcs(t, 2)
 	state := []string{"--state-file", filepath.Join(t.TempDir(), "state.json"), "--cluster-reply", "ingress"}
 	ps[0].start(t, edge.Addr(), peersFlags(ps), state...)

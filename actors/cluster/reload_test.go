@@ -23,7 +23,7 @@ func startOwnPorts(t *testing.T, n int, upstream netip.AddrPort, owner bool) []*
 	t.Helper()
 	binds := make([]netip.AddrPort, n)
 	for i := range binds {
-		binds[i] = freeClusterBind(t)
+		binds[i] = cluster.FreeBind(t)
 	}
 	nodes := make([]*sharedNode, n)
 	for i := range nodes {
@@ -56,15 +56,7 @@ func startOwnPorts(t *testing.T, n int, upstream netip.AddrPort, owner bool) []*
 			system.Shutdown()
 		})
 	}
-	deadline := time.Now().Add(sharedTimeout)
-	for _, sn := range nodes {
-		for len(sn.node.Members()) != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s sees %v, want %d members", sn.node.Address(), sn.node.Members(), n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	awaitMembers(t, nodes)
 	return nodes
 }
 

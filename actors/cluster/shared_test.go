@@ -40,25 +40,19 @@ type sharedNode struct {
 	start func(cfg config.Relay, opts ...relay.Option) (*relay.Relay, error)
 }
 
-// freeClusterBind is a loopback port free now whose next port (the health
-// port) is free too.
-func freeClusterBind(t *testing.T) netip.AddrPort {
+// awaitMembers waits, bounded, until every node counts all of nodes as
+// members.
+func awaitMembers(t *testing.T, nodes []*sharedNode) {
 	t.Helper()
-	for range 100 {
-		a, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ap := netip.MustParseAddrPort(a.Addr().String())
-		b, err := net.Listen("tcp", netip.AddrPortFrom(ap.Addr(), ap.Port()+cluster.HealthPortOffset).String())
-		a.Close()
-		if err == nil {
-			b.Close()
-			return ap
+	deadline := time.Now().Add(sharedTimeout)
+	for _, sn := range nodes {
+		for len(sn.node.Members()) != len(nodes) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s sees %v, want %d members", sn.node.Address(), sn.node.Members(), len(nodes))
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	t.Fatal("no free pair of loopback ports")
-	return netip.AddrPort{}
 }
 
 // startShared starts n nodes (static peers) in front of upstream on one
@@ -81,7 +75,7 @@ func startShared(t *testing.T, n int, upstream netip.AddrPort, owner bool) (neti
 
 	binds := make([]netip.AddrPort, n)
 	for i := range binds {
-		binds[i] = freeClusterBind(t)
+		binds[i] = cluster.FreeBind(t)
 	}
 	f, err := config.FromArgs(shared.String(), upstream.String())
 	if err != nil {
@@ -118,15 +112,7 @@ func startShared(t *testing.T, n int, upstream netip.AddrPort, owner bool) (neti
 			system.Shutdown()
 		})
 	}
-	deadline := time.Now().Add(sharedTimeout)
-	for _, sn := range nodes {
-		for len(sn.node.Members()) != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s sees %v, want %d members", sn.node.Address(), sn.node.Members(), n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	awaitMembers(t, nodes)
 	return shared, nodes
 }
 
@@ -288,24 +274,6 @@ func clientSocket(t *testing.T, shared netip.AddrPort, nodes []*sharedNode, want
 	return nil
 }
 
-// echoed sends d to to from c until an answer comes, as a WireGuard client
-// retransmits: the first datagram a node gets for a client it has to look
-// up may be dropped (and counted) when the lookup times out on a loaded
-// machine. It gives up after sharedTimeout.
-func echoed(c *net.UDPConn, to netip.AddrPort, d, buf []byte) error {
-	deadline := time.Now().Add(sharedTimeout)
-	for {
-		if _, err := c.WriteToUDPAddrPort(d, to); err != nil {
-			return err
-		}
-		_ = c.SetReadDeadline(time.Now().Add(min(time.Until(deadline), time.Second)))
-		_, _, err := c.ReadFromUDPAddrPort(buf)
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-	}
-}
-
 // TestSharedPortBatchesLoseNothing: a client that has moved to a node that
 // does not own its session sends 8 × 64 datagrams at once; all of them
 // cross to the owner, reach the upstream (an echo server) and come back.
@@ -319,10 +287,7 @@ func TestSharedPortBatchesLoseNothing(t *testing.T) {
 	init := make([]byte, 148)
 	init[0] = 1
 	copy(init[1:4], id[:])
-	buf := make([]byte, 2048)
-	if err := echoed(first, shared, init, buf); err != nil {
-		t.Fatalf("no echo of the initiation through node 1: %v", err)
-	}
+	resendUntilEcho(t, first, shared, init, "the initiation through node 1")
 
 	// The client's first datagram at node 2 makes it look the owner up;
 	// its echo says the way is known.
@@ -331,9 +296,7 @@ func TestSharedPortBatchesLoseNothing(t *testing.T) {
 	warm[0] = 4
 	copy(warm[1:4], id[:])
 	warm[18] = 1
-	if err := echoed(moved, shared, warm, buf); err != nil {
-		t.Fatalf("no echo through node 2: %v", err)
-	}
+	resendUntilEcho(t, moved, shared, warm, "a transport through node 2")
 	const total = 8 * 64
 	seen := make([]bool, total)
 	for i := range total {
@@ -346,6 +309,7 @@ func TestSharedPortBatchesLoseNothing(t *testing.T) {
 		}
 	}
 	got := 0
+	buf := make([]byte, 2048)
 	_ = moved.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for got < total {
 		n, _, err := moved.ReadFromUDPAddrPort(buf)
