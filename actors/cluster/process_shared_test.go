@@ -173,16 +173,9 @@ func sharedRoam(t *testing.T, reply string, etcd bool) {
 	waitJoined(t, ps, 2)
 	release()
 
-	c, err := edge.NewClient(warptest.ClientConfig{ID: warptest.ClientID{0x5a, 0x4e, 0xd0}, Endpoint: shared, KeepEndpoint: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
 	defer cancel()
-	if err := c.WaitHandshake(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := startClient(t, ctx, edge, warptest.ClientID{0x5a, 0x4e, 0xd0}, shared)
 	owner := waitOwner(t, ps)
 
 	const size = 16 << 20

@@ -342,16 +342,9 @@ func roamAcross(t *testing.T, reply string, etcd bool, id warptest.ClientID, ext
 	}
 	waitJoined(t, ps, 2)
 
-	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: ps[0].listen, KeepEndpoint: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
 	defer cancel()
-	if err := c.WaitHandshake(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c := startClient(t, ctx, edge, id, ps[0].listen)
 	const size = 24 << 20
 	tr := c.Download(ctx, size, 7)
 	step := int64(size / 10)
@@ -399,11 +392,11 @@ func roamAcross(t *testing.T, reply string, etcd bool, id warptest.ClientID, ext
 	return ps
 }
 
-// startClient starts a WireGuard client of edge at p and waits for its
-// first handshake.
-func startClient(t *testing.T, ctx context.Context, edge *warptest.Edge, id warptest.ClientID, p *proc) *warptest.Client {
+// startClient starts a WireGuard client of edge that sends to at, and
+// waits for its first handshake.
+func startClient(t *testing.T, ctx context.Context, edge *warptest.Edge, id warptest.ClientID, at netip.AddrPort) *warptest.Client {
 	t.Helper()
-	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: p.listen, KeepEndpoint: true})
+	c, err := edge.NewClient(warptest.ClientConfig{ID: id, Endpoint: at, KeepEndpoint: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +443,7 @@ func TestProcessNodeFailure(t *testing.T) {
 	edge, ps := startCluster(t, 3, "--cluster-reply", "ingress")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
 	defer cancel()
-	c := startClient(t, ctx, edge, warptest.ClientID{0xfa, 0x11, 0x01}, ps[0])
+	c := startClient(t, ctx, edge, warptest.ClientID{0xfa, 0x11, 0x01}, ps[0].listen)
 	const size = 16 << 20
 	tr := c.Download(ctx, size, 3)
 	if err := tr.WaitBytes(ctx, size/8, 20*time.Second); err != nil {
@@ -498,7 +491,7 @@ func TestProcessJoinMovesNothing(t *testing.T) {
 	waitJoined(t, ps[:2], 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
 	defer cancel()
-	c := startClient(t, ctx, edge, warptest.ClientID{0x10, 0x1e, 0xd0}, ps[1])
+	c := startClient(t, ctx, edge, warptest.ClientID{0x10, 0x1e, 0xd0}, ps[1].listen)
 	const size = 16 << 20
 	tr := c.Download(ctx, size, 5)
 	if err := tr.WaitBytes(ctx, size/8, 20*time.Second); err != nil {
@@ -543,7 +536,7 @@ func TestProcessRestartKeepsSessions(t *testing.T) {
 	waitJoined(t, ps, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*processTimeout)
 	defer cancel()
-	c := startClient(t, ctx, edge, warptest.ClientID{0x5e, 0x55, 0x10}, ps[0])
+	c := startClient(t, ctx, edge, warptest.ClientID{0x5e, 0x55, 0x10}, ps[0].listen)
 	if err := c.Echo(ctx, []byte("before the restart")); err != nil {
 		t.Fatal(err)
 	}

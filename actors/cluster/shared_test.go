@@ -450,6 +450,7 @@ func TestSharedPortJunkIDsCostFewLookups(t *testing.T) {
 	const ids, rounds = 50, 20
 	before := nodes[0].node.Stats()
 	unknownBefore := nodes[0].relay.Counters().Dropped(stats.UnknownClient)
+	start := time.Now()
 	for r := range rounds {
 		for i := range ids {
 			d := make([]byte, 64)
@@ -471,8 +472,13 @@ func TestSharedPortJunkIDsCostFewLookups(t *testing.T) {
 	}
 	after := nodes[0].node.Stats()
 	lookups, misses := after.Lookups-before.Lookups, after.LookupMisses-before.LookupMisses
-	if lookups < ids || lookups > 3*ids || misses != lookups {
-		t.Fatalf("%d lookups (%d misses) for %d datagrams of %d junk IDs, want one lookup per ID (at most one more per second each)", lookups, misses, ids*rounds, ids)
+	// A miss is remembered for a second (the supervisor's missTTL), so an
+	// ID may be looked up again once a second while the test runs: on a
+	// loaded machine that may be a few seconds, far fewer than the
+	// ids*rounds lookups of one per datagram.
+	most := uint64(ids * (2 + int(time.Since(start)/time.Second)))
+	if lookups < ids || lookups > most || misses != lookups {
+		t.Fatalf("%d lookups (%d misses) for %d datagrams of %d junk IDs, want one lookup per ID and at most one more per second each (%d)", lookups, misses, ids*rounds, ids, most)
 	}
 	if s := sessionsOn(t, nodes); s[0]+s[1] != 0 {
 		t.Fatalf("junk transports opened sessions %v", s)
