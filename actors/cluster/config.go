@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/udpfwd/udpfwd/internal/fileio"
 	"github.com/udpfwd/udpfwd/internal/udpio"
 )
 
@@ -175,11 +175,19 @@ func healthAddr(a netip.AddrPort) netip.AddrPort {
 // requires a client certificate signed by the CA; the client side presents
 // this node's certificate and trusts only the CA.
 func (t TLSFiles) tlsConfigs() (server, client *tls.Config, err error) {
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	certPEM, err := fileio.ReadFile(t.Cert, fileio.MaxSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster TLS certificate: %w", err)
+	}
+	keyPEM, err := fileio.ReadFile(t.Key, fileio.MaxSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster TLS key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster TLS key pair: %w", err)
 	}
-	pem, err := os.ReadFile(t.CA)
+	pem, err := fileio.ReadFile(t.CA, fileio.MaxSize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster TLS CA: %w", err)
 	}

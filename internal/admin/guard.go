@@ -5,13 +5,12 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
+
+	"github.com/udpfwd/udpfwd/internal/fileio"
 )
 
 // hostPolicy decides which Host headers the listener answers. A web page
@@ -119,24 +118,9 @@ const maxTokenFile = 4096
 // regular file (it never blocks on a FIFO), a file over 4 KiB, an empty
 // token and one with spaces or control characters inside.
 func ReadTokenFile(path string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	b, err := fileio.ReadFile(path, maxTokenFile)
 	if err != nil {
-		return "", fmt.Errorf("admin token file: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("admin token file: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("admin token file %s: not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
-	if err != nil {
-		return "", fmt.Errorf("admin token file: %w", err)
-	}
-	if len(b) > maxTokenFile {
-		return "", fmt.Errorf("admin token file %s: larger than %d bytes", path, maxTokenFile)
+		return "", fmt.Errorf("admin token file %w", err)
 	}
 	token := strings.TrimSpace(string(b))
 	if token == "" {

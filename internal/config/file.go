@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/udpfwd/udpfwd/internal/fileio"
 	"github.com/udpfwd/udpfwd/internal/wgproto"
 )
 
@@ -464,7 +464,7 @@ func (p *problems) err() error {
 // Read reads and decodes the config file at path, without validating it
 // as a whole (see Decode); errors name the path as given.
 func Read(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path, fileio.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -370,6 +371,17 @@ func TestLoad(t *testing.T) {
 	_, err = config.Load(filepath.Join(dir, "missing.yaml"))
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Load of a missing file: %v, want fs.ErrNotExist wrapped", err)
+	}
+	// A config path is data: a named pipe is refused at once (opened
+	// without blocking), and so is a device that would never end.
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{fifo, "/dev/zero"} {
+		if _, err := config.Load(p); err == nil || !strings.HasSuffix(err.Error(), "not a regular file") {
+			t.Errorf("Load(%s): %v, want it refused as not a regular file", p, err)
+		}
 	}
 }
 

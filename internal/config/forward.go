@@ -2,12 +2,14 @@ package config
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/udpfwd/udpfwd/internal/fileio"
 )
 
 // ForwardRule is one line of a static forward file: datagrams arriving on
@@ -117,12 +119,11 @@ func parseForwardRule(s string) (ForwardRule, error) {
 // ("rules:3: dest: ...", "rules:4:2: in: ..."). Flags are applied with
 // SetFlag, then the whole is checked with Validate.
 func ReadForward(path string) (*File, error) {
-	fh, err := os.Open(path)
+	data, err := fileio.ReadFile(path, fileio.MaxSize)
 	if err != nil {
 		return nil, fmt.Errorf("forward file: %w", err)
 	}
-	defer fh.Close()
-	rules, err := ParseForwardRules(fh, path)
+	rules, err := ParseForwardRules(bytes.NewReader(data), path)
 	if err != nil {
 		return nil, err
 	}
